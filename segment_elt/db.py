@@ -1,0 +1,23 @@
+"""PostgreSQL connections: one function, the same settings for the CLI, the receiver and the DAGs."""
+
+from __future__ import annotations
+
+import psycopg
+
+from segment_elt.config import database_url
+
+
+def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection that fails within `timeout_s` when the server is down or stuck."""
+    ms = int(timeout_s * 1000)
+    return psycopg.connect(
+        url or database_url(),
+        autocommit=autocommit,
+        connect_timeout=max(1, int(timeout_s)),
+        options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        application_name="segment-elt",
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=2,
+    )

