@@ -1,0 +1,49 @@
+# The two commands: `make demo` (the whole job, end to end) and `make test`.
+# Everything runs from .venv, created from requirements.txt (the lock) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+export DO_NOT_TRACK := 1
+
+.PHONY: venv demo test up bench lint lock clean db-start db-stop
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	$(PY) -m segment_elt.demo
+
+test: venv
+	$(PY) -m pytest
+
+up: venv
+	$(PY) -m segment_elt.up
+
+bench: venv
+	$(PY) -m benchmarks
+
+lint: venv
+	$(VENV)/bin/sqlfluff lint dbt_project
+
+db-start: venv
+	$(PY) -m segment_elt.embedded start
+
+db-stop: venv
+	$(PY) -m segment_elt.embedded stop
+
+# Re-pin requirements.txt after editing requirements.in.
+lock: venv
+	$(VENV)/bin/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
+
+clean:
+	-$(PY) -m segment_elt.embedded stop
+	rm -rf .local
