@@ -1,0 +1,35 @@
+{% macro date_var(name) -%}
+    {#- A YYYY-MM-DD var as a SQL date literal; anything else stops the run with a clear error. -#}
+    {%- set value = var(name) | string -%}
+    {%- if not modules.re.match('^\d{4}-\d{2}-\d{2}$', value) -%}
+        {{ exceptions.raise_compiler_error("var " ~ name ~ " must be a date YYYY-MM-DD, got " ~ value) }}
+    {%- endif -%}
+    '{{ value }}'::date
+{%- endmacro %}
+
+{% macro connection_var(name) -%}
+    {#- A connection id var as a SQL literal; anything but a connection id stops the run. -#}
+    {%- set value = var(name) | string -%}
+    {%- if not modules.re.match('^[A-Za-z0-9_-]{1,64}$', value) -%}
+        {{ exceptions.raise_compiler_error("var " ~ name ~ " must be a connection id, got " ~ value) }}
+    {%- endif -%}
+    '{{ value }}'
+{%- endmacro %}
+
+{% macro as_of() -%}
+    {#- The time indicators and health are computed at: var as_of, else the run's start. -#}
+    {%- if var('as_of') -%}
+        {%- set value = var('as_of') | string -%}
+        {%- if not modules.re.match('^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$', value) -%}
+            {{ exceptions.raise_compiler_error("var as_of must be an ISO timestamp, got " ~ value) }}
+        {%- endif -%}
+        '{{ value }}'::timestamptz
+    {%- else -%}
+        now()
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro in_last_days(column, days) -%}
+    {#- True when `column` falls in the window (as_of - days, as_of]; callers bound it by as_of. -#}
+    {{ column }} > {{ as_of() }} - interval '{{ days }} days'
+{%- endmacro %}

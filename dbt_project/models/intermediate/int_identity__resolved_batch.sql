@@ -1,0 +1,162 @@
+{{ config(materialized='table', post_hook='analyze {{ this }}') }}
+-- The lateral look-ups read stg_segment__events directly (an import CTE used several times
+-- would be materialized by PostgreSQL and lose its indexes).
+-- Identity resolution of this run's batch (the queue since product_events' watermark, or every
+-- event on a full refresh), as set-based joins: each event's source values (its group, user,
+-- email, payload paths) meet the rules in force for its connection and the entity keys of its
+-- org; the first match in chain and position order wins (CONTRACT section 6).
+with events as (
+    select * from {{ ref('stg_segment__events') }}
+),
+
+queue as (
+    select * from {{ ref('int_events__resolution_queue') }}
+),
+
+rules as (
+    select * from {{ ref('int_identity__rules') }}
+),
+
+entity_keys as (
+    select * from {{ ref('int_identity__entity_keys') }}
+),
+
+batch as (
+    {% if flags.FULL_REFRESH %}
+    select events.*
+    from events
+    {% else %}
+    select events.*
+    from events
+    inner join (
+        select distinct
+            queue.connection_id,
+            queue.message_id
+        from queue
+        where queue.queued_at > {{ watermark('product_events') }}
+    ) as queued
+        on events.connection_id = queued.connection_id
+        and events.message_id = queued.message_id
+    {% endif %}
+),
+
+-- the event's group: its own, else the user's binding as of the event's time, else the earliest
+with_sources as (
+    select
+        batch.*,
+        coalesce(batch.external_group_id, in_force.external_group_id, earliest.external_group_id) as group_source,
+        coalesce(batch.email, latest_identify.email) as email_source
+    from batch
+    left join lateral (
+        select bound.external_group_id
+        from {{ ref('stg_segment__events') }} as bound
+        where bound.event_type = 'group'
+            and bound.external_group_id is not null
+            and bound.org_id = batch.org_id
+            and bound.user_key = batch.user_key
+            and bound.event_at <= batch.event_at
+        order by {{ newest_first('bound') }}
+        limit 1
+    ) as in_force on batch.external_group_id is null
+    left join lateral (
+        select bound.external_group_id
+        from {{ ref('stg_segment__events') }} as bound
+        where bound.event_type = 'group'
+            and bound.external_group_id is not null
+            and bound.org_id = batch.org_id
+            and bound.user_key = batch.user_key
+        order by {{ oldest_first('bound') }}
+        limit 1
+    ) as earliest on batch.external_group_id is null
+    left join lateral (
+        select identified.email
+        from {{ ref('stg_segment__events') }} as identified
+        where identified.event_type = 'identify'
+            and identified.email is not null
+            and identified.org_id = batch.org_id
+            and identified.user_key = batch.user_key
+        order by {{ newest_first('identified') }}
+        limit 1
+    ) as latest_identify on batch.email is null
+),
+
+source_values as (
+    select
+        with_sources.connection_id,
+        with_sources.message_id,
+        with_sources.org_id,
+        rules.chain_order,
+        rules.position,
+        rules.rule_name,
+        rules.target,
+        case rules.source_kind
+            when 'groupId' then with_sources.group_source
+            when 'userId' then with_sources.user_id
+            when 'anonymousId' then with_sources.anonymous_id
+            when 'email' then with_sources.email_source
+            when 'payload' then with_sources.payload #>> rules.source_path
+        end as source_value
+    from with_sources
+    inner join rules
+        on with_sources.connection_id = rules.connection_id
+),
+
+matches as (
+    select
+        source_values.connection_id,
+        source_values.message_id,
+        source_values.chain_order,
+        source_values.position,
+        source_values.rule_name,
+        entity_keys.account_id,
+        entity_keys.contact_id
+    from source_values
+    inner join entity_keys
+        on source_values.org_id = entity_keys.org_id
+        and source_values.target = entity_keys.target
+        and entity_keys.key_value = case
+            when source_values.target = 'contact.email' then {{ normalize_email('source_values.source_value') }}
+            else source_values.source_value
+        end
+),
+
+first_match as (
+    select distinct on (matches.connection_id, matches.message_id)
+        matches.connection_id,
+        matches.message_id,
+        matches.account_id,
+        matches.contact_id,
+        matches.rule_name
+    from matches
+    order by
+        matches.connection_id,
+        matches.message_id,
+        matches.chain_order,
+        matches.position
+),
+
+final as (
+    select
+        with_sources.org_id,
+        with_sources.connection_id,
+        with_sources.message_id,
+        with_sources.event_type,
+        with_sources.event_name,
+        with_sources.user_id,
+        with_sources.anonymous_id,
+        with_sources.group_source as external_group_id,
+        with_sources.email_source as email,
+        with_sources.event_at,
+        with_sources.event_date,
+        with_sources.received_at,
+        first_match.account_id,
+        first_match.contact_id,
+        first_match.rule_name as matched_by,
+        with_sources.properties
+    from with_sources
+    left join first_match
+        on with_sources.connection_id = first_match.connection_id
+        and with_sources.message_id = first_match.message_id
+)
+
+select * from final

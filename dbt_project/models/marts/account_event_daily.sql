@@ -1,0 +1,52 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ forget_affected_days() }}",
+        indexes=[{'columns': ['org_id', 'event_date', 'account_id']}],
+        post_hook=[
+            "{{ set_watermark('account_event_daily', ref('int_events__resolution_queue'), 'queued_at') }}",
+        ]
+    )
+}}
+-- Events and distinct users per account, day and event name. Each run recomputes whole
+-- (org, day) pairs that its batch touched, so late, duplicate and re-resolved events stay exact.
+with product_events as (
+    select * from {{ ref('product_events') }}
+),
+
+{% if is_incremental() %}
+affected as (
+    {{ affected_days() }}
+),
+
+scoped as (
+    select product_events.*
+    from product_events
+    inner join affected
+        on product_events.org_id = affected.org_id
+        and product_events.event_date = affected.event_date
+),
+{% else %}
+scoped as (
+    select * from product_events
+),
+{% endif %}
+
+final as (
+    select
+        scoped.org_id,
+        scoped.account_id,
+        scoped.event_date,
+        scoped.event_name,
+        count(*) as event_count,
+        count(distinct coalesce(scoped.user_id, scoped.anonymous_id)) as unique_users
+    from scoped
+    group by
+        scoped.org_id,
+        scoped.account_id,
+        scoped.event_date,
+        scoped.event_name
+)
+
+select * from final

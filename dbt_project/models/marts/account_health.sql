@@ -1,0 +1,94 @@
+{{ config(materialized='table') }}
+-- Health score 0-100 per account of the host product (and per account seen in events), at as_of.
+-- Each component is its 30-day measure over its target, capped at 1; the score is the
+-- weighted mean of the components times 100 (weights and targets: seed health_weights):
+--   activity  allowlisted events in the last 30 days
+--   breadth   distinct event names used in the last 30 days
+--   users     distinct active users in the last 30 days
+--   recency   1 - days since the last event / target (0 when never seen)
+with product_events as (
+    select * from {{ ref('product_events') }}
+),
+
+accounts as (
+    select * from {{ ref('stg_app__accounts') }}
+),
+
+weights as (
+    select * from {{ ref('health_weights') }}
+),
+
+usage as (
+    select
+        product_events.org_id,
+        product_events.account_id,
+        count(*) filter (where {{ in_last_days('product_events.event_at', 30) }}) as events_30d,
+        count(distinct product_events.event_name) filter (
+            where {{ in_last_days('product_events.event_at', 30) }}
+        ) as event_names_30d,
+        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) filter (
+            where {{ in_last_days('product_events.event_at', 30) }}
+        ) as users_30d,
+        max(product_events.event_at) as last_seen_at
+    from product_events
+    where product_events.account_id is not null
+        and product_events.event_at <= {{ as_of() }}
+    group by
+        product_events.org_id,
+        product_events.account_id
+),
+
+all_accounts as (
+    select
+        accounts.org_id,
+        accounts.account_id
+    from accounts
+    union
+    select
+        usage.org_id,
+        usage.account_id
+    from usage
+),
+
+measures as (
+    select
+        all_accounts.org_id,
+        all_accounts.account_id,
+        coalesce(usage.events_30d, 0) as activity,
+        coalesce(usage.event_names_30d, 0) as breadth,
+        coalesce(usage.users_30d, 0) as users,
+        extract(epoch from {{ as_of() }} - usage.last_seen_at) / 86400.0 as days_since_seen
+    from all_accounts
+    left join usage
+        on all_accounts.org_id = usage.org_id
+        and all_accounts.account_id = usage.account_id
+),
+
+components as (
+    select
+        measures.org_id,
+        measures.account_id,
+        weights.weight,
+        case weights.component
+            when 'activity' then least(1.0, measures.activity / weights.target)
+            when 'breadth' then least(1.0, measures.breadth / weights.target)
+            when 'users' then least(1.0, measures.users / weights.target)
+            when 'recency' then coalesce(greatest(0.0, 1.0 - measures.days_since_seen / weights.target), 0.0)
+        end as score
+    from measures
+    cross join weights
+),
+
+final as (
+    select
+        components.org_id,
+        components.account_id,
+        round(100 * sum(components.weight * components.score) / sum(components.weight), 2) as health_score,
+        {{ as_of() }} as computed_at
+    from components
+    group by
+        components.org_id,
+        components.account_id
+)
+
+select * from final
