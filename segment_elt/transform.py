@@ -47,13 +47,11 @@ def _environ(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def run_dbt(args: list[str], url: str | None = None, target_path: Path | None = None):
+def run_dbt(args: list[str], url: str | None = None, project_dir: Path = DBT_PROJECT_DIR):
     """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds."""
     from dbt.cli.main import dbtRunner
 
-    full = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    if target_path is not None:
-        full += ["--target-path", str(target_path)]
+    full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
     with _environ(dbt_env(url)):
         result = dbtRunner().invoke(full)
     if not result.success:

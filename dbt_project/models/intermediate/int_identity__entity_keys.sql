@@ -88,7 +88,7 @@ final as (
         all_keys.org_id,
         all_keys.target,
         all_keys.key_value,
-        coalesce(all_keys.contact_id, all_keys.account_id)
+        coalesce(all_keys.contact_id, all_keys.account_id) collate "C"
 )
 
 select * from final

@@ -1,0 +1,307 @@
+"""An independent, plain-Python reading of CONTRACT sections 5 and 6, to check the dbt marts against.
+
+It shares no code with the dbt project: it takes the landed events in arrival order, the
+allowlists, entities and rules, and computes every mart row the way the contract words it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, getcontext
+
+getcontext().prec = 40
+UTC = dt.timezone.utc
+NAMES = {"page": "$page", "screen": "$screen", "identify": "$identify", "group": "$group", "alias": "$alias"}
+ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def text(value):
+    """A JSON value as PostgreSQL's ->> gives it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def first_present(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def get(doc, *path):
+    for key in path:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def blank_none(value):
+    return None if value in (None, "") else value
+
+
+def email(value):
+    return blank_none(value.strip(" ").lower()) if isinstance(value, str) else None
+
+
+def timestamp(value):
+    if not isinstance(value, str) or not ISO_PREFIX.match(value):
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+@dataclass
+class Event:
+    connection_id: str
+    org_id: str
+    message_id: str
+    event_type: str | None
+    received_at: dt.datetime
+    payload: dict
+
+    def __post_init__(self):
+        p = self.payload
+        self.event_name = text(p.get("event")) if self.event_type == "track" else NAMES.get(self.event_type)
+        self.event_name = blank_none(self.event_name)
+        self.user_id = blank_none(text(p.get("userId")))
+        self.anonymous_id = blank_none(text(p.get("anonymousId")))
+        self.user_key = self.user_id or self.anonymous_id
+        self.group_id = blank_none(text(p.get("groupId"))) or blank_none(text(get(p, "context", "groupId")))
+        self.email = (email(text(get(p, "traits", "email"))) or email(text(get(p, "context", "traits", "email")))
+                      or email(text(get(p, "properties", "email"))))
+        self.event_at = next((t for t in (timestamp(text(p.get(k))) for k in
+                              ("timestamp", "originalTimestamp", "sentAt", "receivedAt")) if t), self.received_at)
+        self.event_date = self.event_at.date()
+        self.order = (self.event_at, self.received_at, self.message_id.encode())
+
+
+def dedupe(landed: list[Event]) -> list[Event]:
+    """One event per (connection, messageId): the first to arrive."""
+    seen, out = set(), []
+    for event in landed:
+        key = (event.connection_id, event.message_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(event)
+    return out
+
+
+def entity_keys(accounts: list[dict], contacts: list[dict]) -> dict:
+    """(org, target, value) -> (account_id, contact_id); on a tie the smallest id wins."""
+    found: dict = {}
+
+    def add(org, target, value, account_id, contact_id):
+        if value in (None, ""):
+            return
+        key, entity = (org, target, value), (account_id, contact_id)
+        rank = (contact_id or account_id).encode()
+        if key not in found or rank < (found[key][1] or found[key][0]).encode():
+            found[key] = entity
+
+    for a in accounts:
+        for field in ("external_id", "ps_id", "vitally_id"):
+            add(a["org_id"], f"account.{field}", a[field], a["account_id"], None)
+        for k, v in a["traits"].items():
+            add(a["org_id"], f"account.trait:{k}", text(v), a["account_id"], None)
+    for c in contacts:
+        add(c["org_id"], "contact.product_external_user_id", c["product_external_user_id"], c["account_id"], c["contact_id"])
+        add(c["org_id"], "contact.email", email(c["email"]), c["account_id"], c["contact_id"])
+        for k, v in c["traits"].items():
+            add(c["org_id"], f"contact.trait:{k}", text(v), c["account_id"], c["contact_id"])
+    return found
+
+
+def rules_for(rules: list[dict], connection_id: str) -> list[dict]:
+    own = [r for r in rules if r["connection_id"] == connection_id]
+    chosen = own or [r for r in rules if r["connection_id"] == "*"]
+    return sorted(chosen, key=lambda r: (r["chain"] != "account", int(r["position"])))
+
+
+def rule_name(rule: dict) -> str:
+    return f"{rule['chain']}:{rule['source']}->{re.sub(r'^(account|contact)[.]', '', rule['target'])}"
+
+
+class Reference:
+    def __init__(self, landed, allowlist, accounts, contacts, rules, weights, as_of):
+        self.events = dedupe(landed)
+        self.allowlist = set(allowlist)
+        self.accounts, self.contacts, self.rules, self.weights, self.as_of = accounts, contacts, rules, weights, as_of
+        self.keys = entity_keys(accounts, contacts)
+        self.groups, self.identifies = defaultdict(list), defaultdict(list)
+        for e in self.events:
+            if e.event_type == "group" and e.group_id and e.user_key:
+                self.groups[(e.org_id, e.user_key)].append(e)
+            if e.event_type == "identify" and e.email and e.user_key:
+                self.identifies[(e.org_id, e.user_key)].append(e)
+
+    def group_of(self, e: Event):
+        if e.group_id:
+            return e.group_id
+        calls = self.groups.get((e.org_id, e.user_key), [])
+        before = [c for c in calls if c.event_at <= e.event_at]
+        if before:
+            return max(before, key=lambda c: c.order).group_id
+        return min(calls, key=lambda c: c.order).group_id if calls else None
+
+    def email_of(self, e: Event):
+        if e.email:
+            return e.email
+        calls = self.identifies.get((e.org_id, e.user_key), [])
+        return max(calls, key=lambda c: c.order).email if calls else None
+
+    def resolve(self, e: Event):
+        group, mail = self.group_of(e), self.email_of(e)
+        for rule in rules_for(self.rules, e.connection_id):
+            source = rule["source"]
+            value = {"groupId": group, "userId": e.user_id, "anonymousId": e.anonymous_id, "email": mail}.get(source)
+            if source.startswith("payload:"):
+                value = text(get(e.payload, *source[len("payload:"):].split(".")))
+            if rule["target"] == "contact.email":
+                value = email(value)
+            match = self.keys.get((e.org_id, rule["target"], value))
+            if match:
+                return match[0], match[1], rule_name(rule), group, mail
+        return None, None, None, group, mail
+
+    def product_events(self) -> list[dict]:
+        rows = []
+        for e in self.events:
+            if (e.connection_id, e.event_name) not in self.allowlist:
+                continue
+            account_id, contact_id, matched_by, group, mail = self.resolve(e)
+            rows.append(dict(org_id=e.org_id, connection_id=e.connection_id, message_id=e.message_id,
+                             event_type=e.event_type, event_name=e.event_name, user_id=e.user_id,
+                             anonymous_id=e.anonymous_id, external_group_id=group, email=mail, event_at=e.event_at,
+                             event_date=e.event_date, received_at=e.received_at, account_id=account_id,
+                             contact_id=contact_id, matched_by=matched_by, properties=e.payload.get("properties"),
+                             _order=e.order))
+        return rows
+
+    def account_event_daily(self, events) -> list[dict]:
+        groups = defaultdict(list)
+        for r in events:
+            groups[(r["org_id"], r["account_id"], r["event_date"], r["event_name"])].append(r)
+        return [dict(org_id=k[0], account_id=k[1], event_date=k[2], event_name=k[3], event_count=len(rs),
+                     unique_users=len({r["user_id"] or r["anonymous_id"] for r in rs} - {None}))
+                for k, rs in groups.items()]
+
+    def account_indicators(self, events) -> list[dict]:
+        groups = defaultdict(list)
+        for r in events:
+            if r["event_at"] <= self.as_of:
+                groups[(r["org_id"], r["account_id"], r["event_name"])].append(r)
+        out = []
+        for (org, account, name), rs in groups.items():
+            def window(days):
+                return [r for r in rs if r["event_at"] > self.as_of - dt.timedelta(days=days)]
+            users = lambda rows: len({r["user_id"] or r["anonymous_id"] for r in rows} - {None})  # noqa: E731
+            out.append(dict(org_id=org, account_id=account, event_name=name, events_7d=len(window(7)),
+                            events_30d=len(window(30)), active_users_7d=users(window(7)),
+                            active_users_30d=users(window(30)), last_seen_at=max(r["event_at"] for r in rs)))
+        return out
+
+    def account_health(self, events) -> list[dict]:
+        accounts = {(a["org_id"], a["account_id"]) for a in self.accounts}
+        seen = defaultdict(list)
+        for r in events:
+            if r["account_id"] is not None and r["event_at"] <= self.as_of:
+                seen[(r["org_id"], r["account_id"])].append(r)
+        out = []
+        for key in accounts | set(seen):
+            rs = seen.get(key, [])
+            recent = [r for r in rs if r["event_at"] > self.as_of - dt.timedelta(days=30)]
+            measures = {
+                "activity": Decimal(len(recent)),
+                "breadth": Decimal(len({r["event_name"] for r in recent})),
+                "users": Decimal(len({r["user_id"] or r["anonymous_id"] for r in recent} - {None})),
+            }
+            days = (Decimal(str((self.as_of - max(r["event_at"] for r in rs)).total_seconds())) / Decimal(86400)
+                    if rs else None)
+            total = weight_sum = Decimal(0)
+            for w in self.weights:
+                weight, target = Decimal(str(w["weight"])), Decimal(str(w["target"]))
+                if w["component"] == "recency":
+                    score = max(Decimal(0), 1 - days / target) if days is not None else Decimal(0)
+                else:
+                    score = min(Decimal(1), measures[w["component"]] / target)
+                total += weight * score
+                weight_sum += weight
+            score = (100 * total / weight_sum).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            out.append(dict(org_id=key[0], account_id=key[1], health_score=score, computed_at=self.as_of))
+        return out
+
+    def user_traits(self, events) -> list[dict]:
+        calls = defaultdict(list)
+        for e in self.events:
+            if e.event_type == "identify" and e.user_id:
+                calls[(e.org_id, e.user_id)].append(e)
+        out = []
+        for (org, user), cs in calls.items():
+            traits, mails = {}, [c for c in cs if c.email]
+            for c in sorted(cs, key=lambda c: c.order):
+                if isinstance(c.payload.get("traits"), dict):
+                    traits.update(c.payload["traits"])
+            mine = sorted((r for r in events if r["org_id"] == org and r["user_id"] == user), key=lambda r: r["_order"])
+            contact = next((r["contact_id"] for r in reversed(mine) if r["contact_id"] is not None), None)
+            account = next((r["account_id"] for r in reversed(mine) if r["account_id"] is not None), None)
+            out.append(dict(org_id=org, user_id=user, email=max(mails, key=lambda c: c.order).email if mails else None,
+                            contact_id=contact, account_id=account, traits=traits,
+                            last_identified_at=max(c.event_at for c in cs)))
+        return out
+
+    def account_traits(self) -> list[dict]:
+        calls = defaultdict(list)
+        for e in self.events:
+            if e.event_type == "group" and e.group_id:
+                calls[(e.org_id, e.group_id)].append(e)
+        out = []
+        for (org, group), cs in calls.items():
+            traits = {}
+            for c in sorted(cs, key=lambda c: c.order):
+                if isinstance(c.payload.get("traits"), dict):
+                    traits.update(c.payload["traits"])
+            latest = max(cs, key=lambda c: c.order)
+            account = None
+            for rule in rules_for(self.rules, latest.connection_id):
+                if rule["chain"] == "account" and rule["source"] == "groupId":
+                    match = self.keys.get((org, rule["target"], group))
+                    if match:
+                        account = match[0]
+                        break
+            out.append(dict(org_id=org, external_group_id=group, account_id=account, traits=traits,
+                            last_grouped_at=latest.event_at))
+        return out
+
+    def recent_events(self, events) -> list[dict]:
+        resolved = {(r["connection_id"], r["message_id"]): r["account_id"] for r in events}
+        return [dict(connection_id=e.connection_id, received_at=e.received_at, message_id=e.message_id,
+                     event_type=e.event_type, event_name=e.event_name,
+                     in_allowlist=(e.connection_id, e.event_name) in self.allowlist,
+                     external_group_id=first_present(text(e.payload.get("groupId")), text(get(e.payload, "context", "groupId"))),
+                     external_user_id=text(e.payload.get("userId")),
+                     account_id=resolved.get((e.connection_id, e.message_id)))
+                for e in self.events]
+
+    def marts(self) -> dict[str, list[dict]]:
+        events = self.product_events()
+        return {
+            "product_events": events,
+            "account_event_daily": self.account_event_daily(events),
+            "account_indicators": self.account_indicators(events),
+            "account_health": self.account_health(events),
+            "user_traits": self.user_traits(events),
+            "account_traits": self.account_traits(),
+            "recent_events": self.recent_events(events),
+        }
