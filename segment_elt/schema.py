@@ -145,6 +145,26 @@ returns void language sql as $$
 $$;
 """,
     ),
+    (
+        2,
+        "pipeline runs: the rollups DAG's watermark and per-run figures",
+        r"""
+create table control.pipeline_runs (
+    dag_id text not null,
+    run_id text not null,
+    run_type text not null,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null default 'running' check (status in ('running', 'success', 'failed', 'skipped')),
+    high_water timestamptz,                -- newest staged loaded_at this run covered
+    staged_rows bigint,                    -- rows staged since the previous success
+    dbt_vars jsonb not null default '{}'::jsonb,
+    detail jsonb not null default '{}'::jsonb,
+    primary key (dag_id, run_id, started_at)
+);
+create index pipeline_runs_success_idx on control.pipeline_runs (dag_id, finished_at) where status = 'success';
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

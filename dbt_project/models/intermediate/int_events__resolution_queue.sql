@@ -152,6 +152,10 @@ queued as (
         events.event_date
     from events
     where events.connection_id = {{ connection_var('reconcile_connection_id') }}
+        {% if var('received_from') and var('received_to') %}
+        and (events.received_at at time zone 'UTC')::date
+        between {{ date_var('received_from') }} and {{ date_var('received_to') }}
+        {% endif %}
     {% endif %}
 ),
 {% else %}

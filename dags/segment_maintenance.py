@@ -1,0 +1,52 @@
+"""
+### segment_maintenance
+
+Daily: delete staged raw events older than the retention (SEGMENT_ELT_RETENTION_DAYS, default
+30) whose archive object exists, never one that is not archived, then VACUUM (ANALYZE) the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from segment_elt.dag_tasks import DEFAULT_ARGS
+
+
+@dag(
+    dag_id="segment_maintenance",
+    schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["segment", "maintenance"],
+    doc_md=__doc__,
+)
+def segment_maintenance():
+    @task
+    def prune() -> dict:
+        """Delete archived staged rows past the retention."""
+        from segment_elt import db, maintenance
+        from segment_elt.archive import open_archive
+        from segment_elt.config import DEFAULT_RETENTION_DAYS, archive_url
+
+        with db.connect(timeout_s=600) as conn:
+            done = maintenance.prune(conn, open_archive(archive_url()), DEFAULT_RETENTION_DAYS)
+        print(f"pruned: {done.as_dict()}")
+        return done.as_dict()
+
+    @task
+    def vacuum() -> None:
+        """VACUUM (ANALYZE) raw.segment_events."""
+        from segment_elt import db, maintenance
+
+        with db.connect(timeout_s=3600) as conn:
+            maintenance.vacuum(conn)
+
+    prune() >> vacuum()
+
+
+segment_maintenance()

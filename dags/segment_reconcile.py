@@ -1,0 +1,57 @@
+"""
+### segment_reconcile
+
+Re-resolve every stored event of one connection under the current identity rules and app
+accounts/contacts (after an import or a rules edit), and rebuild the rollups they touch. The
+result equals a full rebuild. `segment-elt connections reconcile CONNECTION_ID` triggers it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+from segment_elt.airflow_dbt import dbt_task_group
+from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure
+
+
+@dag(
+    dag_id="segment_reconcile",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["segment", "identity"],
+    doc_md=__doc__,
+    on_failure_callback=record_failure,
+    params={
+        "connection_id": Param("", type="string", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_-]+$",
+                               description="the connection to re-resolve"),
+    },
+)
+def segment_reconcile():
+    @task
+    def check(params: dict, **context) -> dict:
+        """Check the connection exists; the dbt vars of the reconcile build."""
+        from segment_elt import db, pipeline
+        from segment_elt.connections import UserError
+
+        with db.connect() as conn:
+            found = conn.execute("select 1 from control.connections where connection_id = %s",
+                                 (params["connection_id"],)).fetchone()
+            if found is None:
+                raise UserError(f"no connection {params['connection_id']!r}")
+            pipeline.start_run(conn, "segment_reconcile", context["dag_run"].run_id, "manual")
+        return {"dbt_vars": {"reconcile_connection_id": params["connection_id"]}}
+
+    @task(trigger_rule="none_failed")
+    def publish(**context) -> dict:
+        """Record the run's figures."""
+        return finish("segment_reconcile", context)
+
+    check() >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='check')['dbt_vars'] | tojson }}") >> publish()
+
+
+segment_reconcile()

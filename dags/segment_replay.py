@@ -1,0 +1,63 @@
+"""
+### segment_replay
+
+Re-land the archived raw requests of one connection, received between `start_date` and
+`end_date` (inclusive, UTC), into staging, then rebuild what they touch. Idempotent: events
+already staged stay as they are, so a replay after an allowlist change brings older events into
+the rollups exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
+
+from segment_elt.airflow_dbt import dbt_task_group
+from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure
+
+
+@dag(
+    dag_id="segment_replay",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["segment", "replay"],
+    doc_md=__doc__,
+    on_failure_callback=record_failure,
+    params={
+        "connection_id": Param("", type="string", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_-]+$",
+                               description="the connection to replay"),
+        "start_date": Param("", type="string", format="date", description="first receive day, YYYY-MM-DD"),
+        "end_date": Param("", type="string", format="date", description="last receive day, YYYY-MM-DD"),
+    },
+)
+def segment_replay():
+    @task
+    def reland(params: dict, **context) -> dict:
+        """List the archive under the connection's day prefixes and re-land each request."""
+        from segment_elt import db, pipeline, replay
+        from segment_elt.archive import open_archive
+        from segment_elt.config import archive_url
+
+        with db.connect(timeout_s=60) as conn:
+            org, first, last = replay.validate(conn, params["connection_id"], params["start_date"], params["end_date"])
+            pipeline.start_run(conn, "segment_replay", context["dag_run"].run_id, "manual")
+            done = replay.replay(conn, open_archive(archive_url()), params["connection_id"], org, first, last)
+        print(f"replayed: {done.as_dict()}")
+        return {"replayed": done.as_dict(), "dbt_vars": {
+            "reconcile_connection_id": params["connection_id"],
+            "received_from": first.isoformat(), "received_to": last.isoformat()}}
+
+    @task(trigger_rule="none_failed")
+    def publish(relanded: dict, **context) -> dict:
+        """Record the run's figures."""
+        return finish("segment_replay", context, relanded["replayed"])
+
+    relanded = reland()
+    relanded >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='reland')['dbt_vars'] | tojson }}") >> publish(relanded)
+
+
+segment_replay()

@@ -1,0 +1,71 @@
+"""
+### segment_rollups
+
+Every 10 minutes: take everything staged since the last successful run, build the dbt project
+(staging -> identity resolution -> marts; one task per model), then send what changed back to
+Segment. Backfill runs (`airflow backfill create --dag-id segment_rollups --from-date A
+--to-date B --max-active-runs 1`) recompute the event days of their range from what is stored.
+A failed or skipped run loses nothing: the next run catches up from the last success.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from segment_elt.airflow_dbt import dbt_task_group
+from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure
+
+MARTS = Asset("segment_elt_marts")
+
+
+@dag(
+    dag_id="segment_rollups",
+    schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["segment", "rollups"],
+    doc_md=__doc__,
+    on_failure_callback=record_failure,
+)
+def segment_rollups():
+    @task
+    def plan(**context) -> dict:
+        """Decide what this run builds: the new arrivals, or a backfill's day."""
+        from segment_elt import db, pipeline
+
+        run = context["dag_run"]
+        with db.connect() as conn:
+            planned = pipeline.plan_rollups(conn, str(run.run_type), run.data_interval_start, run.data_interval_end)
+            pipeline.start_run(conn, "segment_rollups", run.run_id, str(run.run_type), planned)
+        print(f"plan: {planned.reason}; dbt vars {planned.dbt_vars}")
+        return planned.as_dict()
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def has_work(planned: dict) -> bool:
+        """Skip dbt when there is nothing to build."""
+        return planned["run_dbt"]
+
+    planned = plan()
+    dbt = dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
+
+    @task(outlets=[MARTS], trigger_rule="none_failed")
+    def publish(**context) -> dict:
+        """Record the run's figures (rows staged, duration, mart sizes) and publish the marts."""
+        return finish("segment_rollups", context)
+
+    @task(trigger_rule="none_failed")
+    def outbound_sync() -> dict:
+        """Send computed traits, audiences, account traits and moments that changed to Segment."""
+        from segment_elt import outbound
+
+        return outbound.sync_all()
+
+    has_work(planned) >> dbt >> publish() >> outbound_sync()
+
+
+segment_rollups()

@@ -1,0 +1,60 @@
+"""The Airflow configuration of the embedded default: environment variables, metadata DB, pool.
+
+    python -m segment_elt.airflow_env   # prints `export` lines for a shell
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from segment_elt.config import PROJECT_ROOT, local_dir
+
+
+def airflow_env(metadata_url: str | None = None) -> dict[str, str]:
+    """Variables for Airflow processes: AIRFLOW_HOME under .local/, the project's dags and plugins."""
+    home = local_dir() / "airflow"
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__COSMOS__ENABLE_CACHE": "True",
+        "DO_NOT_TRACK": "1",
+        "SCARF_ANALYTICS": "false",
+    }
+    if metadata_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
+    return env
+
+
+def postgres_metadata_url(database_url: str) -> str:
+    """SQLAlchemy URL of a database `airflow` on the same server as DATABASE_URL."""
+    from urllib.parse import urlparse, urlunparse
+
+    parsed = urlparse(database_url)
+    return urlunparse(parsed._replace(scheme="postgresql+psycopg2", path="/airflow"))
+
+
+def ensure_metadata_database(database_url: str) -> None:
+    """Create the `airflow` database next to the project's, if missing."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if conn.execute("select 1 from pg_database where datname = 'airflow'").fetchone() is None:
+            conn.execute("create database airflow")
+
+
+def main() -> int:
+    for key, value in airflow_env(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")).items():
+        print(f"export {key}={value!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
