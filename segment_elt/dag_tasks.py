@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 DEFAULT_ARGS = {
     "owner": "data-engineering",
-    "retries": 2,
+    "retries": int(os.environ.get("SEGMENT_ELT_DAG_RETRIES", 2)),
     "retry_delay": dt.timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=5),

@@ -1,0 +1,54 @@
+"""Every DAG imports, has an owner, retries, tags, a schedule and typed params as the contract says."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+
+EXPECTED = {"segment_rollups", "segment_replay", "segment_reconcile", "segment_maintenance"}
+
+
+def test_dags_import_with_owner_retries_tags(dags):
+    assert EXPECTED <= set(dags)
+    for dag in dags.values():
+        assert dag.tags, dag.dag_id
+        assert dag.doc_md, dag.dag_id
+        assert dag.max_active_runs == 1, dag.dag_id
+        assert not dag.catchup, dag.dag_id
+        for task in dag.tasks:
+            assert task.owner == "data-engineering", (dag.dag_id, task.task_id)
+            assert task.retries is not None, (dag.dag_id, task.task_id)
+
+
+def test_schedules(dags):
+    rollups = dags["segment_rollups"].timetable
+    start = pendulum.datetime(2026, 3, 1, 12, 3, tz="UTC")
+    info = rollups.next_dagrun_info(last_automated_data_interval=None,
+                                    restriction=_restriction(start))
+    assert info.data_interval.end - info.data_interval.start == dt.timedelta(minutes=10)
+    assert not dags["segment_replay"].timetable.can_be_scheduled
+    assert not dags["segment_reconcile"].timetable.can_be_scheduled
+    maintenance = dags["segment_maintenance"].timetable
+    info = maintenance.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
+    assert info.data_interval.end - info.data_interval.start == dt.timedelta(days=1)
+
+
+def _restriction(start):
+    from airflow.timetables.base import TimeRestriction
+
+    return TimeRestriction(earliest=start, latest=None, catchup=False)
+
+
+def test_manual_dags_have_typed_params(dags):
+    replay = dags["segment_replay"].params
+    assert set(replay.keys()) == {"connection_id", "start_date", "end_date"}
+    assert replay.get_param("start_date").schema["format"] == "date"
+    assert set(dags["segment_reconcile"].params.keys()) == {"connection_id"}
+
+
+def test_dbt_models_are_visible_tasks(dags):
+    task_ids = {t.task_id for t in dags["segment_rollups"].tasks}
+    for model in ("stg_segment__events", "product_events", "account_event_daily", "account_health"):
+        assert f"dbt.{model}_run" in task_ids
+    assert "outbound_sync" in task_ids
