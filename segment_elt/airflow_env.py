@@ -11,10 +11,17 @@ import sys
 from segment_elt.config import PROJECT_ROOT, local_dir
 
 
+API_PORT = os.environ.get("AIRFLOW_PORT", "8081")  # 8080 is the receiver's
+
+
 def airflow_env(metadata_url: str | None = None) -> dict[str, str]:
     """Variables for Airflow processes: AIRFLOW_HOME under .local/, the project's dags and plugins."""
     home = local_dir() / "airflow"
     env = {
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": API_PORT,
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{API_PORT}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{API_PORT}/execution/",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),

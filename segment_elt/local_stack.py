@@ -1,0 +1,93 @@
+"""Starting and stopping the embedded pieces for `make demo` and `make up`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from segment_elt import db, embedded, schema
+from segment_elt.airflow_env import airflow_env, ensure_metadata_database, postgres_metadata_url
+from segment_elt.config import PROJECT_ROOT, database_url, local_dir
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def embedded_database():
+    """Start the embedded PostgreSQL unless DATABASE_URL points elsewhere; stop it after if we started it."""
+    started = False
+    if not os.environ.get("DATABASE_URL"):
+        base = local_dir() / "pg"
+        started = not embedded.is_running(base)
+        embedded.start(base)
+    try:
+        with db.connect() as conn:
+            schema.upgrade(conn)
+        yield database_url()
+    finally:
+        if started:
+            embedded.stop(local_dir() / "pg")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def process(args: list[str], env: dict, log_name: str):
+    """A child process with its output in .local/logs/<log_name>.log, terminated on exit."""
+    logs = local_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{log_name}.log").open("ab") as log:
+        proc = subprocess.Popen(args, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def receiver(bind: str):
+    with process([str(BIN / "gunicorn"), "-c", str(PROJECT_ROOT / "receiver" / "gunicorn.conf.py")],
+                 {"RECEIVER_BIND": bind, "RECEIVER_WORKERS": os.environ.get("RECEIVER_WORKERS", "2")}, "receiver") as proc:
+        url = f"http://{bind}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the receiver did not start; see {local_dir() / 'logs' / 'receiver.log'}")
+                time.sleep(0.1)
+        yield url
+
+
+def airflow_ready(url: str) -> dict[str, str]:
+    """Environment of the Airflow processes, with a migrated metadata DB and the dbt pool."""
+    from segment_elt.airflow_dbt import POOL, ensure_manifest
+
+    ensure_metadata_database(url)
+    env = airflow_env(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or postgres_metadata_url(url))
+    env["DATABASE_URL"] = url
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    full = {**os.environ, **env}
+    ensure_manifest()
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=full, check=True, capture_output=True)
+    subprocess.run([str(BIN / "airflow"), "pools", "set", POOL, "1", "dbt models run one at a time"],
+                   env=full, check=True, capture_output=True)
+    return env
