@@ -38,27 +38,33 @@ class Backends:
             self._archive = open_archive(self.archive_url, self.settings.archive_timeout_s)
         return self._archive
 
-    def db(self) -> psycopg.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            try:
-                conn = db.connect(self.database_url, timeout_s=self.settings.db_timeout_s)
-            except psycopg.Error as exc:
-                raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
-            self._local.conn = conn
+    def _fresh(self) -> psycopg.Connection:
+        try:
+            conn = db.connect(self.database_url, timeout_s=self.settings.db_timeout_s)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        self._local.conn = conn
         return conn
 
     def run(self, fn):
-        """Run fn(connection); a lost or stuck server becomes DatabaseUnavailable and a fresh connection next time."""
-        conn = self.db()
-        try:
-            return fn(conn)
-        except (psycopg.OperationalError, psycopg.errors.QueryCanceled, psycopg.InterfaceError) as exc:
+        """Run fn(connection) on this thread's connection.
+
+        A connection that broke while idle (the server restarted) is replaced and fn retried
+        once, so recovery needs no failed request; otherwise a lost or stuck server becomes
+        DatabaseUnavailable (the caller answers 503) and a fresh connection is made next time.
+        """
+        conn = getattr(self._local, "conn", None)
+        reused = conn is not None and not conn.closed and not conn.broken
+        for attempt in (1, 2):
+            if conn is None or conn.closed or conn.broken:
+                conn = self._fresh()
             try:
+                return fn(conn)
+            except (psycopg.OperationalError, psycopg.errors.QueryCanceled, psycopg.InterfaceError) as exc:
                 conn.close()
-            finally:
-                self._local.conn = None
-            raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+                self._local.conn = conn = None
+                if not (reused and attempt == 1 and not isinstance(exc, psycopg.errors.QueryCanceled)):
+                    raise DatabaseUnavailable(_first_line(exc)) from exc
 
     def connection(self, connection_id: str) -> Connection | None:
         cached = self._connections.get(connection_id)
@@ -78,3 +84,8 @@ class Backends:
 
     def forget(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -127,7 +127,7 @@ class S3Archive:
             config = Config(
                 connect_timeout=self._timeout_s,
                 read_timeout=self._timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
+                retries={"total_max_attempts": 1},  # Segment retries a 503; answer fast instead
                 max_pool_connections=32,
             )
             self._client, self._pid = boto3.session.Session().client("s3", config=config), os.getpid()
