@@ -19,121 +19,129 @@ with events as (
 ),
 
 {% if is_incremental() %}
-new_events as (
-    select *
-    from events
-    where events.batch_at > {{ watermark('int_events__resolution_queue') }}
-),
+    new_events as (
+        select *
+        from events
+        where events.batch_at > {{ watermark('int_events__resolution_queue') }}
+    ),
 
-new_group_calls as (
-    select
-        new_events.org_id,
-        new_events.user_key,
-        new_events.external_group_id,
-        new_events.event_at
-    from new_events
-    where new_events.event_type = 'group'
-        and new_events.external_group_id is not null
-        and new_events.user_key is not null
-),
+    new_group_calls as (
+        select
+            new_events.org_id,
+            new_events.user_key,
+            new_events.external_group_id,
+            new_events.event_at
+        from new_events
+        where
+            new_events.event_type = 'group'
+            and new_events.external_group_id is not null
+            and new_events.user_key is not null
+    ),
 
--- a group call changes bindings unless it names the group already in force at its time
-group_changes as (
-    select distinct
-        new_group_calls.org_id,
-        new_group_calls.user_key
-    from new_group_calls
-    left join lateral (
-        select earlier.external_group_id
-        from {{ ref('stg_segment__events') }} as earlier
-        where earlier.event_type = 'group'
-            and earlier.external_group_id is not null
-            and earlier.org_id = new_group_calls.org_id
-            and earlier.user_key = new_group_calls.user_key
-            and earlier.batch_at <= {{ watermark('int_events__resolution_queue') }}
-            and earlier.event_at <= new_group_calls.event_at
-        order by {{ newest_first('earlier') }}
-        limit 1
-    ) as in_force on true
-    left join lateral (
-        select first_call.external_group_id
-        from {{ ref('stg_segment__events') }} as first_call
-        where first_call.event_type = 'group'
-            and first_call.external_group_id is not null
-            and first_call.org_id = new_group_calls.org_id
-            and first_call.user_key = new_group_calls.user_key
-            and first_call.batch_at <= {{ watermark('int_events__resolution_queue') }}
-        order by {{ oldest_first('first_call') }}
-        limit 1
-    ) as earliest on true
-    where coalesce(in_force.external_group_id, earliest.external_group_id)
-        is distinct from new_group_calls.external_group_id
-),
+    -- a group call changes bindings unless it names the group already in force at its time
+    group_changes as (
+        select distinct
+            new_group_calls.org_id,
+            new_group_calls.user_key
+        from new_group_calls
+        left join lateral (
+            select earlier.external_group_id
+            from {{ ref('stg_segment__events') }} as earlier
+            where
+                earlier.event_type = 'group'
+                and earlier.external_group_id is not null
+                and earlier.org_id = new_group_calls.org_id
+                and earlier.user_key = new_group_calls.user_key
+                and earlier.batch_at <= {{ watermark('int_events__resolution_queue') }}
+                and earlier.event_at <= new_group_calls.event_at
+            order by {{ newest_first('earlier') }}
+            limit 1
+        ) as in_force on true
+        left join lateral (
+            select first_call.external_group_id
+            from {{ ref('stg_segment__events') }} as first_call
+            where
+                first_call.event_type = 'group'
+                and first_call.external_group_id is not null
+                and first_call.org_id = new_group_calls.org_id
+                and first_call.user_key = new_group_calls.user_key
+                and first_call.batch_at <= {{ watermark('int_events__resolution_queue') }}
+            order by {{ oldest_first('first_call') }}
+            limit 1
+        ) as earliest on true
+        where
+            coalesce(in_force.external_group_id, earliest.external_group_id)
+            is distinct from new_group_calls.external_group_id
+    ),
 
-new_identified_users as (
-    select distinct
-        new_events.org_id,
-        new_events.user_key
-    from new_events
-    where new_events.event_type = 'identify'
-        and new_events.email is not null
-        and new_events.user_key is not null
-),
+    new_identified_users as (
+        select distinct
+            new_events.org_id,
+            new_events.user_key
+        from new_events
+        where
+            new_events.event_type = 'identify'
+            and new_events.email is not null
+            and new_events.user_key is not null
+    ),
 
--- an identify changes resolution only when the user's latest email changes
-email_changes as (
-    select
-        new_identified_users.org_id,
-        new_identified_users.user_key
-    from new_identified_users
-    left join lateral (
-        select latest.email
-        from {{ ref('stg_segment__events') }} as latest
-        where latest.event_type = 'identify'
-            and latest.email is not null
-            and latest.org_id = new_identified_users.org_id
-            and latest.user_key = new_identified_users.user_key
-        order by {{ newest_first('latest') }}
-        limit 1
-    ) as now_latest on true
-    left join lateral (
-        select latest.email
-        from {{ ref('stg_segment__events') }} as latest
-        where latest.event_type = 'identify'
-            and latest.email is not null
-            and latest.org_id = new_identified_users.org_id
-            and latest.user_key = new_identified_users.user_key
-            and latest.batch_at <= {{ watermark('int_events__resolution_queue') }}
-        order by {{ newest_first('latest') }}
-        limit 1
-    ) as before_latest on true
-    where now_latest.email is distinct from before_latest.email
-),
+    -- an identify changes resolution only when the user's latest email changes
+    email_changes as (
+        select
+            new_identified_users.org_id,
+            new_identified_users.user_key
+        from new_identified_users
+        left join lateral (
+            select latest.email
+            from {{ ref('stg_segment__events') }} as latest
+            where
+                latest.event_type = 'identify'
+                and latest.email is not null
+                and latest.org_id = new_identified_users.org_id
+                and latest.user_key = new_identified_users.user_key
+            order by {{ newest_first('latest') }}
+            limit 1
+        ) as now_latest on true
+        left join lateral (
+            select latest.email
+            from {{ ref('stg_segment__events') }} as latest
+            where
+                latest.event_type = 'identify'
+                and latest.email is not null
+                and latest.org_id = new_identified_users.org_id
+                and latest.user_key = new_identified_users.user_key
+                and latest.batch_at <= {{ watermark('int_events__resolution_queue') }}
+            order by {{ newest_first('latest') }}
+            limit 1
+        ) as before_latest on true
+        where now_latest.email is distinct from before_latest.email
+    ),
 
-changed_users as (
-    select * from group_changes
-    union
-    select * from email_changes
-),
+    changed_users as (
+        select * from group_changes
+        union
+        select * from email_changes
+    ),
 
-queued as (
-    select
-        new_events.connection_id,
-        new_events.message_id,
-        new_events.org_id,
-        new_events.event_date
-    from new_events
-    union
-    select
-        events.connection_id,
-        events.message_id,
-        events.org_id,
-        events.event_date
-    from events
-    inner join changed_users
-        on events.org_id = changed_users.org_id
-        and events.user_key = changed_users.user_key
-    {% if var('rebuild_from') and var('rebuild_to') %}
+    queued as (
+        select
+            new_events.connection_id,
+            new_events.message_id,
+            new_events.org_id,
+            new_events.event_date
+        from new_events
+        union
+        select
+            events.connection_id,
+            events.message_id,
+            events.org_id,
+            events.event_date
+        from events
+        inner join changed_users
+            on
+                events.org_id = changed_users.org_id
+                and events.user_key = changed_users.user_key
+        {% if var('rebuild_from') and var('rebuild_to') %}
     union
     select
         events.connection_id,
@@ -143,7 +151,7 @@ queued as (
     from events
     where events.event_date between {{ date_var('rebuild_from') }} and {{ date_var('rebuild_to') }}
     {% endif %}
-    {% if var('reconcile_connection_id') %}
+        {% if var('reconcile_connection_id') %}
     union
     select
         events.connection_id,
@@ -157,16 +165,16 @@ queued as (
         between {{ date_var('received_from') }} and {{ date_var('received_to') }}
         {% endif %}
     {% endif %}
-),
+    ),
 {% else %}
-queued as (
-    select
-        events.connection_id,
-        events.message_id,
-        events.org_id,
-        events.event_date
-    from events
-),
+    queued as (
+        select
+            events.connection_id,
+            events.message_id,
+            events.org_id,
+            events.event_date
+        from events
+    ),
 {% endif %}
 
 final as (

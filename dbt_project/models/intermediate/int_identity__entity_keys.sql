@@ -24,12 +24,13 @@ account_keys as (
         accounts.account_id,
         null::text as contact_id
     from accounts
-    cross join lateral (
-        values
-        ('account.external_id', accounts.external_id),
-        ('account.ps_id', accounts.ps_id),
-        ('account.vitally_id', accounts.vitally_id)
-    ) as keys (target, key_value)
+    cross join
+        lateral (
+            values
+            ('account.external_id', accounts.external_id),
+            ('account.ps_id', accounts.ps_id),
+            ('account.vitally_id', accounts.vitally_id)
+        ) as keys (target, key_value)
     union all
     select
         accounts.org_id,
@@ -51,11 +52,12 @@ contact_keys as (
         contacts.account_id,
         contacts.contact_id
     from contacts
-    cross join lateral (
-        values
-        ('contact.product_external_user_id', contacts.product_external_user_id),
-        ('contact.email', contacts.email)
-    ) as keys (target, key_value)
+    cross join
+        lateral (
+            values
+            ('contact.product_external_user_id', contacts.product_external_user_id),
+            ('contact.email', contacts.email)
+        ) as keys (target, key_value)
     union all
     select
         contacts.org_id,

@@ -21,22 +21,22 @@ entity_keys as (
     select * from {{ ref('int_identity__entity_keys') }}
 ),
 
+queued as (
+    select distinct
+        queue.connection_id,
+        queue.message_id
+    from queue
+    where queue.queued_at > {{ watermark('product_events') }}
+),
+
 batch as (
-    {% if flags.FULL_REFRESH %}
     select events.*
     from events
-    {% else %}
-    select events.*
-    from events
-    inner join (
-        select distinct
-            queue.connection_id,
-            queue.message_id
-        from queue
-        where queue.queued_at > {{ watermark('product_events') }}
-    ) as queued
-        on events.connection_id = queued.connection_id
-        and events.message_id = queued.message_id
+    {% if not flags.FULL_REFRESH %}
+        inner join queued
+            on
+                events.connection_id = queued.connection_id
+                and events.message_id = queued.message_id
     {% endif %}
 ),
 
@@ -50,7 +50,8 @@ with_sources as (
     left join lateral (
         select bound.external_group_id
         from {{ ref('stg_segment__events') }} as bound
-        where bound.event_type = 'group'
+        where
+            bound.event_type = 'group'
             and bound.external_group_id is not null
             and bound.org_id = batch.org_id
             and bound.user_key = batch.user_key
@@ -61,7 +62,8 @@ with_sources as (
     left join lateral (
         select bound.external_group_id
         from {{ ref('stg_segment__events') }} as bound
-        where bound.event_type = 'group'
+        where
+            bound.event_type = 'group'
             and bound.external_group_id is not null
             and bound.org_id = batch.org_id
             and bound.user_key = batch.user_key
@@ -71,7 +73,8 @@ with_sources as (
     left join lateral (
         select identified.email
         from {{ ref('stg_segment__events') }} as identified
-        where identified.event_type = 'identify'
+        where
+            identified.event_type = 'identify'
             and identified.email is not null
             and identified.org_id = batch.org_id
             and identified.user_key = batch.user_key
@@ -94,7 +97,7 @@ source_values as (
             when 'userId' then with_sources.user_id
             when 'anonymousId' then with_sources.anonymous_id
             when 'email' then with_sources.email_source
-            when 'payload' then with_sources.payload #>> rules.source_path
+            when 'payload' then with_sources.payload #>> string_to_array(rules.source_path, '.')
         end as source_value
     from with_sources
     inner join rules
@@ -112,12 +115,13 @@ matches as (
         entity_keys.contact_id
     from source_values
     inner join entity_keys
-        on source_values.org_id = entity_keys.org_id
-        and source_values.target = entity_keys.target
-        and entity_keys.key_value = case
-            when source_values.target = 'contact.email' then {{ normalize_email('source_values.source_value') }}
-            else source_values.source_value
-        end
+        on
+            source_values.org_id = entity_keys.org_id
+            and source_values.target = entity_keys.target
+            and entity_keys.key_value = case
+                when source_values.target = 'contact.email' then {{ normalize_email('source_values.source_value') }}
+                else source_values.source_value
+            end
 ),
 
 first_match as (
@@ -155,8 +159,9 @@ final as (
         with_sources.properties
     from with_sources
     left join first_match
-        on with_sources.connection_id = first_match.connection_id
-        and with_sources.message_id = first_match.message_id
+        on
+            with_sources.connection_id = first_match.connection_id
+            and with_sources.message_id = first_match.message_id
 )
 
 select * from final

@@ -23,11 +23,12 @@ in_force as (
         trim(rules.target) as target
     from connections
     inner join rules
-        on rules.connection_id = connections.connection_id
-        or (
-            rules.connection_id = '*'
-            and connections.connection_id not in (select own_rules.connection_id from own_rules)
-        )
+        on
+            connections.connection_id = rules.connection_id
+            or (
+                rules.connection_id = '*'
+                and connections.connection_id not in (select own_rules.connection_id from own_rules)
+            )
 ),
 
 final as (
@@ -42,7 +43,7 @@ final as (
         end as source_kind,
         case
             when in_force.source like 'payload:%'
-                then string_to_array(substr(in_force.source, length('payload:') + 1), '.')
+                then substr(in_force.source, length('payload:') + 1)
         end as source_path,
         in_force.target,
         in_force.chain || ':' || in_force.source || '->'

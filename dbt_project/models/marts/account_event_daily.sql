@@ -16,21 +16,22 @@ with product_events as (
 ),
 
 {% if is_incremental() %}
-affected as (
-    {{ affected_days() }}
-),
+    affected as (
+        {{ affected_days() }}
+    ),
 
-scoped as (
-    select product_events.*
-    from product_events
-    inner join affected
-        on product_events.org_id = affected.org_id
-        and product_events.event_date = affected.event_date
-),
+    scoped as (
+        select product_events.*
+        from product_events
+        inner join affected
+            on
+                product_events.org_id = affected.org_id
+                and product_events.event_date = affected.event_date
+    ),
 {% else %}
-scoped as (
-    select * from product_events
-),
+    scoped as (
+        select * from product_events
+    ),
 {% endif %}
 
 final as (

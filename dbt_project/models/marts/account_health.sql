@@ -31,7 +31,8 @@ usage as (
         ) as users_30d,
         max(product_events.event_at) as last_seen_at
     from product_events
-    where product_events.account_id is not null
+    where
+        product_events.account_id is not null
         and product_events.event_at <= {{ as_of() }}
     group by
         product_events.org_id,
@@ -60,8 +61,9 @@ measures as (
         extract(epoch from {{ as_of() }} - usage.last_seen_at) / 86400.0 as days_since_seen
     from all_accounts
     left join usage
-        on all_accounts.org_id = usage.org_id
-        and all_accounts.account_id = usage.account_id
+        on
+            all_accounts.org_id = usage.org_id
+            and all_accounts.account_id = usage.account_id
 ),
 
 components as (

@@ -16,7 +16,8 @@ entity_keys as (
 group_calls as (
     select *
     from events
-    where events.event_type = 'group'
+    where
+        events.event_type = 'group'
         and events.external_group_id is not null
 ),
 
@@ -27,13 +28,14 @@ trait_values as (
         traits.key,
         traits.value
     from group_calls
-    cross join lateral jsonb_each(
-        case when jsonb_typeof(group_calls.traits) = 'object' then group_calls.traits else '{}'::jsonb end
-    ) as traits
+    cross join
+        lateral jsonb_each(
+            case when jsonb_typeof(group_calls.traits) = 'object' then group_calls.traits else '{}'::jsonb end
+        ) as traits
     order by
-        group_calls.org_id,
-        group_calls.external_group_id,
-        traits.key,
+        group_calls.org_id asc,
+        group_calls.external_group_id asc,
+        traits.key asc,
         {{ newest_first('group_calls') }}
 ),
 
@@ -56,8 +58,8 @@ latest_calls as (
         group_calls.event_at as last_grouped_at
     from group_calls
     order by
-        group_calls.org_id,
-        group_calls.external_group_id,
+        group_calls.org_id asc,
+        group_calls.external_group_id asc,
         {{ newest_first('group_calls') }}
 ),
 
@@ -69,13 +71,15 @@ matched as (
         entity_keys.account_id
     from latest_calls
     inner join rules
-        on latest_calls.connection_id = rules.connection_id
-        and rules.chain = 'account'
-        and rules.source_kind = 'groupId'
+        on
+            latest_calls.connection_id = rules.connection_id
+            and rules.chain = 'account'
+            and rules.source_kind = 'groupId'
     inner join entity_keys
-        on latest_calls.org_id = entity_keys.org_id
-        and rules.target = entity_keys.target
-        and latest_calls.external_group_id = entity_keys.key_value
+        on
+            latest_calls.org_id = entity_keys.org_id
+            and rules.target = entity_keys.target
+            and latest_calls.external_group_id = entity_keys.key_value
     order by
         latest_calls.org_id,
         latest_calls.external_group_id,
@@ -91,11 +95,13 @@ final as (
         latest_calls.last_grouped_at
     from latest_calls
     left join merged
-        on latest_calls.org_id = merged.org_id
-        and latest_calls.external_group_id = merged.external_group_id
+        on
+            latest_calls.org_id = merged.org_id
+            and latest_calls.external_group_id = merged.external_group_id
     left join matched
-        on latest_calls.org_id = matched.org_id
-        and latest_calls.external_group_id = matched.external_group_id
+        on
+            latest_calls.org_id = matched.org_id
+            and latest_calls.external_group_id = matched.external_group_id
 )
 
 select * from final

@@ -45,8 +45,9 @@ final as (
         resolved.properties
     from resolved
     inner join allowlist
-        on resolved.connection_id = allowlist.connection_id
-        and resolved.event_name = allowlist.event_name
+        on
+            resolved.connection_id = allowlist.connection_id
+            and resolved.event_name = allowlist.event_name
 )
 
 select * from final

@@ -42,14 +42,16 @@ final as (
         resolved.account_id
     from newest
     left join allowlist
-        on newest.connection_id = allowlist.connection_id
-        and newest.event_name = allowlist.event_name
+        on
+            newest.connection_id = allowlist.connection_id
+            and newest.event_name = allowlist.event_name
     left join {{ ref('product_events') }} as resolved
-        on newest.connection_id = resolved.connection_id
-        and newest.message_id = resolved.message_id
+        on
+            newest.connection_id = resolved.connection_id
+            and newest.message_id = resolved.message_id
 )
 
 select * from final
 order by
-    final.connection_id,
+    final.connection_id asc,
     final.received_at desc

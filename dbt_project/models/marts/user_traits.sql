@@ -10,7 +10,8 @@ with events as (
 identifies as (
     select *
     from events
-    where events.event_type = 'identify'
+    where
+        events.event_type = 'identify'
         and events.user_id is not null
 ),
 
@@ -21,13 +22,14 @@ trait_values as (
         traits.key,
         traits.value
     from identifies
-    cross join lateral jsonb_each(
-        case when jsonb_typeof(identifies.traits) = 'object' then identifies.traits else '{}'::jsonb end
-    ) as traits
+    cross join
+        lateral jsonb_each(
+            case when jsonb_typeof(identifies.traits) = 'object' then identifies.traits else '{}'::jsonb end
+        ) as traits
     order by
-        identifies.org_id,
-        identifies.user_id,
-        traits.key,
+        identifies.org_id asc,
+        identifies.user_id asc,
+        traits.key asc,
         {{ newest_first('identifies') }}
 ),
 
@@ -64,12 +66,14 @@ final as (
         users.last_identified_at
     from users
     left join merged
-        on users.org_id = merged.org_id
-        and users.user_id = merged.user_id
+        on
+            users.org_id = merged.org_id
+            and users.user_id = merged.user_id
     left join lateral (
         select identified.email
         from {{ ref('stg_segment__events') }} as identified
-        where identified.event_type = 'identify'
+        where
+            identified.event_type = 'identify'
             and identified.email is not null
             and identified.org_id = users.org_id
             and identified.user_key = users.user_id
@@ -80,7 +84,8 @@ final as (
     left join lateral (
         select product_events.contact_id
         from {{ ref('product_events') }} as product_events
-        where product_events.org_id = users.org_id
+        where
+            product_events.org_id = users.org_id
             and product_events.user_id = users.user_id
             and product_events.contact_id is not null
         order by {{ newest_first('product_events') }}
@@ -89,7 +94,8 @@ final as (
     left join lateral (
         select product_events.account_id
         from {{ ref('product_events') }} as product_events
-        where product_events.org_id = users.org_id
+        where
+            product_events.org_id = users.org_id
             and product_events.user_id = users.user_id
             and product_events.account_id is not null
         order by {{ newest_first('product_events') }}

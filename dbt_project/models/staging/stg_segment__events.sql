@@ -18,7 +18,8 @@ with source as (
     select * from {{ source('raw', 'segment_events') }}
     {% if is_incremental() %}
         -- new arrivals, looking back a little for transactions that committed out of order
-        where loaded_at > (select max(loaded_at) from {{ this }})
+        where
+            loaded_at > (select max(staged.loaded_at) from {{ this }} as staged)
             - interval '{{ var("lookback_minutes") }} minutes'
     {% endif %}
 ),
@@ -61,7 +62,8 @@ parsed as (
         where not exists (
             select 1
             from {{ this }} as existing
-            where existing.connection_id = source.connection_id
+            where
+                existing.connection_id = source.connection_id
                 and existing.message_id = source.message_id
         )
     {% endif %}
