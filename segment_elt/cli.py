@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from segment_elt import connections, db, entities, schema
+from segment_elt import connections, db, entities, reconcile, schema
 from segment_elt.connections import UserError
 
 
@@ -75,6 +75,17 @@ def cmd_recent(args, conn) -> None:
     _print(rows, args.json, "\n".join(lines) or "no events staged yet")
 
 
+def cmd_reconcile(args, conn) -> None:
+    connections.require_live(conn, args.connection_id)
+    run_id = reconcile.trigger(args.connection_id)
+    if run_id:
+        print(f"triggered segment_reconcile run {run_id} on {reconcile.api_url()}")
+        return
+    print("no Airflow API server answered; running the reconcile build here ...", flush=True)
+    reconcile.run_here(args.connection_id)
+    print(f"reconciled {args.connection_id}: its events are re-resolved and the rollups they touch rebuilt")
+
+
 def _import(entity):
     def run(args, conn) -> None:
         try:
@@ -124,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_recent)
+
+    p = con.add_parser("reconcile", help="re-resolve a connection's stored events under the current rules")
+    p.add_argument("connection_id")
+    p.set_defaults(fn=cmd_reconcile)
 
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
         sub = top.add_parser(name, help=f"the host product's {name}").add_subparsers(dest="cmd", required=True)

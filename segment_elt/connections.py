@@ -55,7 +55,7 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
     return Created(connection_id, org_id, name, webhook_url(connection_id), secret, cap)
 
 
-def _live(conn: psycopg.Connection, connection_id: str) -> str:
+def require_live(conn: psycopg.Connection, connection_id: str) -> str:
     row = conn.execute(
         "select org_id from control.connections where connection_id = %s and deleted_at is null", (connection_id,)
     ).fetchone()
@@ -89,7 +89,7 @@ def list_connections(conn: psycopg.Connection, org_id: str | None = None) -> lis
 
 def delete(conn: psycopg.Connection, connection_id: str) -> None:
     """Soft-delete: the URL answers 404 at once; staged events stay for the rollups."""
-    _live(conn, connection_id)
+    require_live(conn, connection_id)
     conn.execute("update control.connections set deleted_at = now() where connection_id = %s", (connection_id,))
 
 
@@ -108,7 +108,7 @@ def _clean_names(names: list[str]) -> list[str]:
 def allowlist(conn: psycopg.Connection, connection_id: str, *, set_to: list[str] | None = None,
               add: list[str] | None = None, remove: list[str] | None = None) -> list[str]:
     """Edit a connection's allowlist (track event names, or $page, $screen, $identify, $group, $alias)."""
-    _live(conn, connection_id)
+    require_live(conn, connection_id)
     with conn.transaction():
         if set_to is not None:
             conn.execute("delete from control.allowlist where connection_id = %s", (connection_id,))
@@ -137,7 +137,7 @@ def set_rate_limit(conn: psycopg.Connection, connection_id: str, per_minute: int
     """Set the events-per-minute cap of the connection's org (shared by all its connections)."""
     if per_minute <= 0:
         raise UserError("PER_MINUTE must be a positive number of events per minute")
-    org_id = _live(conn, connection_id)
+    org_id = require_live(conn, connection_id)
     with conn.transaction():
         _set_org_rate_limit(conn, org_id, per_minute)
     return org_id
@@ -145,7 +145,7 @@ def set_rate_limit(conn: psycopg.Connection, connection_id: str, per_minute: int
 
 def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> list[dict]:
     """The newest staged events, with what Segment sent as group and user ids (the debug list)."""
-    _live(conn, connection_id)
+    require_live(conn, connection_id)
     if not 1 <= limit <= 10_000:
         raise UserError("--limit must be between 1 and 10000")
     rows = conn.execute(

@@ -1,0 +1,96 @@
+"""`segment-elt` through its real console script: outputs, errors on stderr, exit codes, secrets at rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segment_elt import landing, samples
+
+CLI = str(Path(sys.executable).parent / "segment-elt")
+
+
+def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([CLI, *args], capture_output=True, text=True, env={**os.environ, "AIRFLOW_API_URL": "http://127.0.0.1:9"})
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture
+def created(database_url):
+    return json.loads(cli("connections", "create", "--org", "acme", "--name", "web", "--json").stdout)
+
+
+def test_create_prints_url_and_secret_once_and_stores_it_encrypted(created, db):
+    assert {"connection_id", "org_id", "webhook_url", "secret"} <= set(created)
+    assert created["webhook_url"].endswith(f"/webhooks/segment/{created['connection_id']}")
+    stored = db.execute("select secret_enc from control.connections").fetchone()[0]
+    assert created["secret"] not in stored
+    listed = cli("connections", "list", "--json").stdout
+    assert created["secret"] not in listed and created["connection_id"] in listed
+
+
+def test_allowlist_rate_limit_and_delete(created, db, tmp_path):
+    cid = created["connection_id"]
+    assert json.loads(cli("connections", "allowlist", cid, "--add", "Signed Up", "$page", "--json").stdout)["allowlist"] == ["$page", "Signed Up"]
+    assert cli("connections", "allowlist", cid, "--remove", "$page").stdout.strip() == "Signed Up"
+    names = tmp_path / "names.txt"
+    names.write_text("A\nB\n\n")
+    assert cli("connections", "allowlist", cid, "--set-file", str(names)).stdout.split() == ["A", "B"]
+    assert "1200" in cli("connections", "rate-limit", cid, "1200").stdout
+    assert db.execute("select rate_limit_per_minute from control.orgs").fetchone()[0] == 1200
+    bad = cli("connections", "rate-limit", cid, "0", ok=False)
+    assert bad.returncode == 1 and "positive" in bad.stderr
+    cli("connections", "delete", cid)
+    gone = cli("connections", "allowlist", cid, "--add", "X", ok=False)
+    assert gone.returncode == 1 and "no connection" in gone.stderr
+
+
+def test_recent_events_shows_what_segment_sent(created, db):
+    cid = created["connection_id"]
+    cli("connections", "allowlist", cid, "--add", "Signed Up")
+    for event in (samples.event("track", user_id="u1", name="Signed Up", group_id="g-1"),
+                  samples.event("page", user_id="u2")):
+        landing.insert_events(db, connection_id=cid, org_id="acme", text=json.dumps(event), events=[event],
+                              received_at=dt.datetime.now(dt.timezone.utc),
+                              archive_key="k")
+    rows = json.loads(cli("connections", "recent-events", cid, "--json").stdout)
+    by_name = {r["event_name"]: r for r in rows}
+    assert by_name["Signed Up"]["in_allowlist"] and by_name["Signed Up"]["external_group_id"] == "g-1"
+    assert not by_name["$page"]["in_allowlist"] and by_name["$page"]["external_user_id"] == "u2"
+
+
+def test_imports_upsert_and_reject_bad_rows_whole(created, db, tmp_path):
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text("account_id,name,external_id,tier\na1,Acme,ext-1,gold\na2,Beta,,silver\n")
+    assert "2 rows" in cli("accounts", "import", "--org", "acme", str(accounts)).stdout
+    accounts.write_text("account_id,name,external_id,tier\na1,Acme Inc,ext-1,platinum\n")
+    cli("accounts", "import", "--org", "acme", str(accounts))
+    assert db.execute("select name, traits->>'tier' from app.accounts where account_id = 'a1'").fetchone() == ("Acme Inc", "platinum")
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("contact_id,account_id,email\nc1,a1,bob@acme.test\nc2,a1,not-an-email\n")
+    bad = cli("contacts", "import", "--org", "acme", str(contacts), ok=False)
+    assert bad.returncode == 1 and "line 3" in bad.stderr
+    assert db.execute("select count(*) from app.contacts").fetchone()[0] == 0
+    missing = cli("accounts", "import", "--org", "nope", str(accounts), ok=False)
+    assert "no org" in missing.stderr
+
+
+def test_errors_are_sentences_on_stderr(database_url):
+    bad = cli("connections", "create", "--org", "bad org!", ok=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: org id") and not bad.stdout
+    unreachable = subprocess.run([CLI, "connections", "list"], capture_output=True, text=True,
+                                 env={**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"})
+    assert unreachable.returncode == 1 and "cannot reach PostgreSQL" in unreachable.stderr
+
+
+def test_reconcile_without_airflow_runs_the_build_here(created, db):
+    done = cli("connections", "reconcile", created["connection_id"])
+    assert "reconciled" in done.stdout
