@@ -1,4 +1,8 @@
-"""Outbound sync to Segment's HTTP Tracking API (CONTRACT section 8)."""
+"""Outbound sync to Segment's HTTP Tracking API (CONTRACT section 8): not built yet.
+
+The last task of segment_rollups calls sync_all(); until the outbound issue lands it sends
+nothing and logs which connections have outbound enabled.
+"""
 
 from __future__ import annotations
 

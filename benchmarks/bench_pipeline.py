@@ -1,0 +1,94 @@
+"""dbt pipeline figures: one incremental build of 100,000 new events on top of 1,000,000 and of
+5,000,000 stored events, and a full rebuild of 1,000,000.
+
+Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
+users in 200 accounts of 2 orgs, tracks, pages, identifies and group calls over 60 days).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.figures import Figure
+from segment_elt import connections, db, embedded, entities, schema
+from segment_elt.transform import run_dbt
+
+GENERATE = """
+insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
+select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds', 'bench/' || n,
+       jsonb_build_object(
+           'type', kind, 'messageId', %(prefix)s || n, 'userId', 'user-' || u,
+           'anonymousId', 'anon-' || u, 'timestamp', to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+           'event', case when kind = 'track' then (array['Report Created','Invite Sent','Export Downloaded','Login'])[1 + n %% 4] end,
+           'groupId', case when kind = 'group' then 'ext-' || (u / 10) end,
+           'traits', case when kind = 'identify' then jsonb_build_object('email', 'user-' || u || '@example.com', 'plan', 'pro')
+                          when kind = 'group' then jsonb_build_object('name', 'Account ' || (u / 10)) end,
+           'properties', jsonb_build_object('path', '/app', 'seats', n %% 50),
+           'context', jsonb_build_object('library', jsonb_build_object('name', 'analytics.js', 'version', '1.0'),
+                                         'ip', '203.0.113.7', 'userAgent', 'Mozilla/5.0'))
+from (
+    select n,
+           (n * 7 + n / 100) %% 2000 as u,
+           case when n %% 100 = 0 then 'group' when n %% 50 = 1 then 'identify' when n %% 5 = 2 then 'page' else 'track' end as kind,
+           %(end)s::timestamptz - ((n::bigint * 7919) %% (%(days)s * 86400)) * interval '1 second' as at
+    from generate_series(%(start)s, %(stop)s - 1) as n
+) as g
+"""
+
+
+def _generate(conn, cid: str, start: int, stop: int, days: int = 60) -> None:
+    for lo in range(start, stop, 500_000):
+        conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(stop, lo + 500_000),
+                                "end": "2026-11-01T00:00:00Z", "days": days})
+
+
+def _timed_build(url: str, *extra: str) -> float:
+    began = time.monotonic()
+    run_dbt(["run", "--vars", json.dumps({"as_of": "2026-11-01T00:00:00Z"}), *extra], url)
+    return time.monotonic() - began
+
+
+def measure(history: int, new: int = 100_000, full_rebuild: bool = False) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
+    try:
+        url = embedded.start(tmp / "pg", settings={"shared_buffers": "1GB", "work_mem": "64MB",
+                                                   "maintenance_work_mem": "512MB", "max_wal_size": "8GB"})
+        with db.connect(url, timeout_s=3600) as conn:
+            schema.upgrade(conn)
+            cid = connections.create(conn, "bench").connection_id
+            connections.allowlist(conn, cid, add=["Report Created", "Invite Sent", "Export Downloaded", "$page"])
+            entities.upsert(conn, "bench", entities.ACCOUNTS, [
+                dict(account_id=f"acct-{i}", name=f"Account {i}", external_id=f"ext-{i}", ps_id=None,
+                     vitally_id=None, traits={}) for i in range(200)])
+            _generate(conn, cid, 0, history)
+            conn.execute("analyze raw.segment_events")
+        figures = {}
+        run_dbt(["seed"], url)
+        initial = _timed_build(url)
+        if full_rebuild:
+            figures["full"] = initial
+        with db.connect(url, timeout_s=3600) as conn:
+            _generate(conn, cid, history, history + new)
+        figures["incremental"] = _timed_build(url)
+        return figures
+    finally:
+        embedded.stop(tmp / "pg", "immediate")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run() -> list[Figure]:
+    one = measure(1_000_000, full_rebuild=True)
+    five = measure(int(os.environ.get("BENCH_BIG_HISTORY", 5_000_000)))
+    ratio = five["incremental"] / one["incremental"]
+    return [
+        Figure("dbt full rebuild of 1,000,000 events", one["full"], "s"),
+        Figure("dbt incremental: 100,000 new on 1,000,000 stored", one["incremental"], "s", "<= 30 s", one["incremental"] <= 30),
+        Figure("dbt incremental: 100,000 new on 5,000,000 stored", five["incremental"], "s", "<= 30 s", five["incremental"] <= 30),
+        Figure("5M-history run / 1M-history run", ratio, "x", "<= 1.3x", ratio <= 1.3),
+    ]
