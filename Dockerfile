@@ -1,0 +1,22 @@
+# The project image: receiver, CLI, Airflow with the project's DAGs and dbt project.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 \
+    AIRFLOW_HOME=/opt/airflow SEGMENT_ELT_LOCAL_DIR=/opt/segment-elt
+
+RUN apt-get update && apt-get install -y --no-install-recommends libpq5 && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 50000 app && mkdir -p /app /opt/airflow /opt/segment-elt \
+    && chown app /app /opt/airflow /opt/segment-elt
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY --chown=app . .
+RUN pip install --no-cache-dir --no-deps -e . \
+    && DATABASE_URL=postgresql://build@localhost/build python -c \
+       "from segment_elt.airflow_dbt import ensure_manifest; ensure_manifest()"
+
+USER app
+EXPOSE 8080
+CMD ["gunicorn", "-c", "receiver/gunicorn.conf.py"]
