@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from segment_elt import connections, db, entities, reconcile, schema
+from segment_elt import connections, crypto, db, entities, outbound, reconcile, schema
 from segment_elt.connections import UserError
 
 
@@ -86,6 +86,36 @@ def cmd_reconcile(args, conn) -> None:
     print(f"reconciled {args.connection_id}: its events are re-resolved and the rollups they touch rebuilt")
 
 
+def cmd_outbound(args, conn) -> None:
+    org = connections.require_live(conn, args.connection_id)
+    existing = conn.execute("select 1 from control.outbound where connection_id = %s", (args.connection_id,)).fetchone()
+    if existing is None and not args.write_key:
+        raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
+    enabled = not args.disable
+    key = crypto.encrypt(args.write_key) if args.write_key else None
+    if existing is None:
+        conn.execute("insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
+                     (args.connection_id, key, args.region or "us", enabled))
+    else:
+        conn.execute("update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
+                     " region = coalesce(%s, region), enabled = %s, updated_at = now() where connection_id = %s",
+                     (key, args.region, enabled, args.connection_id))
+    print(f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
+          f"region {args.region or 'unchanged'}; the write key is stored encrypted")
+
+
+def cmd_outbound_test(args, conn) -> None:
+    connections.require_live(conn, args.connection_id)
+    try:
+        client = outbound.client_for(conn, args.connection_id, retries=0)
+    except LookupError as exc:
+        raise UserError(str(exc)) from None
+    status, body = client.probe()
+    print(f"{client.url} answered {status}: {body.strip()[:500]}")
+    if status >= 300:
+        raise UserError(f"Segment refused the test event (HTTP {status}); check the write key and region")
+
+
 def _import(entity):
     def run(args, conn) -> None:
         try:
@@ -136,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_recent)
 
+    p = con.add_parser("outbound", help="send computed traits, audiences and moments back to Segment")
+    p.add_argument("connection_id")
+    p.add_argument("--write-key", help="the write key of the Segment source to send to (stored encrypted)")
+    p.add_argument("--region", choices=["us", "eu"])
+    toggle = p.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", action="store_true")
+    toggle.add_argument("--disable", action="store_true")
+    p.set_defaults(fn=cmd_outbound)
+    p = con.add_parser("outbound-test", help="send one test track event to Segment and print its answer")
+    p.add_argument("connection_id")
+    p.set_defaults(fn=cmd_outbound_test)
     p = con.add_parser("reconcile", help="re-resolve a connection's stored events under the current rules")
     p.add_argument("connection_id")
     p.set_defaults(fn=cmd_reconcile)

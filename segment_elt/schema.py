@@ -165,6 +165,34 @@ create table control.pipeline_runs (
 create index pipeline_runs_success_idx on control.pipeline_runs (dag_id, finished_at) where status = 'success';
 """,
     ),
+    (
+        3,
+        "outbound sync: what Segment accepted, and per-run counts",
+        r"""
+create table control.outbound_sent (
+    connection_id text not null references control.connections (connection_id),
+    kind text not null check (kind in ('identify', 'group', 'track')),
+    key text not null,                     -- user id, account id or moment occurrence
+    payload jsonb not null,                -- the message Segment accepted
+    message_id text not null,
+    sent_at timestamptz not null default now(),
+    primary key (connection_id, kind, key)
+);
+
+create table control.outbound_runs (
+    connection_id text not null references control.connections (connection_id),
+    started_at timestamptz not null,
+    finished_at timestamptz not null default now(),
+    status text not null check (status in ('success', 'failed')),
+    sent integer not null,
+    skipped_unchanged integer not null,
+    oversized integer not null,
+    failed integer not null,
+    error text
+);
+create index outbound_runs_idx on control.outbound_runs (connection_id, started_at);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

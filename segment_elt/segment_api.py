@@ -1,0 +1,125 @@
+"""A direct client for Segment's HTTP Tracking API (`POST /v1/batch`, Basic auth with the write key).
+
+Why not Segment's analytics-python: it queues messages in a background thread and batches
+them on its own, so the caller cannot know which messages Segment accepted. The outbound sync
+must mark sent only what was accepted, so it sends each batch itself and reads the answer.
+
+Batches stay under 500 KB and events under 32 KB (oversized events are returned as skipped, never
+sent). 429 and 5xx are retried with exponential backoff and jitter, honouring Retry-After; any
+other 4xx raises SegmentRejected with Segment's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from segment_elt.config import segment_api_url
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024 - 1024  # headroom for the envelope
+
+
+class SegmentRejected(RuntimeError):
+    """Segment refused the request (400/401/403/...); retrying will not help."""
+
+    def __init__(self, status: int, body: str):
+        hint = {401: "the write key is wrong or revoked", 403: "the write key may not send to this source",
+                400: "Segment found the batch malformed"}.get(status, "see Segment's answer")
+        super().__init__(f"Segment answered {status} ({hint}): {body[:300]}")
+        self.status = status
+
+
+class SegmentUnavailable(RuntimeError):
+    """429/5xx or no answer, still after every retry."""
+
+
+@dataclass
+class Outcome:
+    accepted: list[dict] = field(default_factory=list)
+    oversized: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class SegmentClient:
+    write_key: str
+    region: str = "us"
+    retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    timeout_s: float = 15.0
+
+    @property
+    def url(self) -> str:
+        return f"{segment_api_url(self.region)}/v1/batch"
+
+    def send(self, messages: list[dict]) -> Outcome:
+        """Send messages in as few batches as the limits allow; returns what was accepted.
+
+        On a refusal or exhausted retries, raises; messages of earlier batches were accepted and
+        are in the exception's `outcome` attribute.
+        """
+        outcome = Outcome()
+        batch: list[dict] = []
+        size = 0
+        for message in messages:
+            encoded = len(json.dumps(message, separators=(",", ":")).encode())
+            if encoded > MAX_EVENT_BYTES:
+                outcome.oversized.append(message)
+                continue
+            if batch and size + encoded + 1 > MAX_BATCH_BYTES:
+                self._post(batch, outcome)
+                batch, size = [], 0
+            batch.append(message)
+            size += encoded + 1
+        if batch:
+            self._post(batch, outcome)
+        return outcome
+
+    def probe(self) -> tuple[int, str]:
+        """Send one test track event, once; returns Segment's status and body."""
+        message = {"type": "track", "event": "Segment ELT Test", "anonymousId": "segment-elt-test",
+                   "messageId": f"segment-elt-test-{time.time_ns()}", "properties": {"source": "segment-elt"}}
+        try:
+            answer = requests.post(self.url, json={"batch": [message]}, auth=(self.write_key, ""), timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            return 0, f"no answer: {exc}"
+        return answer.status_code, answer.text
+
+    def _post(self, batch: list[dict], outcome: Outcome) -> None:
+        body = json.dumps({"batch": batch}, separators=(",", ":"))
+        for attempt in range(self.retries + 1):
+            try:
+                answer = requests.post(self.url, data=body, auth=(self.write_key, ""), timeout=self.timeout_s,
+                                       headers={"Content-Type": "application/json", "User-Agent": "segment-elt"})
+            except requests.RequestException as exc:
+                status, wait, text = None, None, str(exc)
+            else:
+                if answer.status_code < 300:
+                    outcome.accepted.extend(batch)
+                    return
+                status, text = answer.status_code, answer.text
+                wait = _retry_after(answer.headers.get("Retry-After"))
+                if status != 429 and status < 500:
+                    error = SegmentRejected(status, text)
+                    error.outcome = outcome
+                    raise error
+            if attempt == self.retries:
+                break
+            backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+            time.sleep(max(wait or 0.0, backoff))
+        error = SegmentUnavailable(f"Segment did not accept a batch after {self.retries + 1} attempts "
+                                   f"(last: {status or 'no answer'} {text[:200]})")
+        error.outcome = outcome
+        raise error
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

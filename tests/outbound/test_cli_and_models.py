@@ -1,0 +1,49 @@
+"""The outbound CLI (write key encrypted at rest, test event) and the dbt outbound models on real marts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from segment_elt import connections, entities, landing, outbound, samples
+from segment_elt.transform import run_dbt
+from tests.test_cli import cli
+
+
+def test_outbound_settings_and_test_event(db, segment, monkeypatch):
+    cid = connections.create(db, "acme").connection_id
+    missing = cli("connections", "outbound", cid, ok=False)
+    assert missing.returncode == 1 and "--write-key is required" in missing.stderr
+    cli("connections", "outbound", cid, "--write-key", "wk-secret-123", "--region", "eu")
+    stored = db.execute("select write_key_enc, region, enabled from control.outbound").fetchone()
+    assert "wk-secret-123" not in stored[0] and stored[1:] == ("eu", True)
+    monkeypatch.setenv("SEGMENT_API_URL", f"{segment.url}/eu")
+    segment.keys.add("wk-secret-123")
+    answer = cli("connections", "outbound-test", cid)
+    assert "answered 200" in answer.stdout
+    assert segment.messages()[0]["event"] == "Segment ELT Test"
+    cli("connections", "outbound", cid, "--disable")
+    assert db.execute("select enabled from control.outbound").fetchone()[0] is False
+    segment.keys.clear()
+    refused = cli("connections", "outbound-test", cid, ok=False)
+    assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr
+
+
+def test_outbound_models_on_real_marts(db):
+    created = connections.create(db, "acme")
+    connections.allowlist(db, created.connection_id, add=["Report Created"])
+    entities.upsert(db, "acme", entities.ACCOUNTS, [dict(account_id="a1", name="Acme", external_id="ext-1", ps_id=None,
+                                                         vitally_id=None, traits={})])
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
+    events = [samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
+              samples.event("group", user_id="u1", group_id="ext-1", at=old)]
+    events += [samples.event("track", user_id="u1", name="Report Created", at=old + dt.timedelta(minutes=i)) for i in range(3)]
+    for event in events:
+        landing.insert_events(db, connection_id=created.connection_id, org_id="acme", text=json.dumps(event),
+                              events=[event], received_at=old, archive_key="k")
+    run_dbt(["build"])
+    messages = outbound.preview(org_id="acme")
+    by_type = {m["type"]: m for m in messages}
+    assert by_type["identify"]["userId"] == "u1" and by_type["identify"]["traits"]["account_id"] == "a1"
+    assert by_type["group"]["groupId"] == "ext-1" and "health_score" in by_type["group"]["traits"]
+    assert by_type["track"]["event"] == "Account Went Quiet"  # no event for 14 days
