@@ -16,7 +16,7 @@ from collections import Counter
 
 import requests
 
-from segment_elt import connections, db, entities, samples
+from segment_elt import connections, db, entities, outbound, samples
 from segment_elt.archive import open_archive
 from segment_elt.config import archive_url
 from segment_elt.local_stack import BIN, airflow_ready, embedded_database, free_port, receiver
@@ -27,6 +27,8 @@ ACCOUNTS = [dict(account_id="acct-acme", name="Acme", external_id="acme-ext-1", 
             dict(account_id="acct-globex", name="Globex", external_id=None, ps_id="globex-ext-9", vitally_id=None,
                  traits={"plan": "pro"})]
 CONTACTS = [dict(contact_id="c-bob", account_id="acct-acme", email="bob@acme.test", product_external_user_id=None,
+                 traits={}),
+            dict(contact_id="c-erin", account_id="acct-globex", email=None, product_external_user_id="u-erin",
                  traits={})]
 
 
@@ -51,6 +53,8 @@ def land_sample_events(conn, base_url: str) -> str:
     print(f"connection {created.connection_id} (org acme), webhook {hook}\n")
 
     events = samples.workday()
+    # a user who never sent a group call: resolved through the contact chain
+    events.insert(0, samples.event("track", user_id="u-erin", name="Report Created"))
     statuses: Counter = Counter()
     for event in events[:-6]:
         body = json.dumps(event).encode()
@@ -119,6 +123,13 @@ def show_rollups(conn, connection_id: str) -> None:
     print()
     print(table(conn.execute("select account_id, health_score from analytics.account_health where org_id = 'acme'"
                              " order by account_id").fetchall(), ["account_id", "health_score"]))
+    pending = outbound.preview(org_id="acme")
+    print(f"\noutbound: with `segment-elt connections outbound {connection_id} --write-key K --region us` the next"
+          f" run would send {len(pending)} messages to Segment, e.g.:")
+    for kind in ("identify", "group", "track"):
+        example = next((m for m in pending if m["type"] == kind), None)
+        if example:
+            print("  " + json.dumps({k: v for k, v in example.items() if k != "context"}, default=str)[:200])
 
 
 def main() -> int:
