@@ -21,6 +21,7 @@ from segment_elt.archive import open_archive
 from segment_elt.config import archive_url
 from segment_elt.local_stack import BIN, airflow_ready, embedded_database, free_port, receiver
 
+ORG = f"acme-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"  # a fresh org per demo run
 ALLOWLIST = ["Report Created", "Dashboard Viewed", "Invite Sent", "Export Downloaded", "$page", "$identify", "$group"]
 ACCOUNTS = [dict(account_id="acct-acme", name="Acme", external_id="acme-ext-1", ps_id=None, vitally_id=None,
                  traits={"plan": "enterprise"}),
@@ -45,12 +46,12 @@ def table(rows, headers) -> str:
 
 
 def land_sample_events(conn, base_url: str) -> str:
-    created = connections.create(conn, "acme", "Acme web")
+    created = connections.create(conn, ORG, "Acme web")
     connections.allowlist(conn, created.connection_id, add=ALLOWLIST)
-    entities.upsert(conn, "acme", entities.ACCOUNTS, ACCOUNTS)
-    entities.upsert(conn, "acme", entities.CONTACTS, CONTACTS)
+    entities.upsert(conn, ORG, entities.ACCOUNTS, ACCOUNTS)
+    entities.upsert(conn, ORG, entities.CONTACTS, CONTACTS)
     hook = f"{base_url}/webhooks/segment/{created.connection_id}"
-    print(f"connection {created.connection_id} (org acme), webhook {hook}\n")
+    print(f"connection {created.connection_id} (org {ORG}), webhook {hook}\n")
 
     events = samples.workday()
     # a user who never sent a group call: resolved through the contact chain
@@ -69,7 +70,7 @@ def land_sample_events(conn, base_url: str) -> str:
     print(f"an event with a wrong signature:                       {answer.status_code} {answer.text.strip()}")
     print(f"single events: {dict(statuses)} (status: count)")
 
-    burst = connections.create(conn, "burst-demo", "Over the cap", rate_limit=30)
+    burst = connections.create(conn, f"{ORG}-burst", "Over the cap", rate_limit=30)
     burst_hook = f"{base_url}/webhooks/segment/{burst.connection_id}"
     outcome: Counter = Counter()
     for i in range(40):
@@ -107,8 +108,8 @@ def run_rollups(url: str) -> None:
 
 def show_rollups(conn, connection_id: str) -> None:
     print(table(conn.execute("select account_id, event_date, event_name, event_count, unique_users"
-                             " from analytics.account_event_daily where org_id = 'acme'"
-                             " order by event_date, account_id nulls last, event_name").fetchall(),
+                             " from analytics.account_event_daily where org_id = %(org)s"
+                             " order by event_date, account_id nulls last, event_name", {"org": ORG}).fetchall(),
                 ["account_id", "event_date", "event_name", "events", "unique_users"]))
     print()
     print(table(conn.execute("select event_at::timestamp(0), user_id, event_name, account_id, contact_id, matched_by"
@@ -117,13 +118,13 @@ def show_rollups(conn, connection_id: str) -> None:
                 ["event_at", "user_id", "event_name", "account_id", "contact_id", "matched_by"]))
     print()
     print(table(conn.execute("select account_id, event_name, events_7d, events_30d, active_users_7d, active_users_30d,"
-                             " last_seen_at::timestamp(0) from analytics.account_indicators where org_id = 'acme'"
-                             " order by account_id nulls last, event_name").fetchall(),
+                             " last_seen_at::timestamp(0) from analytics.account_indicators where org_id = %(org)s"
+                             " order by account_id nulls last, event_name", {"org": ORG}).fetchall(),
                 ["account_id", "event_name", "7d", "30d", "users_7d", "users_30d", "last_seen_at"]))
     print()
-    print(table(conn.execute("select account_id, health_score from analytics.account_health where org_id = 'acme'"
-                             " order by account_id").fetchall(), ["account_id", "health_score"]))
-    pending = outbound.preview(org_id="acme")
+    print(table(conn.execute("select account_id, health_score from analytics.account_health where org_id = %(org)s"
+                             " order by account_id", {"org": ORG}).fetchall(), ["account_id", "health_score"]))
+    pending = outbound.preview(org_id=ORG)
     print(f"\noutbound: with `segment-elt connections outbound {connection_id} --write-key K --region us` the next"
           f" run would send {len(pending)} messages to Segment, e.g.:")
     for kind in ("identify", "group", "track"):
