@@ -4,6 +4,7 @@
         incremental_strategy='append',
         indexes=[{'columns': ['queued_at']}],
         post_hook=[
+            "analyze {{ this }}",
             "{{ set_watermark('int_events__resolution_queue', ref('stg_segment__events'), 'batch_at') }}",
             "delete from {{ this }} where queued_at < now() - interval '7 days'",
         ]
