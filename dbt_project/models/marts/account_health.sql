@@ -6,11 +6,7 @@
 --   breadth   distinct event names used in the last 30 days
 --   users     distinct active users in the last 30 days
 --   recency   1 - days since the last event / target (0 when never seen)
-with product_events as (
-    select * from {{ ref('product_events') }}
-),
-
-accounts as (
+with accounts as (
     select * from {{ ref('stg_app__accounts') }}
 ),
 
@@ -18,25 +14,34 @@ weights as (
     select * from {{ ref('health_weights') }}
 ),
 
+-- the last 30 days only (so the cost follows the window, not the history)
 usage as (
     select
         product_events.org_id,
         product_events.account_id,
-        count(*) filter (where {{ in_last_days('product_events.event_at', 30) }}) as events_30d,
-        count(distinct product_events.event_name) filter (
-            where {{ in_last_days('product_events.event_at', 30) }}
-        ) as event_names_30d,
-        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) filter (
-            where {{ in_last_days('product_events.event_at', 30) }}
-        ) as users_30d,
-        max(product_events.event_at) as last_seen_at
-    from product_events
+        count(*) as events_30d,
+        count(distinct product_events.event_name) as event_names_30d,
+        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as users_30d
+    from {{ ref('product_events') }} as product_events
     where
         product_events.account_id is not null
         and product_events.event_at <= {{ as_of() }}
+        and {{ in_last_days('product_events.event_at', 30) }}
     group by
         product_events.org_id,
         product_events.account_id
+),
+
+last_seen as (
+    select
+        indicators.org_id,
+        indicators.account_id,
+        max(indicators.last_seen_at) as last_seen_at
+    from {{ ref('account_indicators') }} as indicators
+    where indicators.account_id is not null
+    group by
+        indicators.org_id,
+        indicators.account_id
 ),
 
 all_accounts as (
@@ -46,9 +51,9 @@ all_accounts as (
     from accounts
     union
     select
-        usage.org_id,
-        usage.account_id
-    from usage
+        last_seen.org_id,
+        last_seen.account_id
+    from last_seen
 ),
 
 measures as (
@@ -58,12 +63,16 @@ measures as (
         coalesce(usage.events_30d, 0) as activity,
         coalesce(usage.event_names_30d, 0) as breadth,
         coalesce(usage.users_30d, 0) as users,
-        extract(epoch from {{ as_of() }} - usage.last_seen_at) / 86400.0 as days_since_seen
+        extract(epoch from {{ as_of() }} - last_seen.last_seen_at) / 86400.0 as days_since_seen
     from all_accounts
     left join usage
         on
             all_accounts.org_id = usage.org_id
             and all_accounts.account_id = usage.account_id
+    left join last_seen
+        on
+            all_accounts.org_id = last_seen.org_id
+            and all_accounts.account_id = last_seen.account_id
 ),
 
 components as (

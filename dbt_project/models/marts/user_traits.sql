@@ -1,19 +1,51 @@
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['org_id', 'user_id'],
+        post_hook="{{ set_watermark('user_traits', ref('int_events__resolution_queue'), 'queued_at') }}",
+    )
+}}
 -- One row per identified user: identify traits merged (the newest value of each key wins),
 -- the latest email, and the contact and account of the user's latest resolved event.
--- The lateral look-ups read the relations directly (not through import CTEs, which PostgreSQL
+-- Incremental: each run recomputes the users of the events queued since its watermark.
+-- The look-ups read the relations directly (not through import CTEs, which PostgreSQL
 -- would materialize) so that they use the indexes.
-with events as (
-    select * from {{ ref('stg_segment__events') }}
-),
+with
+{% if is_incremental() %}
+    changed_users as (
+        select distinct
+            events.org_id,
+            events.user_id
+        from {{ ref('int_events__resolution_queue') }} as queue
+        inner join {{ ref('stg_segment__events') }} as events
+            on
+                queue.connection_id = events.connection_id
+                and queue.message_id = events.message_id
+        where
+            queue.queued_at > {{ watermark('user_traits') }}
+            and events.user_id is not null
+    ),
 
-identifies as (
-    select *
-    from events
-    where
-        events.event_type = 'identify'
-        and events.user_id is not null
-),
+    identifies as (
+        select events.*
+        from changed_users
+        inner join {{ ref('stg_segment__events') }} as events
+            on
+                changed_users.org_id = events.org_id
+                and changed_users.user_id = events.user_key
+                and changed_users.user_id = events.user_id
+        where events.event_type = 'identify'
+    ),
+{% else %}
+    identifies as (
+        select events.*
+        from {{ ref('stg_segment__events') }} as events
+        where
+            events.event_type = 'identify'
+            and events.user_id is not null
+    ),
+{% endif %}
 
 trait_values as (
     select distinct on (identifies.org_id, identifies.user_id, traits.key)

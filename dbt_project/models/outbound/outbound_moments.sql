@@ -18,7 +18,9 @@ final as (
         usage.org_id,
         usage.account_id,
         'Account Went Quiet' as moment,
-        usage.account_id || '@' || to_char(usage.last_seen_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') as occurrence_key,
+        usage.account_id
+        || '@'
+        || to_char(usage.last_seen_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') as occurrence_key,
         jsonb_build_object('account_id', usage.account_id, 'last_seen_at', usage.last_seen_at) as properties
     from usage
     where usage.last_seen_at <= {{ as_of() }} - interval '14 days'
