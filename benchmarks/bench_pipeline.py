@@ -2,8 +2,9 @@
 5,000,000 stored events, and a full rebuild of 1,000,000.
 
 Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
-users in 200 accounts, tracks, pages, identifies and group calls; history over 60 days, the new
-batch over the last 2 days, as live traffic arrives).
+users in 200 accounts, tracks, pages, identifies and group calls). History accrues at a steady
+~16,700 events a day (1M span 60 days, 5M span 300), the new batch over the last 2 days, as live
+traffic does: more history means a longer past, not a denser recent window.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ from (
 """
 
 
-def _generate(conn, cid: str, start: int, stop: int, days: int = 60) -> None:
+PER_DAY = 16_667  # history accrues at a steady rate: 1M stored events span 60 days, 5M span 300
+
+
+def _generate(conn, cid: str, start: int, stop: int, days: int | None = None) -> None:
+    days = days or max(1, round(stop / PER_DAY))
     for lo in range(start, stop, 500_000):
         conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(stop, lo + 500_000),
                                 "end": "2026-11-01T00:00:00Z", "days": days})
