@@ -46,29 +46,14 @@ with events as (
             new_group_calls.user_key
         from new_group_calls
         left join lateral (
-            select earlier.external_group_id
-            from {{ ref('stg_segment__events') }} as earlier
-            where
-                earlier.event_type = 'group'
-                and earlier.external_group_id is not null
-                and earlier.org_id = new_group_calls.org_id
-                and earlier.user_key = new_group_calls.user_key
-                and earlier.batch_at <= {{ watermark('int_events__resolution_queue') }}
-                and earlier.event_at <= new_group_calls.event_at
-            order by {{ newest_first('earlier') }}
-            limit 1
+            {{ user_call('group', 'external_group_id',
+                         'new_group_calls.org_id', 'new_group_calls.user_key', 'earlier',
+                         at_most='new_group_calls.event_at', batch_at_most=watermark('int_events__resolution_queue')) }}
         ) as in_force on true
         left join lateral (
-            select first_call.external_group_id
-            from {{ ref('stg_segment__events') }} as first_call
-            where
-                first_call.event_type = 'group'
-                and first_call.external_group_id is not null
-                and first_call.org_id = new_group_calls.org_id
-                and first_call.user_key = new_group_calls.user_key
-                and first_call.batch_at <= {{ watermark('int_events__resolution_queue') }}
-            order by {{ oldest_first('first_call') }}
-            limit 1
+            {{ user_call('group', 'external_group_id',
+                         'new_group_calls.org_id', 'new_group_calls.user_key', 'first_call',
+                         batch_at_most=watermark('int_events__resolution_queue'), oldest=true) }}
         ) as earliest on true
         where
             coalesce(in_force.external_group_id, earliest.external_group_id)
@@ -93,27 +78,13 @@ with events as (
             new_identified_users.user_key
         from new_identified_users
         left join lateral (
-            select latest.email
-            from {{ ref('stg_segment__events') }} as latest
-            where
-                latest.event_type = 'identify'
-                and latest.email is not null
-                and latest.org_id = new_identified_users.org_id
-                and latest.user_key = new_identified_users.user_key
-            order by {{ newest_first('latest') }}
-            limit 1
+            {{ user_call('identify', 'email',
+                         'new_identified_users.org_id', 'new_identified_users.user_key', 'latest') }}
         ) as now_latest on true
         left join lateral (
-            select latest.email
-            from {{ ref('stg_segment__events') }} as latest
-            where
-                latest.event_type = 'identify'
-                and latest.email is not null
-                and latest.org_id = new_identified_users.org_id
-                and latest.user_key = new_identified_users.user_key
-                and latest.batch_at <= {{ watermark('int_events__resolution_queue') }}
-            order by {{ newest_first('latest') }}
-            limit 1
+            {{ user_call('identify', 'email',
+                         'new_identified_users.org_id', 'new_identified_users.user_key', 'latest',
+                         batch_at_most=watermark('int_events__resolution_queue')) }}
         ) as before_latest on true
         where now_latest.email is distinct from before_latest.email
     ),

@@ -48,38 +48,14 @@ with_sources as (
         coalesce(batch.email, latest_identify.email) as email_source
     from batch
     left join lateral (
-        select bound.external_group_id
-        from {{ ref('stg_segment__events') }} as bound
-        where
-            bound.event_type = 'group'
-            and bound.external_group_id is not null
-            and bound.org_id = batch.org_id
-            and bound.user_key = batch.user_key
-            and bound.event_at <= batch.event_at
-        order by {{ newest_first('bound') }}
-        limit 1
+        {{ user_call('group', 'external_group_id', 'batch.org_id', 'batch.user_key', 'bound',
+                     at_most='batch.event_at') }}
     ) as in_force on batch.external_group_id is null
     left join lateral (
-        select bound.external_group_id
-        from {{ ref('stg_segment__events') }} as bound
-        where
-            bound.event_type = 'group'
-            and bound.external_group_id is not null
-            and bound.org_id = batch.org_id
-            and bound.user_key = batch.user_key
-        order by {{ oldest_first('bound') }}
-        limit 1
+        {{ user_call('group', 'external_group_id', 'batch.org_id', 'batch.user_key', 'bound', oldest=true) }}
     ) as earliest on batch.external_group_id is null
     left join lateral (
-        select identified.email
-        from {{ ref('stg_segment__events') }} as identified
-        where
-            identified.event_type = 'identify'
-            and identified.email is not null
-            and identified.org_id = batch.org_id
-            and identified.user_key = batch.user_key
-        order by {{ newest_first('identified') }}
-        limit 1
+        {{ user_call('identify', 'email', 'batch.org_id', 'batch.user_key', 'identified') }}
     ) as latest_identify on batch.email is null
 ),
 
