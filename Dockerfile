@@ -13,10 +13,11 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY --chown=app . .
-RUN pip install --no-cache-dir --no-deps -e . \
-    && DATABASE_URL=postgresql://build@localhost/build python -c \
-       "from segment_elt.airflow_dbt import ensure_manifest; ensure_manifest()"
+RUN pip install --no-cache-dir --no-deps -e .
 
+# As the runtime user, so dbt_project/target and logs stay writable for the dbt tasks.
 USER app
+RUN DATABASE_URL=postgresql://build@localhost/build python -c \
+    "from segment_elt.airflow_dbt import ensure_manifest; ensure_manifest()"
 EXPOSE 8080
 CMD ["gunicorn", "-c", "receiver/gunicorn.conf.py"]
