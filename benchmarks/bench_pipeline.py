@@ -3,8 +3,9 @@
 
 Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
 users in 200 accounts, tracks, pages, identifies and group calls). History accrues at a steady
-~16,700 events a day (1M span 60 days, 5M span 300), the new batch over the last 2 days, as live
-traffic does: more history means a longer past, not a denser recent window.
+~16,700 events a day (1M span 60 days, 5M span 300) and was staged as it arrived (loaded_at =
+received_at); the new batch covers the last 2 days and is staged now, as live traffic is: more
+history means a longer past, not a denser recent window.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from segment_elt import connections, db, embedded, entities, schema
 from segment_elt.transform import run_dbt
 
 GENERATE = """
-insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds', 'bench/' || n,
+insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, loaded_at, archive_key, payload)
+select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds',
+       case when %(arrived_over_time)s then at + interval '2 seconds' else now() end, 'bench/' || n,
        jsonb_build_object(
            'type', kind, 'messageId', %(prefix)s || n, 'userId', 'user-' || u,
            'anonymousId', 'anon-' || u, 'timestamp', to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -46,11 +48,11 @@ from (
 PER_DAY = 16_667  # history accrues at a steady rate: 1M stored events span 60 days, 5M span 300
 
 
-def _generate(conn, cid: str, start: int, stop: int, days: int | None = None) -> None:
+def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, history: bool = True) -> None:
     days = days or max(1, round(stop / PER_DAY))
     for lo in range(start, stop, 500_000):
         conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(stop, lo + 500_000),
-                                "end": "2026-11-01T00:00:00Z", "days": days})
+                                "end": "2026-11-01T00:00:00Z", "days": days, "arrived_over_time": history})
 
 
 def _timed_build(url: str, *extra: str) -> float:
@@ -80,7 +82,7 @@ def measure(history: int, new: int = 100_000, full_rebuild: bool = False) -> dic
         if full_rebuild:
             figures["full"] = initial
         with db.connect(url, timeout_s=3600) as conn:
-            _generate(conn, cid, history, history + new, days=2)  # new arrivals are recent
+            _generate(conn, cid, history, history + new, days=2, history=False)  # new arrivals
         figures["incremental"] = _timed_build(url)
         return figures
     finally:

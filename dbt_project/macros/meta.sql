@@ -29,3 +29,9 @@
     select '{{ model }}', max({{ column }}) from {{ relation }} having max({{ column }}) is not null
     on conflict (model) do update set high_water = greatest(segment_meta.watermarks.high_water, excluded.high_water)
 {%- endmacro %}
+
+{% macro index_where(relation, columns, predicate) -%}
+    {#- A partial index (dbt's `indexes` config has no WHERE): created once, kept across incremental runs. -#}
+    {%- set name = relation.identifier ~ '_' ~ local_md5(columns | join(',') ~ predicate)[:12] -%}
+    create index if not exists "{{ name }}" on {{ relation }} ({{ columns | join(', ') }}) where {{ predicate }}
+{%- endmacro %}

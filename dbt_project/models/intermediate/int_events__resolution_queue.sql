@@ -10,18 +10,28 @@
         ]
     )
 }}
--- (The lateral look-ups read stg_segment__events directly, so that they use its indexes.)
 -- The events whose identity must be (re)resolved, appended per run: the new arrivals, every
 -- stored event of a user whose group binding or latest identify email changed with them (so
 -- stitching applies across history), and the days or connection a rebuild or reconcile asks
 -- for. product_events and account_event_daily each consume it from their own watermark.
-with events as (
+-- `events` is inlined (not materialized) so that each use reads only the rows it needs through
+-- the staging indexes; the lateral look-ups read stg_segment__events directly for the same reason.
+with events as not materialized (
     select * from {{ ref('stg_segment__events') }}
 ),
 
 {% if is_incremental() %}
     new_events as (
-        select *
+        select
+            events.connection_id,
+            events.message_id,
+            events.org_id,
+            events.event_date,
+            events.event_type,
+            events.user_key,
+            events.external_group_id,
+            events.email,
+            events.event_at
         from events
         where events.batch_at > {{ watermark('int_events__resolution_queue') }}
     ),

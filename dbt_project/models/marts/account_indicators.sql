@@ -1,46 +1,63 @@
 {{ config(materialized='table') }}
 -- Usage indicators per account and event name, relative to as_of (var; default now):
--- windows are (as_of - N days, as_of]. Its cost follows the last 30 days, not the history: the
--- counts read that window of product_events, and last_seen_at reads only as_of's day and each
--- group's last day before it (found in the small account_event_daily).
+-- windows are (as_of - N days, as_of]. Its cost follows the last 30 days and the number of
+-- groups, not the history: the counts read that window of product_events, and each group's
+-- last_seen_at is one backward step of product_events' (org_id, account_id, event_name, event_at)
+-- index. (The unresolved group, account_id null, takes its own branch: `account_id is null` is an
+-- index condition, `is not distinct from` is not.)
 with daily as (
     select * from {{ ref('account_event_daily') }}
 ),
 
-last_days as (
-    select
-        daily.org_id,
-        daily.account_id,
-        daily.event_name,
-        max(daily.event_date) filter (
-            where daily.event_date < ({{ as_of() }} at time zone 'UTC')::date
-        ) as last_date
-    from daily
-    where daily.event_date <= ({{ as_of() }} at time zone 'UTC')::date
-    group by
+groups as (
+    select distinct
         daily.org_id,
         daily.account_id,
         daily.event_name
+    from daily
+    where daily.event_date <= ({{ as_of() }} at time zone 'UTC')::date
 ),
 
 last_seen as (
     select
-        last_days.org_id,
-        last_days.account_id,
-        last_days.event_name,
-        max(product_events.event_at) as last_seen_at
-    from last_days
-    inner join {{ ref('product_events') }} as product_events
-        on
-            last_days.org_id = product_events.org_id
-            and product_events.event_date in (last_days.last_date, ({{ as_of() }} at time zone 'UTC')::date)
-            and last_days.event_name = product_events.event_name
-            and last_days.account_id is not distinct from product_events.account_id
-    where product_events.event_at <= {{ as_of() }}
-    group by
-        last_days.org_id,
-        last_days.account_id,
-        last_days.event_name
+        groups.org_id,
+        groups.account_id,
+        groups.event_name,
+        newest.event_at as last_seen_at
+    from groups
+    cross join
+        lateral (
+            select product_events.event_at
+            from {{ ref('product_events') }} as product_events
+            where
+                product_events.org_id = groups.org_id
+                and product_events.account_id = groups.account_id
+                and product_events.event_name = groups.event_name
+                and product_events.event_at <= {{ as_of() }}
+            order by product_events.event_at desc
+            limit 1
+        ) as newest
+    where groups.account_id is not null
+    union all
+    select
+        groups.org_id,
+        groups.account_id,
+        groups.event_name,
+        newest.event_at as last_seen_at
+    from groups
+    cross join
+        lateral (
+            select product_events.event_at
+            from {{ ref('product_events') }} as product_events
+            where
+                product_events.org_id = groups.org_id
+                and product_events.account_id is null
+                and product_events.event_name = groups.event_name
+                and product_events.event_at <= {{ as_of() }}
+            order by product_events.event_at desc
+            limit 1
+        ) as newest
+    where groups.account_id is null
 ),
 
 window_30d as (

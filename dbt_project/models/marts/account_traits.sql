@@ -1,8 +1,9 @@
 {{ config(materialized='table') }}
--- One row per group id Segment sent: group traits merged (the newest value of each key wins),
--- and the account the connection's groupId rules match it to.
-with events as (
-    select * from {{ ref('stg_segment__events') }}
+-- One row per group id Segment sent: group traits merged (the newest value of each key wins,
+-- kept per key in int_traits__latest, so the cost follows the group ids, not the history), and
+-- the account the connection of the newest group call resolves it to through its groupId rules.
+with latest as (
+    select * from {{ ref('int_traits__latest') }}
 ),
 
 rules as (
@@ -13,54 +14,30 @@ entity_keys as (
     select * from {{ ref('int_identity__entity_keys') }}
 ),
 
-group_calls as (
-    select *
-    from events
+latest_calls as (
+    select
+        latest.org_id,
+        latest.subject_id as external_group_id,
+        latest.connection_id,
+        latest.event_at as last_grouped_at
+    from latest
     where
-        events.event_type = 'group'
-        and events.external_group_id is not null
-),
-
-trait_values as (
-    select distinct on (group_calls.org_id, group_calls.external_group_id, traits.key)
-        group_calls.org_id,
-        group_calls.external_group_id,
-        traits.key,
-        traits.value
-    from group_calls
-    cross join
-        lateral jsonb_each(
-            case when jsonb_typeof(group_calls.traits) = 'object' then group_calls.traits else '{}'::jsonb end
-        ) as traits
-    order by
-        group_calls.org_id asc,
-        group_calls.external_group_id asc,
-        traits.key asc,
-        {{ newest_first('group_calls') }}
+        latest.subject_type = 'group'
+        and latest.trait_key is null
 ),
 
 merged as (
     select
-        trait_values.org_id,
-        trait_values.external_group_id,
-        jsonb_object_agg(trait_values.key, trait_values.value) as traits
-    from trait_values
+        latest.org_id,
+        latest.subject_id as external_group_id,
+        jsonb_object_agg(latest.trait_key, latest.trait_value) as traits
+    from latest
+    where
+        latest.subject_type = 'group'
+        and latest.trait_key is not null
     group by
-        trait_values.org_id,
-        trait_values.external_group_id
-),
-
-latest_calls as (
-    select distinct on (group_calls.org_id, group_calls.external_group_id)
-        group_calls.org_id,
-        group_calls.external_group_id,
-        group_calls.connection_id,
-        group_calls.event_at as last_grouped_at
-    from group_calls
-    order by
-        group_calls.org_id asc,
-        group_calls.external_group_id asc,
-        {{ newest_first('group_calls') }}
+        latest.org_id,
+        latest.subject_id
 ),
 
 -- the account the latest call's connection resolves this group id to, through its groupId rules

@@ -7,9 +7,12 @@
             {'columns': ['connection_id', 'message_id'], 'unique': True},
             {'columns': ['org_id', 'event_date']},
             {'columns': ['org_id', 'user_id', 'event_at']},
+            {'columns': ['org_id', 'account_id', 'event_name', 'event_at']},
             {'columns': ['event_at']},
         ],
         post_hook=[
+            "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'contact_id is not null') }}",
+            "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'account_id is not null') }}",
             "analyze {{ this }}",
             "{{ set_watermark('product_events', ref('int_events__resolution_queue'), 'queued_at') }}",
         ]

@@ -6,12 +6,15 @@
         post_hook="{{ set_watermark('user_traits', ref('int_events__resolution_queue'), 'queued_at') }}",
     )
 }}
--- One row per identified user: identify traits merged (the newest value of each key wins),
--- the latest email, and the contact and account of the user's latest resolved event.
--- Incremental: each run recomputes the users of the events queued since its watermark.
--- The look-ups read the relations directly (not through import CTEs, which PostgreSQL
--- would materialize) so that they use the indexes.
-with
+-- One row per identified user: identify traits merged (the newest value of each key wins, kept
+-- per key in int_traits__latest), the latest email, and the contact and account of the user's
+-- latest resolved event. Incremental: each run recomputes the users of the events queued since
+-- its watermark; every look-up goes through an index, so the cost follows those users, not the
+-- history (the contact and account ones through product_events' partial indexes).
+with latest as not materialized (
+    select * from {{ ref('int_traits__latest') }}
+),
+
 {% if is_incremental() %}
     changed_users as (
         select distinct
@@ -26,65 +29,48 @@ with
             queue.queued_at > {{ watermark('user_traits') }}
             and events.user_id is not null
     ),
-
-    identifies as (
-        select events.*
-        from changed_users
-        inner join {{ ref('stg_segment__events') }} as events
-            on
-                changed_users.org_id = events.org_id
-                and changed_users.user_id = events.user_key
-                and changed_users.user_id = events.user_id
-        where events.event_type = 'identify'
-    ),
 {% else %}
-    identifies as (
-        select events.*
-        from {{ ref('stg_segment__events') }} as events
+    changed_users as (
+        select
+            latest.org_id,
+            latest.subject_id as user_id
+        from latest
         where
-            events.event_type = 'identify'
-            and events.user_id is not null
+            latest.subject_type = 'user'
+            and latest.trait_key is null
     ),
 {% endif %}
 
-trait_values as (
-    select distinct on (identifies.org_id, identifies.user_id, traits.key)
-        identifies.org_id,
-        identifies.user_id,
-        traits.key,
-        traits.value
-    from identifies
-    cross join
-        lateral jsonb_each(
-            case when jsonb_typeof(identifies.traits) = 'object' then identifies.traits else '{}'::jsonb end
-        ) as traits
-    order by
-        identifies.org_id asc,
-        identifies.user_id asc,
-        traits.key asc,
-        {{ newest_first('identifies') }}
+user_rows as (
+    select latest.*
+    from latest
+    inner join changed_users
+        on
+            latest.org_id = changed_users.org_id
+            and latest.subject_id = changed_users.user_id
+    where latest.subject_type = 'user'
+),
+
+-- users with at least one identify call: their newest one
+users as (
+    select
+        user_rows.org_id,
+        user_rows.subject_id as user_id,
+        user_rows.event_at as last_identified_at
+    from user_rows
+    where user_rows.trait_key is null
 ),
 
 merged as (
     select
-        trait_values.org_id,
-        trait_values.user_id,
-        jsonb_object_agg(trait_values.key, trait_values.value) as traits
-    from trait_values
+        user_rows.org_id,
+        user_rows.subject_id as user_id,
+        jsonb_object_agg(user_rows.trait_key, user_rows.trait_value) as traits
+    from user_rows
+    where user_rows.trait_key is not null
     group by
-        trait_values.org_id,
-        trait_values.user_id
-),
-
-users as (
-    select
-        identifies.org_id,
-        identifies.user_id,
-        max(identifies.event_at) as last_identified_at
-    from identifies
-    group by
-        identifies.org_id,
-        identifies.user_id
+        user_rows.org_id,
+        user_rows.subject_id
 ),
 
 final as (
