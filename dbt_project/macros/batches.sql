@@ -14,12 +14,29 @@
 {%- endmacro %}
 
 {% macro affected_days() -%}
-    {#- The (org, event day) pairs account_event_daily must recompute: those queued since its watermark. -#}
-    select distinct
-        queue.org_id,
-        queue.event_date
-    from {{ ref('int_events__resolution_queue') }} as queue
-    where queue.queued_at > {{ watermark('account_event_daily') }}
+    {#-
+        The (org, event day) pairs account_event_daily must recompute: those queued since its
+        watermark. Read when the model runs and inlined as a VALUES list, so that PostgreSQL
+        knows how few days they are and reads just those through product_events' (org_id,
+        event_date) index (from a subquery it guesses hundreds and scans all of history).
+    -#}
+    {%- set days = [] -%}
+    {%- if execute -%}
+        {%- set found -%}
+            select distinct queue.org_id, queue.event_date::text
+            from {{ ref('int_events__resolution_queue') }} as queue
+            where queue.queued_at > {{ watermark('account_event_daily') }}
+        {%- endset -%}
+        {%- set days = run_query(found).rows -%}
+    {%- endif -%}
+    select affected.org_id, affected.event_date::date as event_date
+    from (values
+        {%- for day in days %}
+            ('{{ day[0] | replace("'", "''") }}', '{{ day[1] }}'),
+        {%- endfor %}
+        (null, null)
+    ) as affected (org_id, event_date)
+    where affected.org_id is not null
 {%- endmacro %}
 
 {% macro forget_affected_days() -%}

@@ -20,7 +20,25 @@
 
 {% macro watermark(model) -%}
     {#- The newest staging batch `model` has processed ('-infinity' before its first run). -#}
-    (select coalesce(max(high_water), '-infinity'::timestamptz) from segment_meta.watermarks where model = '{{ model }}')
+    {%- if execute and adapter.get_relation(target.database, 'segment_meta', 'watermarks') is not none -%}
+        {{ timestamp_literal("select max(high_water) from segment_meta.watermarks where model = '" ~ model ~ "'") }}
+    {%- else -%}
+        '-infinity'::timestamptz
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro timestamp_literal(query) -%}
+    {#-
+        The timestamp `query` returns ('-infinity' when null), read when the model runs and
+        inlined as a literal: with a subquery in its place PostgreSQL cannot know how selective a
+        bound such as "batch_at > watermark" is, guesses a third of the table and scans all of
+        history, so a run's cost would grow with the history instead of the batch.
+    -#}
+    {%- set value = none -%}
+    {%- if execute -%}
+        {%- set value = run_query("select (" ~ query ~ ")::text").columns[0].values()[0] -%}
+    {%- endif -%}
+    '{{ value or "-infinity" }}'::timestamptz
 {%- endmacro %}
 
 {% macro set_watermark(model, relation, column) -%}

@@ -40,23 +40,46 @@ batch as (
     {% endif %}
 ),
 
+-- per user of the batch, what does not depend on the event's time, looked up once per user:
+-- their earliest group binding and their latest identify email
+batch_users as (
+    select distinct
+        batch.org_id,
+        batch.user_key
+    from batch
+),
+
+user_facts as (
+    select
+        batch_users.org_id,
+        batch_users.user_key,
+        earliest.external_group_id as earliest_group_id,
+        latest_identify.email as latest_email
+    from batch_users
+    left join lateral (
+        {{ user_call('group', 'external_group_id', 'batch_users.org_id', 'batch_users.user_key', 'bound',
+                     oldest=true) }}
+    ) as earliest on true
+    left join lateral (
+        {{ user_call('identify', 'email', 'batch_users.org_id', 'batch_users.user_key', 'identified') }}
+    ) as latest_identify on true
+),
+
 -- the event's group: its own, else the user's binding as of the event's time, else the earliest
 with_sources as (
     select
         batch.*,
-        coalesce(batch.external_group_id, in_force.external_group_id, earliest.external_group_id) as group_source,
-        coalesce(batch.email, latest_identify.email) as email_source
+        coalesce(batch.external_group_id, in_force.external_group_id, user_facts.earliest_group_id) as group_source,
+        coalesce(batch.email, user_facts.latest_email) as email_source
     from batch
+    left join user_facts
+        on
+            batch.org_id = user_facts.org_id
+            and batch.user_key = user_facts.user_key
     left join lateral (
         {{ user_call('group', 'external_group_id', 'batch.org_id', 'batch.user_key', 'bound',
                      at_most='batch.event_at') }}
     ) as in_force on batch.external_group_id is null
-    left join lateral (
-        {{ user_call('group', 'external_group_id', 'batch.org_id', 'batch.user_key', 'bound', oldest=true) }}
-    ) as earliest on batch.external_group_id is null
-    left join lateral (
-        {{ user_call('identify', 'email', 'batch.org_id', 'batch.user_key', 'identified') }}
-    ) as latest_identify on batch.email is null
 ),
 
 source_values as (

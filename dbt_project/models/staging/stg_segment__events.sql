@@ -19,7 +19,7 @@ with source as (
     {% if is_incremental() %}
         -- new arrivals, looking back a little for transactions that committed out of order
         where
-            loaded_at > (select max(staged.loaded_at) from {{ this }} as staged)
+            loaded_at > {{ timestamp_literal('select max(loaded_at) from ' ~ this) }}
             - interval '{{ var("lookback_minutes") }} minutes'
     {% endif %}
 ),
