@@ -3,9 +3,9 @@
 
 Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
 users in 200 accounts, tracks, pages, identifies and group calls). History accrues at a steady
-~16,700 events a day (1M span 60 days, 5M span 300) and was staged as it arrived (loaded_at =
-received_at); the new batch covers the last 2 days and is staged now, as live traffic is: more
-history means a longer past, not a denser recent window.
+~16,700 events a day (1M span 60 days, 5M span 300) and was staged as it arrived, in time
+order (loaded_at = received_at); the new batch covers the last 2 days and is staged now, as live
+traffic is: more history means a longer past, not a denser recent window.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from (
     select n,
            (n * 7 + n / 100) %% 2000 as u,
            case when n %% 100 = 0 then 'group' when n %% 50 = 1 then 'identify' when n %% 5 = 2 then 'page' else 'track' end as kind,
-           %(end)s::timestamptz - ((n::bigint * 7919) %% (%(days)s * 86400)) * interval '1 second' as at
+           %(end)s::timestamptz - case
+               when %(arrived_over_time)s then (%(total)s - n) * (%(days)s * 86400.0 / %(total)s)  -- in time order
+               else (n::bigint * 7919) %% (%(days)s * 86400)  -- scattered over the window
+           end * interval '1 second' as at
     from generate_series(%(start)s, %(stop)s - 1) as n
 ) as g
 """
@@ -52,7 +55,8 @@ def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, hi
     days = days or max(1, round(stop / PER_DAY))
     for lo in range(start, stop, 500_000):
         conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(stop, lo + 500_000),
-                                "end": "2026-11-01T00:00:00Z", "days": days, "arrived_over_time": history})
+                                "end": "2026-11-01T00:00:00Z", "days": days, "arrived_over_time": history,
+                                "total": stop})
 
 
 def _timed_build(url: str, *extra: str) -> float:
