@@ -3,8 +3,8 @@
 -- windows are (as_of - N days, as_of]. Its cost follows the last 30 days and the number of
 -- groups, not the history: the counts read that window of product_events, and each group's
 -- last_seen_at is one backward step of product_events' (org_id, account_id, event_name, event_at)
--- index. (The unresolved group, account_id null, takes its own branch: `account_id is null` is an
--- index condition, `is not distinct from` is not.)
+-- index. (The unresolved group, account_id null, takes the loop's second branch: `account_id is
+-- null` is an index condition, `is not distinct from` is not.)
 with daily as (
     select * from {{ ref('account_event_daily') }}
 ),
@@ -19,45 +19,29 @@ groups as (
 ),
 
 last_seen as (
-    select
-        groups.org_id,
-        groups.account_id,
-        groups.event_name,
-        newest.event_at as last_seen_at
-    from groups
-    cross join
-        lateral (
-            select product_events.event_at
-            from {{ ref('product_events') }} as product_events
-            where
-                product_events.org_id = groups.org_id
-                and product_events.account_id = groups.account_id
-                and product_events.event_name = groups.event_name
-                and product_events.event_at <= {{ as_of() }}
-            order by product_events.event_at desc
-            limit 1
-        ) as newest
-    where groups.account_id is not null
-    union all
-    select
-        groups.org_id,
-        groups.account_id,
-        groups.event_name,
-        newest.event_at as last_seen_at
-    from groups
-    cross join
-        lateral (
-            select product_events.event_at
-            from {{ ref('product_events') }} as product_events
-            where
-                product_events.org_id = groups.org_id
-                and product_events.account_id is null
-                and product_events.event_name = groups.event_name
-                and product_events.event_at <= {{ as_of() }}
-            order by product_events.event_at desc
-            limit 1
-        ) as newest
-    where groups.account_id is null
+    {% for resolved in [true, false] %}
+        {% if not loop.first %}union all{% endif %}
+        select
+            groups.org_id,
+            groups.account_id,
+            groups.event_name,
+            newest.event_at as last_seen_at
+        from groups
+        cross join
+            lateral (
+                select product_events.event_at
+                from {{ ref('product_events') }} as product_events
+                where
+                    product_events.org_id = groups.org_id
+                    and {{ 'product_events.account_id = groups.account_id' if resolved
+                           else 'product_events.account_id is null' }}
+                    and product_events.event_name = groups.event_name
+                    and product_events.event_at <= {{ as_of() }}
+                order by product_events.event_at desc
+                limit 1
+            ) as newest
+        where groups.account_id is {{ 'not null' if resolved else 'null' }}
+    {% endfor %}
 ),
 
 window_30d as (
