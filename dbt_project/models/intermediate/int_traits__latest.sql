@@ -23,11 +23,12 @@ with events as not materialized (
     {% endif %}
 ),
 
+-- identify calls carry a user's traits (by userId), group calls a group's (by groupId)
 calls as (
     select
         events.org_id,
-        'user' as subject_type,
-        events.user_id as subject_id,
+        case when events.event_type = 'identify' then 'user' else 'group' end as subject_type,
+        case when events.event_type = 'identify' then events.user_id else events.external_group_id end as subject_id,
         events.connection_id,
         events.message_id,
         events.event_at,
@@ -35,22 +36,8 @@ calls as (
         events.traits
     from events
     where
-        events.event_type = 'identify'
-        and events.user_id is not null
-    union all
-    select
-        events.org_id,
-        'group' as subject_type,
-        events.external_group_id as subject_id,
-        events.connection_id,
-        events.message_id,
-        events.event_at,
-        events.received_at,
-        events.traits
-    from events
-    where
-        events.event_type = 'group'
-        and events.external_group_id is not null
+        (events.event_type = 'identify' and events.user_id is not null)
+        or (events.event_type = 'group' and events.external_group_id is not null)
 ),
 
 new_rows as (
