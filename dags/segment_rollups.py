@@ -40,8 +40,9 @@ def segment_rollups():
 
         run = context["dag_run"]
         with db.connect() as conn:
-            planned = pipeline.plan_rollups(conn, str(run.run_type), run.data_interval_start, run.data_interval_end)
-            pipeline.start_run(conn, "segment_rollups", run.run_id, str(run.run_type), planned)
+            kind = pipeline.run_kind(run.run_type)
+            planned = pipeline.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
+            pipeline.start_run(conn, "segment_rollups", run.run_id, kind, planned)
         print(f"plan: {planned.reason}; dbt vars {planned.dbt_vars}")
         return planned.as_dict()
 

@@ -57,8 +57,18 @@ def ensure_metadata_database(database_url: str) -> None:
             conn.execute("create database airflow")
 
 
+def stack_env(database_url: str) -> dict[str, str]:
+    """What `make up` runs Airflow with: the metadata database `airflow` next to DATABASE_URL
+    (unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names another) and DATABASE_URL itself."""
+    env = airflow_env(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or postgres_metadata_url(database_url))
+    env["DATABASE_URL"] = database_url
+    return env
+
+
 def main() -> int:
-    for key, value in airflow_env(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")).items():
+    from segment_elt.config import database_url
+
+    for key, value in stack_env(database_url()).items():
         print(f"export {key}={value!r}")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from segment_elt import db, embedded, schema
-from segment_elt.airflow_env import airflow_env, ensure_metadata_database, postgres_metadata_url
+from segment_elt.airflow_env import ensure_metadata_database, stack_env
 from segment_elt.config import PROJECT_ROOT, database_url, local_dir
 
 BIN = Path(sys.executable).parent
@@ -82,8 +82,7 @@ def airflow_ready(url: str) -> dict[str, str]:
     from segment_elt.airflow_dbt import POOL, ensure_manifest
 
     ensure_metadata_database(url)
-    env = airflow_env(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or postgres_metadata_url(url))
-    env["DATABASE_URL"] = url
+    env = stack_env(url)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     full = {**os.environ, **env}
     ensure_manifest()

@@ -42,6 +42,12 @@ def _last_success(conn: psycopg.Connection, dag_id: str):
     ).fetchone()
 
 
+def run_kind(run_type) -> str:
+    """A DagRun's type as its value ('scheduled', 'manual', 'backfill', ...): a task receives the
+    task SDK's DagRunType enum, whose str() is 'DagRunType.BACKFILL'."""
+    return str(getattr(run_type, "value", run_type))
+
+
 def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.datetime | None,
                  interval_end: dt.datetime | None, now: dt.datetime | None = None) -> Plan:
     """Plan a segment_rollups run.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from airflow.sdk.api.datamodels._generated import DagRunType
+
 from segment_elt import connections, pipeline, samples
 from segment_elt.transform import run_dbt
 from tests.dags.test_dag_runs import NOW, daily, land
@@ -30,7 +32,8 @@ def test_backfill_days_equal_a_full_rebuild(db):
         day = MIDNIGHT - dt.timedelta(days=days_ago)
         later = pipeline.plan_rollups(db, "backfill", day + dt.timedelta(minutes=10), day + dt.timedelta(minutes=20))
         assert not later.run_dbt  # only the day's first interval rebuilds it
-        plan = pipeline.plan_rollups(db, "backfill", day, day + dt.timedelta(minutes=10))
+        # as a live backfill run hands it to the plan task: the task SDK's enum, not a string
+        plan = pipeline.plan_rollups(db, pipeline.run_kind(DagRunType.BACKFILL), day, day + dt.timedelta(minutes=10))
         assert plan.dbt_vars == {"rebuild_from": day.date().isoformat(), "rebuild_to": day.date().isoformat()}
         run_dbt(["build", "--vars", json.dumps(plan.dbt_vars)])
     backfilled = daily(db)

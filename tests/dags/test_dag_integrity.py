@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pendulum
 
@@ -52,3 +55,15 @@ def test_dbt_models_are_visible_tasks(dags):
     for model in ("stg_segment__events", "product_events", "account_event_daily", "account_health"):
         assert f"dbt.{model}_run" in task_ids
     assert "outbound_sync" in task_ids
+
+
+def test_shell_environment_points_at_the_stacks_metadata_database():
+    """`eval "$(python -m segment_elt.airflow_env)"` (the README's way to use the airflow CLI next to
+    `make up`) must reach the same metadata database and project database as the running stack."""
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+    env["DATABASE_URL"] = "postgresql://segment:pw@db.internal:5432/segment"
+    out = subprocess.run([sys.executable, "-m", "segment_elt.airflow_env"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    assert exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "'postgresql+psycopg2://segment:pw@db.internal:5432/airflow'"
+    assert exports["DATABASE_URL"] == "'postgresql://segment:pw@db.internal:5432/segment'"
