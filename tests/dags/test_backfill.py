@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from airflow.sdk.api.datamodels._generated import DagRunType
-
 from segment_elt import connections, pipeline, samples
 from segment_elt.transform import run_dbt
 from tests.dags.test_dag_runs import NOW, daily, land
@@ -20,7 +18,9 @@ def noon_tracks(days_ago: int, n: int, name: str) -> list[dict]:
     return [samples.event("track", user_id=f"u{i}", name=name, at=at) for i in range(n)]
 
 
-def test_backfill_days_equal_a_full_rebuild(db):
+def test_backfill_days_equal_a_full_rebuild(db, airflow_home):
+    from airflow.sdk.api.datamodels._generated import DagRunType  # after airflow_home configured Airflow
+
     acme = connections.create(db, "acme")
     connections.allowlist(db, acme.connection_id, add=["Report Created"])
     for days_ago in (3, 2, 1):
