@@ -1,18 +1,23 @@
 """
 ### segment_maintenance
 
-Daily: delete staged raw events older than the retention (SEGMENT_ELT_RETENTION_DAYS, default
-30) whose archive object exists, never one that is not archived, then VACUUM (ANALYZE) the table.
+Daily: delete raw staged events older than the retention (SEGMENT_ELT_RETENTION_DAYS, default
+30) once the dbt staging model holds them and their archive object reads back intact; every kept
+row is counted with its reason (not yet in staging, archive object missing or corrupt). Then
+VACUUM (ANALYZE) the table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from segment_elt.dag_tasks import DEFAULT_ARGS
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -28,14 +33,14 @@ from segment_elt.dag_tasks import DEFAULT_ARGS
 def segment_maintenance():
     @task
     def prune() -> dict:
-        """Delete archived staged rows past the retention."""
+        """Delete staged rows past the retention that staging consumed and the archive holds intact."""
         from segment_elt import db, maintenance
         from segment_elt.archive import open_archive
         from segment_elt.config import DEFAULT_RETENTION_DAYS, archive_url
 
         with db.connect(timeout_s=600) as conn:
             done = maintenance.prune(conn, open_archive(archive_url()), DEFAULT_RETENTION_DAYS)
-        print(f"pruned: {done.as_dict()}")
+        log.info("pruned: %s", done.as_dict())
         return done.as_dict()
 
     @task

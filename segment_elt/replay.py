@@ -9,15 +9,17 @@ events already staged are left as they are.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import psycopg
 
 from segment_elt import landing
-from segment_elt.archive import Archive, day_prefix, received_at_of
+from segment_elt.archive import Archive, ArchiveCorrupt, ArchiveUnavailable, day_prefix, received_at_of, verify_body
 from segment_elt.connections import UserError
 
 MAX_DAYS = 366
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,10 +27,14 @@ class Replayed:
     objects: int = 0
     events: int = 0
     new: int = 0
-    unreadable: int = 0
+    failed_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return vars(self)
+
+
+class ReplayIncomplete(RuntimeError):
+    """Some archived objects could not be read back intact; everything else was re-landed."""
 
 
 def validate(conn: psycopg.Connection, connection_id: str, start: str, end: str) -> tuple[str, dt.date, dt.date]:
@@ -49,18 +55,27 @@ def validate(conn: psycopg.Connection, connection_id: str, start: str, end: str)
 
 def replay(conn: psycopg.Connection, archive: Archive, connection_id: str, org_id: str,
            first: dt.date, last: dt.date) -> Replayed:
+    """Re-land every archived request of the range; raises ReplayIncomplete naming the objects that
+    could not be read back intact (every object was accepted with a 200, so none may be skipped)."""
     done = Replayed()
     day = first
     while day <= last:
         for key in archive.list(day_prefix(archive.prefix, org_id, connection_id, day)):
             done.objects += 1
             try:
-                text, events = landing.parse_body(archive.get(key))
-            except landing.BadBody:
-                done.unreadable += 1  # never accepted by the receiver; nothing to land
+                body = archive.get(key)
+                verify_body(key, body)
+                text, events = landing.parse_body(body)
+            except (ArchiveUnavailable, ArchiveCorrupt, landing.BadBody) as exc:
+                log.error("cannot replay %s: %s", key, exc)
+                done.failed_keys.append(key)
                 continue
             done.events += len(events)
             done.new += landing.insert_events(conn, connection_id=connection_id, org_id=org_id, text=text,
                                               events=events, received_at=received_at_of(key), archive_key=key)
         day += dt.timedelta(days=1)
+    if done.failed_keys:
+        shown = ", ".join(done.failed_keys[:5]) + (" ..." if len(done.failed_keys) > 5 else "")
+        raise ReplayIncomplete(f"{len(done.failed_keys)} of {done.objects} archived objects could not be read back "
+                               f"intact and were not replayed ({done.events} events of the others were): {shown}")
     return done

@@ -115,11 +115,13 @@ def test_reconcile_moves_unresolved_events_onto_a_newly_mapped_account(dags, db,
     assert counts == {"g1": 3}
 
 
-def test_maintenance_never_deletes_an_unarchived_row(dags, db, acme, archive_url):
+def test_maintenance_deletes_only_staged_and_archived_rows(dags, db, acme, archive_url):
     old = NOW - dt.timedelta(days=45)
     land(db, acme, tracks(3, day_offset=45), old, archive_url)
     land(db, acme, tracks(2, day_offset=44, user="gone"), old + dt.timedelta(days=1))  # never archived
     land(db, acme, tracks(2), NOW, archive_url)  # recent: kept
+    run(dags["segment_rollups"])  # staging consumes them all
+    land(db, acme, tracks(1, day_offset=45, user="late"), old, archive_url)  # not yet consumed by staging
     run(dags["segment_maintenance"])
     left = db.execute("select payload->>'userId', count(*) from raw.segment_events group by 1 order by 1").fetchall()
-    assert left == [("gone", 2), ("u1", 2)]
+    assert left == [("gone", 2), ("late", 1), ("u1", 2)]

@@ -1,0 +1,105 @@
+"""Retention deletes a staged row only when dbt's staging model holds it and its archive object reads
+back intact; every kept row is reported with its reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import boto3
+
+from segment_elt import connections, landing, maintenance, samples
+from segment_elt.archive import object_key, open_archive
+from segment_elt.transform import run_dbt
+
+NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
+EXPIRED = NOW - dt.timedelta(days=40)
+
+
+def accept(db, archive_url: str, created, events: list[dict], at: dt.datetime) -> list[str]:
+    """Land requests as the receiver does (archive, then staging); returns their object keys."""
+    archive, keys = open_archive(archive_url), []
+    for i, event in enumerate(events):
+        body = json.dumps(event).encode()
+        received = at + dt.timedelta(seconds=i)
+        key = object_key(archive.prefix, created.org_id, created.connection_id, received, body)
+        archive.put(key, body)
+        landing.insert_events(db, connection_id=created.connection_id, org_id=created.org_id, text=body.decode(),
+                              events=[event], received_at=received, archive_key=key)
+        keys.append(key)
+    return keys
+
+
+def stage(database_url: str) -> None:
+    """What each rollups run does first: the dbt staging model consumes the new raw rows."""
+    run_dbt(["run", "-s", "stg_segment__events"], url=database_url)
+
+
+def remaining(db) -> int:
+    return db.execute("select count(*) from raw.segment_events").fetchone()[0]
+
+
+def events(n: int, user: str = "u") -> list[dict]:
+    return [samples.event("track", user_id=f"{user}{i}") for i in range(n)]
+
+
+def test_rows_staging_has_not_consumed_are_kept_until_it_has(db, database_url, archive_url):
+    created = connections.create(db, "acme")
+    accept(db, archive_url, created, events(3), EXPIRED)
+    archive = open_archive(archive_url)
+
+    kept = maintenance.prune(db, archive, 30, now=NOW)  # staging was never built (dbt failing for weeks)
+    assert (kept.deleted_rows, kept.kept_rows) == (0, {"not yet in the staging model": 3})
+
+    stage(database_url)
+    accept(db, archive_url, created, events(2, user="late"), EXPIRED)  # arrived after that staging run
+    done = maintenance.prune(db, archive, 30, now=NOW)
+    assert (done.deleted_rows, done.kept_rows) == (3, {"not yet in the staging model": 2})
+    assert db.execute("select count(*) from staging.stg_segment__events").fetchone()[0] == 3
+
+
+def test_rows_whose_archive_object_is_missing_or_corrupt_are_kept(db, database_url, archive_url):
+    created = connections.create(db, "acme")
+    keys = accept(db, archive_url, created, events(4), EXPIRED)
+    accept(db, archive_url, created, events(2, user="recent"), NOW - dt.timedelta(days=1))
+    stage(database_url)
+    root = Path(archive_url.removeprefix("file://"))
+    (root / keys[0]).unlink()
+    (root / keys[1]).write_bytes((root / keys[1]).read_bytes()[:10])  # truncated
+
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert done.deleted_rows == 2
+    assert done.kept_rows == {"archive object missing": 1, "archive object corrupt": 1}
+    assert {r[0] for r in db.execute("select archive_key from raw.segment_events where received_at < %s",
+                                     (NOW - dt.timedelta(days=30),))} == {keys[0], keys[1]}
+    assert remaining(db) == 4
+
+
+def test_on_s3_a_corrupt_object_is_found_and_its_rows_kept(db, database_url, s3_archive_url, moto_s3):
+    created = connections.create(db, "acme")
+    keys = accept(db, s3_archive_url, created, events(30), EXPIRED)
+    stage(database_url)
+    bucket = s3_archive_url.removeprefix("s3://").split("/", 1)[0]
+    s3 = boto3.client("s3", endpoint_url=moto_s3.endpoint)
+    for key in keys[:15]:  # half the batch overwritten with other bytes: any sample meets one
+        s3.put_object(Bucket=bucket, Key=key, Body=b"{}")
+    s3.delete_object(Bucket=bucket, Key=keys[29])
+
+    done = maintenance.prune(db, open_archive(s3_archive_url), 30, now=NOW)
+    assert done.kept_rows == {"archive object corrupt": 15, "archive object missing": 1}
+    assert done.deleted_rows == 14
+
+
+def test_stale_temporary_files_are_removed_and_fresh_ones_left(db, archive_url):
+    root = Path(archive_url.removeprefix("file://"))
+    root.mkdir(parents=True, exist_ok=True)
+    stale, fresh = root / ".a.json.1.tmp", root / ".b.json.2.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"partial")
+    old = (dt.datetime.now() - dt.timedelta(hours=2)).timestamp()
+    os.utime(stale, (old, old))
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert done.removed_temp_files == 1
+    assert not stale.exists() and fresh.exists()
