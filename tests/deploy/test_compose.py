@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-CONTRACT_ENV = {"DATABASE_URL", "ARCHIVE_URL", "SEGMENT_ELT_FERNET_KEY", "PUBLIC_BASE_URL", "SEGMENT_API_URL"}
+PROJECT_ENV = {"DATABASE_URL", "ARCHIVE_URL", "SEGMENT_ELT_FERNET_KEY", "PUBLIC_BASE_URL", "SEGMENT_API_URL"}
 PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 PROJECT_IMAGE = f"segment-elt:{PROJECT_VERSION}"
 PROJECT = {name for name, s in SERVICES.items() if s.get("image") == PROJECT_IMAGE}
@@ -98,9 +98,9 @@ def test_every_part_of_the_system_is_a_service():
 
 
 @pytest.mark.parametrize("name", sorted(PROJECT))
-def test_project_services_get_the_contract_environment(name):
+def test_project_services_get_the_project_environment(name):
     env = SERVICES[name]["environment"]
-    assert CONTRACT_ENV <= set(env), CONTRACT_ENV - set(env)
+    assert PROJECT_ENV <= set(env), PROJECT_ENV - set(env)
     assert env["ARCHIVE_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://s3:8333"
     assert env["DATABASE_URL"].startswith("postgresql://")
 
