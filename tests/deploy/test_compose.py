@@ -92,6 +92,15 @@ def test_secrets_come_from_required_variables(setting, variable):
     assert "change-me" not in (ROOT / "docker-compose.yaml").read_text()
 
 
+def test_every_variable_has_a_default_or_is_required():
+    """A bare `${VAR}` silently becomes empty when VAR is unset; say the default or require it."""
+    text = (ROOT / "docker-compose.yaml").read_text().replace("$$", "")
+    bare = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", text)
+    assert bare == [], bare
+    for var, operator in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])", text):
+        assert operator in {":-", ":?"}, f"${{{var}{operator}...}}: use :- or :? so an empty value counts as unset"
+
+
 def test_every_part_of_the_system_is_a_service():
     assert {"postgres", "s3", "archive-bucket", "redis", "migrate", "receiver"} | AIRFLOW <= set(SERVICES)
     assert AIRFLOW | {"migrate", "receiver", "archive-bucket"} <= PROJECT
