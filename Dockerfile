@@ -1,5 +1,5 @@
 # The project image: receiver, CLI, Airflow with the project's DAGs and dbt project.
-FROM python:3.11-slim
+FROM python:3.11.16-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DO_NOT_TRACK=1 \
     AIRFLOW_HOME=/opt/airflow SEGMENT_ELT_LOCAL_DIR=/opt/segment-elt

@@ -3,32 +3,114 @@
 from __future__ import annotations
 
 import importlib
+import importlib.resources
+import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-CONTRACT_ENV = {"DATABASE_URL", "ARCHIVE_URL", "SEGMENT_ELT_FERNET_KEY", "PUBLIC_BASE_URL", "SEGMENT_API_URL"}
-PROJECT = {name for name, s in SERVICES.items() if s.get("image") == "segment-elt:latest"}
+PROJECT_ENV = {"DATABASE_URL", "ARCHIVE_URL", "SEGMENT_ELT_FERNET_KEY", "PUBLIC_BASE_URL", "SEGMENT_API_URL"}
+PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+PROJECT_IMAGE = f"segment-elt:{PROJECT_VERSION}"
+PROJECT = {name for name, s in SERVICES.items() if s.get("image") == PROJECT_IMAGE}
 AIRFLOW = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
            "airflow-worker"}
 
 
+# Repositories that no longer serve pulls: MinIO deleted both from Docker Hub in September 2026
+# ("pull access denied"), and its community edition is archived.
+GONE_REPOSITORIES = {"minio/minio", "minio/mc"}
+# The Compose Specification's JSON schema, as check-jsonschema vendors it from compose-spec/compose-spec
+# (Apache-2.0; the licence ships beside it in the package).
+COMPOSE_SCHEMA = json.loads(
+    (importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+)
+
+
+def _schema_errors(document: dict) -> list[str]:
+    validator = jsonschema.validators.validator_for(COMPOSE_SCHEMA)(COMPOSE_SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_the_file_follows_the_compose_specification():
+    assert _schema_errors(COMPOSE) == []
+
+
+def test_the_schema_check_rejects_what_compose_rejects():
+    misspelt = {"services": {"app": {"image": "app:1.0", "healthchek": {"test": ["CMD", "true"]}}}}
+    bad_condition = {"services": {"app": {"image": "app:1.0", "depends_on": {"db": {"condition": "started"}}}}}
+    assert _schema_errors(misspelt) and _schema_errors(bad_condition)
+
+
+def _repository_and_tag(image: str) -> tuple[str, str | None]:
+    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    name = name.removeprefix("docker.io/").removeprefix("library/")
+    return name, tag or None
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_pinned_to_a_repository_that_still_serves_it(name):
+    repository, tag = _repository_and_tag(SERVICES[name]["image"])
+    # A major.minor[.patch] tag: "latest" or a bare major ("postgres:17") moves under the same file.
+    assert tag and re.match(r"v?\d+\.\d+", tag), f"{name}: pin {repository} to a version tag, not {tag}"
+    assert repository not in GONE_REPOSITORIES, f"{name}: {repository} no longer serves pulls"
+
+
+def test_the_project_image_is_tagged_with_the_project_version():
+    built = {name for name, s in SERVICES.items() if "build" in s}
+    assert built and all(SERVICES[name]["image"] == PROJECT_IMAGE for name in built)
+    assert not any(s["image"].startswith("segment-elt:") and s["image"] != PROJECT_IMAGE for s in SERVICES.values())
+
+
+def test_the_dockerfile_base_image_is_pinned_to_a_patch_release():
+    base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", base), base
+
+
+REQUIRED = re.compile(r"\$\{(?P<var>[A-Z_]+):\?(?P<message>[^}]+)\}")
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable"),
+    [("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"), ("SEGMENT_ELT_FERNET_KEY", "SEGMENT_ELT_FERNET_KEY")],
+)
+def test_secrets_come_from_required_variables(setting, variable):
+    """`${VAR:?message}` makes compose stop with the message when VAR is unset or empty: no shared default."""
+    holders = [name for name, s in SERVICES.items() if setting in (s.get("environment") or {})]
+    assert holders
+    for name in holders:
+        match = REQUIRED.fullmatch(SERVICES[name]["environment"][setting])
+        assert match and match["var"] == variable and match["message"].strip(), (name, setting)
+    assert "change-me" not in (ROOT / "docker-compose.yaml").read_text()
+
+
+def test_every_variable_has_a_default_or_is_required():
+    """A bare `${VAR}` silently becomes empty when VAR is unset; say the default or require it."""
+    text = (ROOT / "docker-compose.yaml").read_text().replace("$$", "")
+    bare = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", text)
+    assert bare == [], bare
+    for var, operator in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])", text):
+        assert operator in {":-", ":?"}, f"${{{var}{operator}...}}: use :- or :? so an empty value counts as unset"
+
+
 def test_every_part_of_the_system_is_a_service():
-    assert {"postgres", "minio", "minio-init", "redis", "migrate", "receiver"} | AIRFLOW <= set(SERVICES)
-    assert AIRFLOW | {"migrate", "receiver"} <= PROJECT
+    assert {"postgres", "s3", "archive-bucket", "redis", "migrate", "receiver"} | AIRFLOW <= set(SERVICES)
+    assert AIRFLOW | {"migrate", "receiver", "archive-bucket"} <= PROJECT
 
 
 @pytest.mark.parametrize("name", sorted(PROJECT))
-def test_project_services_get_the_contract_environment(name):
+def test_project_services_get_the_project_environment(name):
     env = SERVICES[name]["environment"]
-    assert CONTRACT_ENV <= set(env), CONTRACT_ENV - set(env)
-    assert env["ARCHIVE_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert PROJECT_ENV <= set(env), PROJECT_ENV - set(env)
+    assert env["ARCHIVE_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://s3:8333"
     assert env["DATABASE_URL"].startswith("postgresql://")
 
 
@@ -43,7 +125,7 @@ def test_airflow_runs_celery_on_redis_with_the_project_dags():
 
 
 def test_healthchecks_and_start_order():
-    for name in ("postgres", "minio", "redis", "receiver", "airflow-apiserver"):
+    for name in ("postgres", "s3", "redis", "receiver", "airflow-apiserver"):
         assert SERVICES[name].get("healthcheck", {}).get("test"), name
     assert "/readyz" in " ".join(SERVICES["receiver"]["healthcheck"]["test"])
     conditions = {"service_healthy", "service_completed_successfully"}
@@ -51,13 +133,27 @@ def test_healthchecks_and_start_order():
         for dep, spec in (service.get("depends_on") or {}).items():
             assert dep in SERVICES, (name, dep)
             assert spec["condition"] in conditions, (name, dep)
-    assert SERVICES["receiver"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for first in ("migrate", "archive-bucket"):
+        assert SERVICES["receiver"]["depends_on"][first]["condition"] == "service_completed_successfully"
+    assert SERVICES["archive-bucket"]["depends_on"]["s3"]["condition"] == "service_healthy"
 
 
 def test_ports_and_volumes():
     assert "8080:8080" in SERVICES["receiver"]["ports"]
     assert "8081:8080" in SERVICES["airflow-apiserver"]["ports"]
-    assert {"postgres-data", "minio-data"} <= set(COMPOSE["volumes"])
+    assert {"postgres-data", "s3-data"} <= set(COMPOSE["volumes"])
+
+
+def test_the_s3_server_gets_the_keys_the_project_signs_with():
+    s3 = SERVICES["s3"]
+    config_path = next(arg.split("=", 1)[1] for arg in s3["command"] if arg.startswith("-s3.config="))
+    mounted = {c["target"]: c["source"] for c in s3["configs"]}
+    identities = COMPOSE["configs"][mounted[config_path]]["content"]
+    env = SERVICES["receiver"]["environment"]
+    assert env["AWS_ACCESS_KEY_ID"] in identities and env["AWS_SECRET_ACCESS_KEY"] in identities
+    with_defaults = json.loads(re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", identities))
+    assert {"Read", "Write", "List"} <= set(with_defaults["identities"][0]["actions"])
+    assert f"-s3.port={env['AWS_ENDPOINT_URL'].rsplit(':', 1)[1]}" in s3["command"]
 
 
 def _files_and_modules(command: list[str]):
