@@ -29,7 +29,7 @@ def run() -> list[Figure]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-dag-"))
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
-        url = embedded.start(tmp / "pg")
+        url = embedded.start(tmp / "pg", server_port=embedded.free_port())
         env = {**os.environ, **airflow_env(f"sqlite:///{tmp}/airflow.db"), "AIRFLOW_HOME": str(tmp / "airflow"),
                "DATABASE_URL": url}
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)

@@ -69,7 +69,7 @@ def measure(history: int, new: int = 100_000, full_rebuild: bool = False) -> dic
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
-        url = embedded.start(tmp / "pg", settings={"shared_buffers": "1GB", "work_mem": "64MB",
+        url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings={"shared_buffers": "1GB", "work_mem": "64MB",
                                                    "maintenance_work_mem": "512MB", "max_wal_size": "8GB"})
         with db.connect(url, timeout_s=3600) as conn:
             schema.upgrade(conn)

@@ -36,7 +36,7 @@ def stack(archive: str):
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     moto = None
     try:
-        url = embedded.start(tmp / "pg")
+        url = embedded.start(tmp / "pg", server_port=embedded.free_port())
         env = {"DATABASE_URL": url, "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"]}
         if archive == "s3":
             moto = MotoS3(free_port())

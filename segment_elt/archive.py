@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import errno
 import hashlib
+import logging
 import os
 import random
 import time
@@ -20,6 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Iterator, Protocol
 from urllib.parse import unquote, urlparse
+
+
+log = logging.getLogger(__name__)
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -222,6 +226,8 @@ class S3Archive:
         """PUT with Content-MD5 and a SHA-256 checksum, which S3 verifies before storing; then check
         that the ETag S3 answers is the MD5 of our bytes (for plain and SSE-S3 objects it is), so a
         server or proxy that stored other bytes is caught too. A mismatched object is deleted."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         md5 = hashlib.md5(body)
         answer = self._call(
             "put", self.client.put_object, Key=key, Body=body, ContentType="application/json",
@@ -232,8 +238,8 @@ class S3Archive:
         if _is_md5(etag) and etag != md5.hexdigest():
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
-            except Exception:  # the object is unusable either way; replay and prune check digests
-                pass
+            except (BotoCoreError, ClientError):  # unusable either way: replay and prune check digests
+                log.warning("could not delete the mismatched object s3://%s/%s", self.bucket, key)
             raise ArchiveUnavailable(f"S3 put s3://{self.bucket}/{key} stored other bytes than sent "
                                      f"(ETag {etag}, expected {md5.hexdigest()}); retry")
 

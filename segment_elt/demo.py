@@ -19,7 +19,8 @@ import requests
 from segment_elt import connections, db, entities, outbound, samples
 from segment_elt.archive import open_archive
 from segment_elt.config import archive_url
-from segment_elt.local_stack import BIN, airflow_ready, embedded_database, free_port, receiver
+from segment_elt.embedded import free_port
+from segment_elt.local_stack import BIN, airflow_ready, embedded_database, exit_code_of, receiver
 
 ORG = f"acme-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"  # a fresh org per demo run
 ALLOWLIST = ["Report Created", "Dashboard Viewed", "Invite Sent", "Export Downloaded", "$page", "$identify", "$group"]
@@ -146,4 +147,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_of(main))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -55,8 +56,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def port(base: Path) -> int:
-    """The server's port: saved at its first start, else the one it would take."""
+    """The server's port: saved at its last start, else the one it would take."""
     saved = Path(base).resolve() / "port"
     if saved.exists():
         return int(saved.read_text())
@@ -64,9 +72,24 @@ def port(base: Path) -> int:
         return int(os.environ["SEGMENT_ELT_PG_PORT"])
     if _port_free(DEFAULT_PORT):
         return DEFAULT_PORT
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
+
+
+class StartFailed(RuntimeError):
+    """The server did not start; the message is the reason from its log."""
+
+
+def _port_to_start_on(base: Path, requested: int | None) -> int:
+    """The port a stopped server starts on: the requested one, else the saved one while it is free;
+    when another process holds the saved port, a free one, said in one line."""
+    if requested is not None:
+        return requested
+    chosen = port(base)
+    if not _port_free(chosen):
+        taken, chosen = chosen, free_port()
+        print(f"embedded PostgreSQL: port {taken} is taken by another process; starting on {chosen} instead",
+              file=sys.stderr)
+    return chosen
 
 
 def url(base: Path, database: str = "postgres") -> str:
@@ -108,8 +131,11 @@ def is_running(base: Path) -> bool:
     return _pg("pg_ctl", "-D", str(data), "status", check=False).returncode == 0
 
 
-def start(base: Path, *, settings: dict[str, str] | None = None) -> str:
-    """Initialise (once) and start the server under `base`; idempotent. Returns its URI."""
+def start(base: Path, *, settings: dict[str, str] | None = None, server_port: int | None = None) -> str:
+    """Initialise (once) and start the server under `base`; idempotent. Returns its URI.
+
+    A stopped server starts on `server_port` when given, else on its saved port (moving to a free
+    one when another process holds it); the port it took is saved for the URI."""
     base = Path(base).resolve()
     data, sock = base / "data", socket_dir(base)
     for path in (base, data, sock):
@@ -118,15 +144,32 @@ def start(base: Path, *, settings: dict[str, str] | None = None) -> str:
     if not (data / "PG_VERSION").exists():
         _pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions")
     if not is_running(base):
-        chosen = port(base)
+        chosen = _port_to_start_on(base, server_port)
         (base / "port").write_text(str(chosen))
         options = {"listen_addresses": "127.0.0.1", "port": str(chosen), "unix_socket_directories": str(sock),
                    "max_connections": "200"}
         options.update(settings or {})
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-        _pg("pg_ctl", "-D", str(data), "-l", str(data / "server.log"), "-o", opts, "-w", "-t", "30", "start")
+        log = data / "server.log"
+        offset = log.stat().st_size if log.exists() else 0
+        started = _pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start", check=False)
+        if started.returncode != 0:
+            why = _why_not_started(log, offset, started.stderr + started.stdout)
+            raise StartFailed(f"embedded PostgreSQL under {base} did not start on port {chosen}: {why}")
     _wait_ready(sock, port(base))
     return url(base)
+
+
+def _why_not_started(log: Path, offset: int, pg_ctl_output: str) -> str:
+    """What the server logged in its failed start (from `offset` on), one line, else pg_ctl's output."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            new = fh.read().decode(errors="replace")
+    except OSError:
+        new = ""
+    lines = [re.sub(r"^\S+ \S+ \S+ \[\d+\] ", "", line).strip() for line in new.splitlines()]
+    return "; ".join(line for line in lines if line) or " ".join(pg_ctl_output.split()) or "no reason logged"
 
 
 def _wait_ready(sock: Path, server_port: int, timeout_s: float = 30) -> None:
@@ -154,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Path(argv[1]) if len(argv) > 1 else local_dir() / "pg"
     if argv[0] == "start":
-        print(start(base))
+        try:
+            print(start(base))
+        except StartFailed as exc:
+            print(exc, file=sys.stderr)
+            return 1
     elif argv[0] == "stop":
         stop(base)
     elif argv[0] == "url":

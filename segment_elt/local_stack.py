@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -17,6 +17,15 @@ from segment_elt.airflow_env import ensure_metadata_database, stack_env
 from segment_elt.config import PROJECT_ROOT, database_url, local_dir
 
 BIN = Path(sys.executable).parent
+
+
+def exit_code_of(main: Callable[[], int]) -> int:
+    """Run a local command's main; a server that cannot start is one line on stderr, not a traceback."""
+    try:
+        return main()
+    except embedded.StartFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 @contextmanager
@@ -34,12 +43,6 @@ def embedded_database():
     finally:
         if started:
             embedded.stop(local_dir() / "pg")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

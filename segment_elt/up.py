@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack
 
 from segment_elt.airflow_env import API_PORT
-from segment_elt.local_stack import BIN, airflow_ready, embedded_database, process, receiver
+from segment_elt.local_stack import BIN, airflow_ready, embedded_database, exit_code_of, process, receiver
 
 
 def main() -> int:
@@ -55,4 +55,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code_of(main))

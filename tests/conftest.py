@@ -27,12 +27,13 @@ class PgServer:
 
     def __init__(self, base: Path):
         self.base = base
+        self.port = free_port()  # never the default port, so a developer's `make up` keeps it
 
     def url(self, database: str = "postgres") -> str:
         return embedded.url(self.base, database)
 
     def start(self) -> None:
-        embedded.start(self.base)
+        embedded.start(self.base, server_port=self.port)
 
     def stop(self, mode: str = "fast") -> None:
         embedded.stop(self.base, mode)
