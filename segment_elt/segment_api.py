@@ -91,13 +91,13 @@ class SegmentClient:
         return outcome
 
     def probe(self) -> tuple[int, str]:
-        """Send one test track event, once; returns Segment's status and body."""
+        """Send one test track event, once; returns Segment's status and body (0 and the reason if nothing answered)."""
         message = {"type": "track", "event": "Segment ELT Test", "anonymousId": "segment-elt-test",
                    "messageId": f"segment-elt-test-{time.time_ns()}", "properties": {"source": "segment-elt"}}
         try:
             answer = requests.post(self.url, json={"batch": [message]}, auth=(self.write_key, ""), timeout=self.timeout_s)
         except requests.RequestException as exc:
-            return 0, f"no answer: {exc}"
+            return 0, str(exc)
         return answer.status_code, answer.text
 
     def _post(self, batch: list[dict], encoded: list[bytes], outcome: Outcome) -> None:

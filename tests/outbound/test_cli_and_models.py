@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from segment_elt import cli as segment_elt_cli
 from segment_elt import connections, entities, landing, outbound, samples
 from segment_elt.transform import run_dbt
+from tests.helpers import free_port
+from tests.outbound.conftest import enable
 from tests.test_cli import cli
 
 
@@ -27,6 +30,24 @@ def test_outbound_settings_and_test_event(db, segment, monkeypatch):
     segment.keys.clear()
     refused = cli("connections", "outbound-test", cid, ok=False)
     assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr
+
+
+def test_changing_the_region_keeps_a_disabled_sync_disabled(db):
+    cid = connections.create(db, "acme").connection_id
+    cli("connections", "outbound", cid, "--write-key", "wk-1", "--region", "us", "--disable")
+    moved = cli("connections", "outbound", cid, "--region", "eu")
+    assert db.execute("select region, enabled from control.outbound").fetchone() == ("eu", False)
+    assert "disabled" in moved.stdout
+    cli("connections", "outbound", cid, "--enable")
+    assert db.execute("select region, enabled from control.outbound").fetchone() == ("eu", True)
+
+
+def test_outbound_test_exits_non_zero_when_nothing_answers(db, segment, monkeypatch, capsys):
+    cid = enable(db, segment, "acme", "wk-1")
+    monkeypatch.setenv("SEGMENT_API_URL", f"http://127.0.0.1:{free_port()}")
+    assert segment_elt_cli.main(["connections", "outbound-test", cid]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Segment did not answer") and "Traceback" not in err
 
 
 def test_outbound_models_on_real_marts(db):
