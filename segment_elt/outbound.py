@@ -25,7 +25,12 @@ import psycopg
 from psycopg import sql
 
 from segment_elt import crypto, db
-from segment_elt.segment_api import Outcome, SegmentClient, SegmentRejected, SegmentUnavailable
+from segment_elt.segment_api import (
+    Outcome,
+    SegmentClient,
+    SegmentRejected,
+    SegmentUnavailable,
+)
 
 log = logging.getLogger(__name__)
 CONTEXT = {"library": {"name": "segment-elt", "version": "0.1.0"}}
@@ -203,7 +208,7 @@ def sync_all(database_url: str | None = None, **client_options) -> dict:
             started = dt.datetime.now(dt.timezone.utc)
             try:
                 counts = sync_connection(conn, connection_id, org_id, **client_options)
-            except Exception as exc:  # noqa: BLE001 - one connection's fault must not stop the others
+            except Exception as exc:  # one connection's fault must not stop the others
                 log.exception("outbound %s: sync failed", connection_id)
                 counts = Counts(error=f"{type(exc).__name__}: {exc}")
             _record_run(conn, connection_id, started, counts)

@@ -54,9 +54,9 @@ def test_outbound_models_on_real_marts(db):
     created = connections.create(db, "acme")
     connections.allowlist(db, created.connection_id, add=["Report Created"])
     entities.upsert(db, "acme", entities.ACCOUNTS, [
-        dict(account_id="a1", name="Acme", external_id="ext-1", ps_id="ps-1", vitally_id=None, traits={}),
-        dict(account_id="a2", name="Initech", external_id=None, ps_id="ps-2", vitally_id=None, traits={}),
-        dict(account_id="a3", name="Hooli", external_id="ext-3", ps_id=None, vitally_id=None, traits={})])
+        {"account_id": "a1", "name": "Acme", "external_id": "ext-1", "ps_id": "ps-1", "vitally_id": None, "traits": {}},
+        {"account_id": "a2", "name": "Initech", "external_id": None, "ps_id": "ps-2", "vitally_id": None, "traits": {}},
+        {"account_id": "a3", "name": "Hooli", "external_id": "ext-3", "ps_id": None, "vitally_id": None, "traits": {}}])
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
     events = [samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
               samples.event("group", user_id="u1", group_id="ext-1", at=old),
