@@ -91,28 +91,32 @@ def cmd_outbound(args, conn) -> None:
     existing = conn.execute("select 1 from control.outbound where connection_id = %s", (args.connection_id,)).fetchone()
     if existing is None and not args.write_key:
         raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
-    enabled = not args.disable
+    enabled = args.enable if args.enable or args.disable else None  # None: as it was; a new one starts enabled
     key = crypto.encrypt(args.write_key) if args.write_key else None
     if existing is None:
         conn.execute("insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
-                     (args.connection_id, key, args.region or "us", enabled))
+                     (args.connection_id, key, args.region or "us", enabled is not False))
     else:
         conn.execute("update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
-                     " region = coalesce(%s, region), enabled = %s, updated_at = now() where connection_id = %s",
-                     (key, args.region, enabled, args.connection_id))
+                     " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
+                     " where connection_id = %s", (key, args.region, enabled, args.connection_id))
+    enabled, region = conn.execute("select enabled, region from control.outbound where connection_id = %s",
+                                   (args.connection_id,)).fetchone()
     print(f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
-          f"region {args.region or 'unchanged'}; the write key is stored encrypted")
+          f"region {region}; the write key is stored encrypted")
 
 
 def cmd_outbound_test(args, conn) -> None:
     connections.require_live(conn, args.connection_id)
     try:
         client = outbound.client_for(conn, args.connection_id, retries=0)
-    except LookupError as exc:
+    except (LookupError, crypto.SecretKeyError) as exc:
         raise UserError(str(exc)) from None
     status, body = client.probe()
+    if status == 0:
+        raise UserError(f"Segment did not answer at {client.url} ({body[:200]}); check the network and the region")
     print(f"{client.url} answered {status}: {body.strip()[:500]}")
-    if status >= 300:
+    if not 200 <= status < 300:
         raise UserError(f"Segment refused the test event (HTTP {status}); check the write key and region")
 
 
@@ -171,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-key", help="the write key of the Segment source to send to (stored encrypted)")
     p.add_argument("--region", choices=["us", "eu"])
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument("--enable", action="store_true", help="send again (a new connection starts enabled)")
+    toggle.add_argument("--disable", action="store_true", help="stop sending; other options leave this as it is")
     p.set_defaults(fn=cmd_outbound)
     p = con.add_parser("outbound-test", help="send one test track event to Segment and print its answer")
     p.add_argument("connection_id")

@@ -193,6 +193,13 @@ create table control.outbound_runs (
 create index outbound_runs_idx on control.outbound_runs (connection_id, started_at);
 """,
     ),
+    (
+        4,
+        "outbound runs: messages skipped, counted per reason",
+        r"""
+alter table control.outbound_runs add column skipped jsonb not null default '{}'::jsonb;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -4,13 +4,18 @@ Why not Segment's analytics-python: it queues messages in a background thread an
 them on its own, so the caller cannot know which messages Segment accepted. The outbound sync
 must mark sent only what was accepted, so it sends each batch itself and reads the answer.
 
-Batches stay under 500 KB and events under 32 KB (oversized events are returned as skipped, never
-sent). 429 and 5xx are retried with exponential backoff and jitter, honouring Retry-After; any
-other 4xx raises SegmentRejected with Segment's answer.
+Limits are Segment's own library's (analytics-python): a request body of at most 475,000 bytes,
+under the API's 500 KB (a bigger one is answered 400, which would stop the connection), and
+events of at most 32 KiB (oversized events are returned as skipped, never sent), both counted on
+the exact bytes posted. 429 and 5xx are retried with exponential backoff and jitter, honouring
+Retry-After (seconds or an HTTP date) up to 300 s, so a task never sleeps unbounded; any other
+4xx raises SegmentRejected with Segment's answer.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import random
 import time
@@ -21,7 +26,9 @@ import requests
 from segment_elt.config import segment_api_url
 
 MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024 - 1024  # headroom for the envelope
+MAX_BODY_BYTES = 475_000
+MAX_RETRY_AFTER_S = 300.0
+BODY_START, BODY_END, SEPARATOR = b'{"batch":[', b"]}", b","
 
 
 class SegmentRejected(RuntimeError):
@@ -51,6 +58,7 @@ class SegmentClient:
     retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+    max_retry_after_s: float = MAX_RETRY_AFTER_S
     timeout_s: float = 15.0
 
     @property
@@ -65,33 +73,35 @@ class SegmentClient:
         """
         outcome = Outcome()
         batch: list[dict] = []
-        size = 0
+        encoded: list[bytes] = []
+        size = len(BODY_START) + len(BODY_END)
         for message in messages:
-            encoded = len(json.dumps(message, separators=(",", ":")).encode())
-            if encoded > MAX_EVENT_BYTES:
+            data = json.dumps(message, separators=(",", ":")).encode()
+            if len(data) > MAX_EVENT_BYTES:
                 outcome.oversized.append(message)
                 continue
-            if batch and size + encoded + 1 > MAX_BATCH_BYTES:
-                self._post(batch, outcome)
-                batch, size = [], 0
+            if batch and size + len(SEPARATOR) + len(data) > MAX_BODY_BYTES:
+                self._post(batch, encoded, outcome)
+                batch, encoded, size = [], [], len(BODY_START) + len(BODY_END)
+            size += len(data) + (len(SEPARATOR) if batch else 0)
             batch.append(message)
-            size += encoded + 1
+            encoded.append(data)
         if batch:
-            self._post(batch, outcome)
+            self._post(batch, encoded, outcome)
         return outcome
 
     def probe(self) -> tuple[int, str]:
-        """Send one test track event, once; returns Segment's status and body."""
+        """Send one test track event, once; returns Segment's status and body (0 and the reason if nothing answered)."""
         message = {"type": "track", "event": "Segment ELT Test", "anonymousId": "segment-elt-test",
                    "messageId": f"segment-elt-test-{time.time_ns()}", "properties": {"source": "segment-elt"}}
         try:
             answer = requests.post(self.url, json={"batch": [message]}, auth=(self.write_key, ""), timeout=self.timeout_s)
         except requests.RequestException as exc:
-            return 0, f"no answer: {exc}"
+            return 0, str(exc)
         return answer.status_code, answer.text
 
-    def _post(self, batch: list[dict], outcome: Outcome) -> None:
-        body = json.dumps({"batch": batch}, separators=(",", ":"))
+    def _post(self, batch: list[dict], encoded: list[bytes], outcome: Outcome) -> None:
+        body = BODY_START + SEPARATOR.join(encoded) + BODY_END
         for attempt in range(self.retries + 1):
             try:
                 answer = requests.post(self.url, data=body, auth=(self.write_key, ""), timeout=self.timeout_s,
@@ -103,7 +113,7 @@ class SegmentClient:
                     outcome.accepted.extend(batch)
                     return
                 status, text = answer.status_code, answer.text
-                wait = _retry_after(answer.headers.get("Retry-After"))
+                wait = retry_after_s(answer.headers.get("Retry-After"), self.max_retry_after_s)
                 if status != 429 and status < 500:
                     error = SegmentRejected(status, text)
                     error.outcome = outcome
@@ -118,8 +128,15 @@ class SegmentClient:
         raise error
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
+def retry_after_s(value: str | None, cap_s: float) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta-seconds or an HTTP date), at most `cap_s`."""
+    if not value:
         return None
+    try:
+        wait = float(value)
+    except ValueError:
+        try:
+            wait = (email.utils.parsedate_to_datetime(value) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(cap_s, max(0.0, wait))

@@ -1,11 +1,13 @@
-"""A stand-in for Segment's HTTP Tracking API on loopback: checks Basic auth, records batches,
-answers what a test scripts (e.g. 429 then 200)."""
+"""A stand-in for Segment's HTTP Tracking API on loopback: checks Basic auth, records every body
+it receives, answers what a test scripts (e.g. 429 then 200), and dedupes as Segment does: a
+message whose messageId it kept in the last 24 hours is answered 200 and dropped."""
 
 from __future__ import annotations
 
 import base64
 import json
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,12 +16,21 @@ import pytest
 from segment_elt import config, connections, crypto
 from tests.helpers import free_port
 
+DEDUPE_WINDOW_S = 24 * 3600
+
 
 class StandIn:
     def __init__(self):
         self.keys: set[str] = set()
-        self.batches: list[tuple[str, str, list[dict]]] = []  # (path, write key, batch)
-        self.script: dict[str, list[tuple[int, dict]]] = defaultdict(list)  # write key -> answers to give first
+        self.batches: list[tuple[str, str, list[dict]]] = []  # (path, write key, batch) of every batch answered 2xx
+        self.bodies: list[bytes] = []  # every request body exactly as received
+        self.arrivals: list[float] = []  # time.monotonic() of every request
+        # write key -> answers to give first: (status, headers) or (status, headers, "kept") for
+        # a batch Segment kept although its answer never reached the sender
+        self.script: dict[str, list[tuple]] = defaultdict(list)
+        self.kept: list[tuple[str, dict]] = []  # (write key, message) Segment keeps after its dedupe
+        self.dropped: list[dict] = []  # messages dropped as duplicates of a messageId kept within 24 h
+        self._kept_at: dict[str, float] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         stand_in = self
@@ -27,14 +38,20 @@ class StandIn:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                stand_in.arrivals.append(time.monotonic())
+                stand_in.bodies.append(body)
                 auth = self.headers.get("Authorization", "")
                 key = base64.b64decode(auth.removeprefix("Basic ")).decode().split(":")[0] if auth else ""
                 if key not in stand_in.keys:
                     return self._answer(401, {}, {"error": "invalid write key"})
+                batch = json.loads(body)["batch"]
                 if stand_in.script[key]:
-                    status, headers = stand_in.script[key].pop(0)
+                    status, headers, *kept = stand_in.script[key].pop(0)
+                    if kept:
+                        stand_in.keep(key, batch)
                     return self._answer(status, headers, {"error": "scripted"})
-                stand_in.batches.append((self.path, key, json.loads(body)["batch"]))
+                stand_in.batches.append((self.path, key, batch))
+                stand_in.keep(key, batch)
                 self._answer(200, {}, {"success": True})
 
             def _answer(self, status, headers, body):
@@ -52,8 +69,18 @@ class StandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def keep(self, key: str, batch: list[dict]) -> None:
+        now = time.time()
+        for message in batch:
+            if now - self._kept_at.get(message["messageId"], -DEDUPE_WINDOW_S) < DEDUPE_WINDOW_S:
+                self.dropped.append(message)
+                continue
+            self._kept_at[message["messageId"]] = now
+            self.kept.append((key, message))
+
     def messages(self, key: str | None = None) -> list[dict]:
-        return [m for _, k, batch in self.batches if key in (None, k) for m in batch]
+        """What Segment kept (after its dedupe), in order of arrival."""
+        return [m for k, m in self.kept if key in (None, k)]
 
 
 @pytest.fixture

@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from segment_elt import cli as segment_elt_cli
 from segment_elt import connections, entities, landing, outbound, samples
 from segment_elt.transform import run_dbt
+from tests.helpers import free_port
+from tests.outbound.conftest import enable
 from tests.test_cli import cli
 
 
@@ -29,21 +32,48 @@ def test_outbound_settings_and_test_event(db, segment, monkeypatch):
     assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr
 
 
+def test_changing_the_region_keeps_a_disabled_sync_disabled(db):
+    cid = connections.create(db, "acme").connection_id
+    cli("connections", "outbound", cid, "--write-key", "wk-1", "--region", "us", "--disable")
+    moved = cli("connections", "outbound", cid, "--region", "eu")
+    assert db.execute("select region, enabled from control.outbound").fetchone() == ("eu", False)
+    assert "disabled" in moved.stdout
+    cli("connections", "outbound", cid, "--enable")
+    assert db.execute("select region, enabled from control.outbound").fetchone() == ("eu", True)
+
+
+def test_outbound_test_exits_non_zero_when_nothing_answers(db, segment, monkeypatch, capsys):
+    cid = enable(db, segment, "acme", "wk-1")
+    monkeypatch.setenv("SEGMENT_API_URL", f"http://127.0.0.1:{free_port()}")
+    assert segment_elt_cli.main(["connections", "outbound-test", cid]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Segment did not answer") and "Traceback" not in err
+
+
 def test_outbound_models_on_real_marts(db):
     created = connections.create(db, "acme")
     connections.allowlist(db, created.connection_id, add=["Report Created"])
-    entities.upsert(db, "acme", entities.ACCOUNTS, [dict(account_id="a1", name="Acme", external_id="ext-1", ps_id=None,
-                                                         vitally_id=None, traits={})])
+    entities.upsert(db, "acme", entities.ACCOUNTS, [
+        {"account_id": "a1", "name": "Acme", "external_id": "ext-1", "ps_id": "ps-1", "vitally_id": None, "traits": {}},
+        {"account_id": "a2", "name": "Initech", "external_id": None, "ps_id": "ps-2", "vitally_id": None, "traits": {}},
+        {"account_id": "a3", "name": "Hooli", "external_id": "ext-3", "ps_id": None, "vitally_id": None, "traits": {}}])
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
     events = [samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
-              samples.event("group", user_id="u1", group_id="ext-1", at=old)]
+              samples.event("group", user_id="u1", group_id="ext-1", at=old),
+              samples.event("group", user_id="u1", group_id="ps-1", at=old + dt.timedelta(hours=1)),
+              samples.event("group", user_id="u1", group_id="ext-1", at=old - dt.timedelta(hours=1)),
+              samples.event("group", user_id="u2", group_id="ps-2", at=old)]
     events += [samples.event("track", user_id="u1", name="Report Created", at=old + dt.timedelta(minutes=i)) for i in range(3)]
     for event in events:
         landing.insert_events(db, connection_id=created.connection_id, org_id="acme", text=json.dumps(event),
                               events=[event], received_at=old, archive_key="k")
     run_dbt(["build"])
     messages = outbound.preview(org_id="acme")
-    by_type = {m["type"]: m for m in messages}
-    assert by_type["identify"]["userId"] == "u1" and by_type["identify"]["traits"]["account_id"] == "a1"
-    assert by_type["group"]["groupId"] == "ext-1" and "health_score" in by_type["group"]["traits"]
-    assert by_type["track"]["event"] == "Account Went Quiet"  # no event for 14 days
+    identify = next(m for m in messages if m["type"] == "identify" and m["userId"] == "u1")
+    assert identify["traits"]["account_id"] == "a1"
+    groups = {m["anonymousId"]: m for m in messages if m["type"] == "group"}
+    # the groupId of the product's most recent group call for the account; none sent: no group call
+    assert {k: m["groupId"] for k, m in groups.items()} == {"account:a1": "ps-1", "account:a2": "ps-2"}
+    assert "health_score" in groups["account:a1"]["traits"]
+    assert db.execute("select group_id from analytics.outbound_group where account_id = 'a3'").fetchone() == (None,)
+    assert "Account Went Quiet" in {m["event"] for m in messages if m["type"] == "track"}  # no event for 14 days

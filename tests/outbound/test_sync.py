@@ -113,13 +113,3 @@ def test_an_oversized_event_is_skipped_and_reported(marts, segment):
     result = sync(marts)
     assert [(c["sent"], c["oversized"]) for c in result.values()] == [(3, 1)]
     assert "huge" not in {m.get("userId") for m in segment.messages()}
-
-
-def test_batches_stay_under_500_kb(marts, segment):
-    enable(marts, segment, "acme", "wk-1")
-    for i in range(400):
-        marts.execute("insert into analytics.outbound_identify values ('acme', %s, %s)", (f"u{i}", json.dumps({"note": "y" * 3000})))
-    sync(marts)
-    assert len(segment.batches) >= 3
-    assert all(len(json.dumps({"batch": b})) < 500 * 1024 for _, _, b in segment.batches)
-    assert len(segment.messages()) == 400

@@ -1,10 +1,14 @@
--- What group calls carry for each account Segment knows by a group id: health and usage.
+-- What group calls carry for each account: health and usage, addressed to the groupId the
+-- product itself sent for the account (a groupId Segment has not seen would create a second
+-- group). Several groupIds resolve to one account: the one of the most recent group call wins
+-- (ties: the smallest groupId). An account the product never sent a group call for has a null
+-- group_id; the sync skips it and counts it (reason group_without_product_group_id).
 with health as (
     select * from {{ ref('account_health') }}
 ),
 
-accounts as (
-    select * from {{ ref('stg_app__accounts') }}
+account_traits as (
+    select * from {{ ref('account_traits') }}
 ),
 
 usage as (
@@ -20,21 +24,35 @@ usage as (
         indicators.account_id
 ),
 
+product_group_ids as (
+    select distinct on (account_traits.org_id, account_traits.account_id)
+        account_traits.org_id,
+        account_traits.account_id,
+        account_traits.external_group_id as group_id
+    from account_traits
+    where account_traits.account_id is not null
+    order by
+        account_traits.org_id asc,
+        account_traits.account_id asc,
+        account_traits.last_grouped_at desc,
+        account_traits.external_group_id asc
+),
+
 final as (
     select
         health.org_id,
         health.account_id,
-        coalesce(accounts.external_id, health.account_id) as group_id,
+        product_group_ids.group_id,
         jsonb_strip_nulls(jsonb_build_object(
             'health_score', health.health_score,
             'events_30d', coalesce(usage.events_30d, 0),
             'last_seen_at', usage.last_seen_at
         )) as traits
     from health
-    left join accounts
+    left join product_group_ids
         on
-            health.org_id = accounts.org_id
-            and health.account_id = accounts.account_id
+            health.org_id = product_group_ids.org_id
+            and health.account_id = product_group_ids.account_id
     left join usage
         on
             health.org_id = usage.org_id
