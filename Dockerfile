@@ -9,11 +9,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends libpq5 && rm -r
     && chown app /app /opt/airflow /opt/segment-elt
 
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
-
+# The receiver and Airflow extras at the lock's pins: no test tools in the image.
 COPY --chown=app . .
-RUN pip install --no-cache-dir --no-deps -e .
+RUN pip install --no-cache-dir -c requirements.txt -e ".[receiver,airflow]"
 
 # As the runtime user, so dbt_project/target and logs stay writable for the dbt tasks.
 USER app

@@ -40,9 +40,9 @@ db-start: venv
 db-stop: venv
 	$(PY) -m segment_elt.embedded stop
 
-# Re-pin requirements.txt after editing requirements.in.
+# Re-pin requirements.txt (every extra of pyproject.toml) after editing the dependencies there.
 lock: venv
-	$(VENV)/bin/uv pip compile --quiet requirements.in -o requirements.txt --python-version 3.11
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --all-extras -o requirements.txt --python-version 3.11
 
 clean:
 	-$(PY) -m segment_elt.embedded stop

@@ -184,10 +184,62 @@ def test_every_command_refers_to_something_that_exists(name):
         build_parser().parse_args(command[1:])
 
 
-def test_dockerfile_installs_the_lock_then_the_project():
+TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "moto", "sqlfluff", "sqlfluff-templater-dbt", "check-jsonschema"}
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _closure(requirements: list[str], extras_of_project: set[str]) -> set[str]:
+    """Every distribution `requirements` pull in, walked through the installed packages' metadata."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [(Requirement(r), set()) for r in requirements]
+    while todo:
+        requirement, via_extras = todo.pop()
+        env = default_environment()
+        if requirement.marker and not any(requirement.marker.evaluate({**env, "extra": e}) for e in via_extras or {""}):
+            continue
+        name = _normalized(requirement.name)
+        if name == "segment-elt":
+            project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+            todo += [(Requirement(r), set()) for r in project["dependencies"]]
+            for extra in requirement.extras - extras_of_project:
+                extras_of_project.add(extra)
+                todo += [(Requirement(r), set()) for r in project["optional-dependencies"][extra]]
+            continue
+        if (name, frozenset(requirement.extras)) in seen:
+            continue
+        seen.add((name, frozenset(requirement.extras)))
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue  # not for this platform
+        todo += [(Requirement(r), set(requirement.extras)) for r in requires]
+    return {name for name, _ in seen}
+
+
+def test_the_image_installs_the_project_at_the_locks_pins_without_test_tools():
     text = (ROOT / "Dockerfile").read_text()
-    assert "COPY requirements.txt" in text and "pip install --no-cache-dir -r requirements.txt" in text
-    assert text.index("requirements.txt") < text.index("COPY --chown=app . .")
-    assert "pip install --no-cache-dir --no-deps -e ." in text
+    install = re.search(r'pip install --no-cache-dir -c requirements.txt -e "\.\[([a-z,]+)\]"', text)
+    assert install, "the image installs the project's extras constrained by the lock"
+    extras = set(install.group(1).split(","))
+    assert extras == {"receiver", "airflow"}
+    installed = _closure([f"segment-elt[{','.join(sorted(extras))}]"], set())
+    assert {"flask", "gunicorn", "apache-airflow", "astronomer-cosmos", "dbt-postgres"} <= installed
+    assert installed & TEST_TOOLS == set()
+    assert _closure(["segment-elt[dev]"], set()) >= TEST_TOOLS  # the check sees test tools when they are there
     assert "ensure_manifest" in text  # the DAGs load the dbt graph from the manifest baked in
     assert (ROOT / "deploy" / "create-airflow-db.sql").is_file()
+
+
+def test_the_lock_pins_every_dependency_of_every_extra():
+    pins = {_normalized(line.split("==")[0].split("[")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if "==" in line and not line.startswith((" ", "#"))}
+    wanted = _closure(["segment-elt[dev]"], set())
+    assert wanted - pins == set()
