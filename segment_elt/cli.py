@@ -1,6 +1,6 @@
-"""`segment-elt`: the command line of CONTRACT section 4.
+"""`segment-elt`: connections, the host product's entities, the schema and the pipeline.
 
-Errors go to stderr as one sentence a person can act on, with exit status 1 (2 for usage).
+Errors go to stderr as one line a person can act on, with exit status 1 (2 for usage).
 """
 
 from __future__ import annotations
@@ -8,16 +8,52 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
+from tabulate import tabulate
 
 from segment_elt import connections, crypto, db, entities, outbound, reconcile, schema
+from segment_elt.config import database_url
 from segment_elt.connections import UserError
+
+EXAMPLES = """examples:
+  segment-elt db upgrade
+  segment-elt connections create --org acme --name "Acme production"
+  segment-elt connections allowlist conn_0123 --add "Report Created" '$page' '$identify'
+  segment-elt connections list --json
+  segment-elt accounts import --org acme accounts.csv
+  segment-elt pipeline run-once
+
+Every command and option: docs/cli.md. Configuration (DATABASE_URL, ARCHIVE_URL, ...): docs/configuration.md."""
+MAX_INT = 2**31 - 1  # PostgreSQL integer
+
+
+def whole_number(low: int, high: int = MAX_INT):
+    """An argparse type: a whole number in [low, high], else a usage error naming the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+    return parse
 
 
 def _print(data, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _table(rows: list[dict], columns: dict[str, str], empty: str) -> str:
+    """rows as an aligned table of `columns` (key -> heading); `empty` when there are none."""
+    if not rows:
+        return empty
+    return tabulate([[row[key] for key in columns] for row in rows], headers=list(columns.values()),
+                    missingval="-", disable_numparse=True)
 
 
 def cmd_db_upgrade(args, conn) -> None:
@@ -39,10 +75,10 @@ def cmd_create(args, conn) -> None:
 
 def cmd_list(args, conn) -> None:
     rows = connections.list_connections(conn, args.org)
-    lines = [f"{r['connection_id']}  org={r['org_id']}  name={r['name'] or '-'}  cap={r['rate_limit_per_minute']}/min  "
-             f"allowlisted={r['allowlisted_events']}  outbound={'on ' + r['outbound_region'] if r['outbound_enabled'] else 'off'}  "
-             f"{r['webhook_url']}" for r in rows]
-    _print(rows, args.json, "\n".join(lines) or "no connections")
+    shown = [dict(r, outbound=f"on ({r['outbound_region']})" if r["outbound_enabled"] else "off") for r in rows]
+    _print(rows, args.json, _table(shown, {
+        "connection_id": "connection", "org_id": "org", "name": "name", "rate_limit_per_minute": "cap/min",
+        "allowlisted_events": "allowlisted", "outbound": "outbound", "webhook_url": "webhook URL"}, "no connections"))
 
 
 def cmd_delete(args, conn) -> None:
@@ -54,9 +90,12 @@ def cmd_allowlist(args, conn) -> None:
     set_to = None
     if args.set_file:
         try:
-            set_to = Path(args.set_file).read_text().splitlines()
+            set_to = Path(args.set_file).read_text(encoding="utf-8-sig").splitlines()
         except OSError as exc:
             raise UserError(f"cannot read {args.set_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{args.set_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8, "
+                            "one event name per line") from None
     names = connections.allowlist(conn, args.connection_id, set_to=set_to, add=args.add, remove=args.remove)
     _print({"connection_id": args.connection_id, "allowlist": names}, args.json,
            "\n".join(names) if names else "the allowlist is empty: no events reach the rollups")
@@ -64,15 +103,28 @@ def cmd_allowlist(args, conn) -> None:
 
 def cmd_rate_limit(args, conn) -> None:
     org = connections.set_rate_limit(conn, args.connection_id, args.per_minute)
-    print(f"org {org} is capped at {args.per_minute} events per minute across all its connections")
+    _print({"org_id": org, "rate_limit_per_minute": args.per_minute}, args.json,
+           f"org {org} is capped at {args.per_minute} events per minute across all its connections")
 
 
 def cmd_recent(args, conn) -> None:
     rows = connections.recent_events(conn, args.connection_id, args.limit)
-    lines = [f"{r['received_at']}  {r['event_type'] or '?':8}  {str(r['event_name'] or '-')[:40]:40}  "
-             f"{'allowed' if r['in_allowlist'] else 'dropped':7}  group={r['external_group_id'] or '-'}  "
-             f"user={r['external_user_id'] or '-'}  {r['message_id']}" for r in rows]
-    _print(rows, args.json, "\n".join(lines) or "no events staged yet")
+    shown = [dict(r, allowlist="allowed" if r["in_allowlist"] else "dropped") for r in rows]
+    _print(rows, args.json, _table(shown, {
+        "received_at": "received", "event_type": "type", "event_name": "event", "allowlist": "allowlist",
+        "external_group_id": "externalGroupId", "external_user_id": "externalUserId", "message_id": "messageId"},
+        "no events staged yet"))
+
+
+def cmd_run_once(args, conn) -> None:
+    from segment_elt import run_once
+
+    state, figures = run_once.run_rollups_once()
+    _print({"state": state, **figures}, args.json, _table(
+        [{"figure": k, "value": json.dumps(v, default=str) if isinstance(v, dict) else v} for k, v in figures.items()],
+        {"figure": "segment_rollups", "value": state}, "no run was recorded"))
+    if state != "success":
+        raise UserError(f"segment_rollups ended {state}: see the task log above")
 
 
 def cmd_reconcile(args, conn) -> None:
@@ -132,84 +184,111 @@ def _import(entity):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segment-elt", description=__doc__.splitlines()[0])
-    top = parser.add_subparsers(dest="group", required=True)
+    parser = argparse.ArgumentParser(prog="segment-elt", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('segment-elt')}")
+    top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    dbp = top.add_parser("db", help="schema management").add_subparsers(dest="cmd", required=True)
-    dbp.add_parser("upgrade", help="create/upgrade the control and staging schema").set_defaults(fn=cmd_db_upgrade)
+    def command(group, name: str, fn, help: str, *, json_output: bool = False):
+        sub = group.add_parser(name, help=help, description=help)
+        sub.set_defaults(fn=fn)
+        if json_output:
+            sub.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+        return sub
 
-    con = top.add_parser("connections", help="webhook connections").add_subparsers(dest="cmd", required=True)
-    p = con.add_parser("create", help="create a connection; prints its webhook URL and secret once")
-    p.add_argument("--org", required=True)
-    p.add_argument("--name")
-    p.add_argument("--rate-limit", type=int, help="events per minute for the whole org (default 600)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_create)
-    p = con.add_parser("list", help="list live connections")
-    p.add_argument("--org")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_list)
-    p = con.add_parser("delete", help="delete a connection (its URL answers 404 at once)")
-    p.add_argument("connection_id")
-    p.set_defaults(fn=cmd_delete)
-    p = con.add_parser("allowlist", help="show or edit the event names that reach the rollups")
-    p.add_argument("connection_id")
+    def connection_id(sub) -> None:
+        sub.add_argument("connection_id", metavar="CONNECTION_ID", help="the connection, conn_... (see `connections list`)")
+
+    dbp = top.add_parser("db", help="the control and staging schema").add_subparsers(dest="cmd", required=True,
+                                                                                     metavar="COMMAND")
+    command(dbp, "upgrade", cmd_db_upgrade, "create or upgrade the control and staging schema (safe to repeat)")
+
+    con = top.add_parser("connections", help="webhook connections: create, allowlist, cap, debug, outbound").add_subparsers(
+        dest="cmd", required=True, metavar="COMMAND")
+    p = command(con, "create", cmd_create, "create a connection; prints its webhook URL and secret once",
+                json_output=True)
+    p.add_argument("--org", required=True, help="the org (customer) the connection's events belong to")
+    p.add_argument("--name", help="a label for people, e.g. 'Acme production'")
+    p.add_argument("--rate-limit", type=whole_number(1), metavar="PER_MINUTE",
+                   help="events per minute for the whole org, across its connections (default 600)")
+    p = command(con, "list", cmd_list, "list live connections", json_output=True)
+    p.add_argument("--org", help="only this org's connections")
+    p = command(con, "delete", cmd_delete, "delete a connection (its URL answers 404 at once)")
+    connection_id(p)
+    p = command(con, "allowlist", cmd_allowlist, "show or edit the event names that reach the rollups",
+                json_output=True)
+    connection_id(p)
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--set-file", metavar="F", help="replace the allowlist with F's lines")
-    group.add_argument("--add", nargs="+", metavar="E")
-    group.add_argument("--remove", nargs="+", metavar="E")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_allowlist)
-    p = con.add_parser("rate-limit", help="set the org's events-per-minute cap")
-    p.add_argument("connection_id")
-    p.add_argument("per_minute", type=int, metavar="PER_MINUTE")
-    p.set_defaults(fn=cmd_rate_limit)
-    p = con.add_parser("recent-events", help="the newest staged events (debugging)")
-    p.add_argument("connection_id")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(fn=cmd_recent)
-
-    p = con.add_parser("outbound", help="send computed traits, audiences and moments back to Segment")
-    p.add_argument("connection_id")
+    group.add_argument("--set-file", metavar="FILE", help="replace the allowlist with FILE's lines (UTF-8)")
+    group.add_argument("--add", nargs="+", metavar="NAME", help="add event names (track names, or $page, $identify ...)")
+    group.add_argument("--remove", nargs="+", metavar="NAME", help="remove event names")
+    p = command(con, "rate-limit", cmd_rate_limit, "set the org's events-per-minute cap", json_output=True)
+    connection_id(p)
+    p.add_argument("per_minute", type=whole_number(1), metavar="PER_MINUTE",
+                   help="events per minute for the connection's whole org")
+    p = command(con, "recent-events", cmd_recent, "the newest staged events, with whether each reaches the rollups",
+                json_output=True)
+    connection_id(p)
+    p.add_argument("--limit", type=whole_number(1, connections.MAX_RECENT), default=50,
+                   help="how many events (default 50)")
+    p = command(con, "outbound", cmd_outbound, "send computed traits, audiences and moments back to Segment")
+    connection_id(p)
     p.add_argument("--write-key", help="the write key of the Segment source to send to (stored encrypted)")
-    p.add_argument("--region", choices=["us", "eu"])
+    p.add_argument("--region", choices=["us", "eu"], help="the Segment workspace's region (default us)")
     toggle = p.add_mutually_exclusive_group()
     toggle.add_argument("--enable", action="store_true", help="send again (a new connection starts enabled)")
     toggle.add_argument("--disable", action="store_true", help="stop sending; other options leave this as it is")
-    p.set_defaults(fn=cmd_outbound)
-    p = con.add_parser("outbound-test", help="send one test track event to Segment and print its answer")
-    p.add_argument("connection_id")
-    p.set_defaults(fn=cmd_outbound_test)
-    p = con.add_parser("reconcile", help="re-resolve a connection's stored events under the current rules")
-    p.add_argument("connection_id")
-    p.set_defaults(fn=cmd_reconcile)
+    p = command(con, "outbound-test", cmd_outbound_test,
+                "send one test track event to Segment; exits 1 unless Segment answered 2xx")
+    connection_id(p)
+    p = command(con, "reconcile", cmd_reconcile,
+                "re-resolve a connection's stored events under the current identity rules and entities")
+    connection_id(p)
 
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
-        sub = top.add_parser(name, help=f"the host product's {name}").add_subparsers(dest="cmd", required=True)
-        p = sub.add_parser("import", help=f"upsert {name} from a CSV file")
-        p.add_argument("--org", required=True)
-        p.add_argument("file", metavar="FILE.csv")
-        p.set_defaults(fn=_import(entity))
+        sub = top.add_parser(name, help=f"the host product's {name}, sources of identity resolution").add_subparsers(
+            dest="cmd", required=True, metavar="COMMAND")
+        p = command(sub, "import", _import(entity), f"upsert {name} from a CSV file")
+        p.add_argument("--org", required=True, help=f"the org the {name} belong to")
+        p.add_argument("file", metavar="FILE.csv", help=f"a header row, then one {name[:-1]} per row (docs/cli.md)")
+
+    pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(dest="cmd", required=True,
+                                                                                      metavar="COMMAND")
+    command(pipe, "run-once", cmd_run_once,
+            "run the segment_rollups DAG once in this process and print its figures; exit 1 unless it succeeded",
+            json_output=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_database_url()
         with db.connect() as conn:
             if args.fn is not cmd_db_upgrade and schema.current_version(conn) is None:
                 raise UserError("the database has no segment-elt schema yet: run `segment-elt db upgrade` first")
             args.fn(args, conn)
-    except UserError as exc:
+    except (UserError, crypto.SecretKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: cannot reach PostgreSQL ({first}); check DATABASE_URL or start the embedded server "
+        print(f"error: cannot reach PostgreSQL ({_first_line(exc)}); check DATABASE_URL or start the embedded server "
               "(python -m segment_elt.embedded start)", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_database_url() -> None:
+    try:
+        psycopg.conninfo.conninfo_to_dict(database_url())
+    except psycopg.ProgrammingError as exc:
+        raise UserError(f"DATABASE_URL is not a PostgreSQL URL ({_first_line(exc)}); "
+                        "use postgresql://user:password@host:5432/dbname") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

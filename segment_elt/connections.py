@@ -13,6 +13,7 @@ from segment_elt.config import DEFAULT_RATE_LIMIT_PER_MINUTE, public_base_url
 
 ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_EVENT_NAME = 200
+MAX_RECENT = 10_000
 
 
 class UserError(ValueError):
@@ -146,8 +147,8 @@ def set_rate_limit(conn: psycopg.Connection, connection_id: str, per_minute: int
 def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> list[dict]:
     """The newest staged events, with what Segment sent as group and user ids (the debug list)."""
     require_live(conn, connection_id)
-    if not 1 <= limit <= 10_000:
-        raise UserError("--limit must be between 1 and 10000")
+    if not 1 <= limit <= MAX_RECENT:
+        raise UserError(f"--limit must be between 1 and {MAX_RECENT}")
     rows = conn.execute(
         """
         select e.received_at, e.message_id, e.event_type, n.event_name,

@@ -95,16 +95,16 @@ def show_landing(conn, connection_id: str) -> None:
 
 def run_rollups(url: str) -> None:
     env = airflow_ready(url)
-    print("\nrunning segment_rollups once (airflow dags test) ...", flush=True)
+    print("\nrunning segment_rollups once (segment-elt pipeline run-once) ...", flush=True)
     started = dt.datetime.now()
-    result = subprocess.run([str(BIN / "airflow"), "dags", "test", "segment_rollups"], env={**os.environ, **env},
+    result = subprocess.run([str(BIN / "segment-elt"), "pipeline", "run-once", "--json"], env={**os.environ, **env},
                             capture_output=True, text=True)
     took = (dt.datetime.now() - started).total_seconds()
-    figures = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if "run figures" in line]
-    if result.returncode != 0 or not figures:
+    if result.returncode != 0:
         print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
         raise SystemExit(f"segment_rollups failed (exit {result.returncode})")
-    print(f"segment_rollups finished in {took:.0f} s: {figures[-1].split('run figures: ', 1)[-1]}\n")
+    figures = json.loads(result.stdout)
+    print(f"segment_rollups finished in {took:.0f} s: {json.dumps(figures, default=str)}\n")
 
 
 def show_rollups(conn, connection_id: str) -> None:

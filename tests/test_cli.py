@@ -47,7 +47,7 @@ def test_allowlist_rate_limit_and_delete(created, db, tmp_path):
     assert "1200" in cli("connections", "rate-limit", cid, "1200").stdout
     assert db.execute("select rate_limit_per_minute from control.orgs").fetchone()[0] == 1200
     bad = cli("connections", "rate-limit", cid, "0", ok=False)
-    assert bad.returncode == 1 and "positive" in bad.stderr
+    assert bad.returncode == 2 and "not a whole number from 1 to 2147483647" in bad.stderr
     cli("connections", "delete", cid)
     gone = cli("connections", "allowlist", cid, "--add", "X", ok=False)
     assert gone.returncode == 1 and "no connection" in gone.stderr
@@ -89,6 +89,53 @@ def test_errors_are_sentences_on_stderr(database_url):
     unreachable = subprocess.run([CLI, "connections", "list"], capture_output=True, text=True,
                                  env={**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/x"})
     assert unreachable.returncode == 1 and "cannot reach PostgreSQL" in unreachable.stderr
+
+
+def _bad_allowlist_file(tmp_path: Path) -> str:
+    path = tmp_path / "names.txt"
+    path.write_bytes(b"\xff\xfeSigned Up\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(("args", "env", "status", "says"), [
+    (["connections", "rate-limit", "{cid}", "99999999999"], {}, 2, "not a whole number from 1 to 2147483647"),
+    (["connections", "create", "--org", "acme", "--rate-limit", "1e3"], {}, 2, "not a whole number"),
+    (["connections", "recent-events", "{cid}", "--limit", "-1"], {}, 2, "not a whole number from 1 to 10000"),
+    (["connections", "allowlist", "{cid}", "--set-file", "{bad_file}"], {}, 1, "is not UTF-8 text"),
+    (["connections", "list"], {"DATABASE_URL": "host = = x"}, 1, "DATABASE_URL is not a PostgreSQL URL"),
+    (["connections", "list"], {"DATABASE_URL": "postgresql://u@127.0.0.1:notaport/x"}, 1, "cannot reach PostgreSQL"),
+    (["connections", "create", "--org", "acme"], {"SEGMENT_ELT_FERNET_KEY": "not-a-key"}, 1, "not a valid Fernet key"),
+])
+def test_any_input_a_person_can_type_gets_one_line_not_a_traceback(created, tmp_path, args, env, status, says):
+    typed = [a.format(cid=created["connection_id"], bad_file=_bad_allowlist_file(tmp_path)) for a in args]
+    done = subprocess.run([CLI, *typed], capture_output=True, text=True, env={**os.environ, **env})
+    assert done.returncode == status and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    if status == 1:
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_help_has_examples_every_option_is_explained_and_version_prints():
+    from segment_elt.cli import build_parser
+
+    top = cli("--help").stdout
+    assert "examples:" in top and "segment-elt pipeline run-once" in top
+    assert cli("--version").stdout.strip().startswith("segment-elt 0.")
+    unexplained = []
+    parser = build_parser()
+    groups = [a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0]))]
+    for group in groups[0].choices.values():
+        for command in group._subparsers._group_actions[0].choices.values():
+            unexplained += [f"{command.prog} {a.dest}" for a in command._actions if not a.help]
+    assert unexplained == []
+
+
+def test_lists_are_tables_and_json_for_scripts(created):
+    table = cli("connections", "list").stdout.splitlines()
+    assert table[0].split()[:3] == ["connection", "org", "name"] and set(table[1]) <= {"-", " "}
+    assert created["connection_id"] in table[2]
+    assert json.loads(cli("connections", "rate-limit", created["connection_id"], "900", "--json").stdout) == {
+        "org_id": "acme", "rate_limit_per_minute": 900}
 
 
 def test_reconcile_without_airflow_runs_the_build_here(created, db):
