@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 
 import requests
+from tabulate import tabulate
 
 from segment_elt import connections, db, entities, outbound, samples
 from segment_elt.archive import open_archive
@@ -40,10 +41,7 @@ def post(url: str, secret: str, body: bytes, signed: bytes | None = None) -> req
 
 
 def table(rows, headers) -> str:
-    rows = [[("" if v is None else str(v)) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    return "\n".join([line, "-" * len(line), *("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows)])
+    return tabulate(rows, headers=headers, disable_numparse=True)
 
 
 def land_sample_events(conn, base_url: str) -> str:

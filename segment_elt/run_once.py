@@ -10,6 +10,7 @@ Airflow's task logs go to stderr, so stdout holds only the command's own output.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 from segment_elt import db
@@ -20,13 +21,31 @@ DAGS_DIR = PROJECT_ROOT / "dags"
 ROLLUPS = "segment_rollups"
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout, at the file-descriptor level too (Airflow's log handlers
+    hold the stream they were configured with), to stderr for the duration."""
+    for stream in (sys.stdout, sys.__stdout__):
+        stream.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for stream in (sys.stdout, sys.__stdout__):
+            stream.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def run_rollups_once() -> tuple[str, dict]:
     """Run segment_rollups once; returns (its final state, its recorded figures)."""
     from airflow.dag_processing.dagbag import DagBag
     from sqlalchemy.exc import OperationalError
 
     path = DAGS_DIR / f"{ROLLUPS}.py"
-    with contextlib.redirect_stdout(sys.stderr):  # Airflow's logs; stdout stays the command's own output
+    with _stdout_to_stderr():
         bag = DagBag(dag_folder=str(path))
         if ROLLUPS not in bag.dags:
             errors = "; ".join(str(error).strip().splitlines()[-1] for error in bag.import_errors.values())
