@@ -1,8 +1,16 @@
-{{ config(materialized='table', post_hook='analyze {{ this }}') }}
+{{
+    config(
+        materialized='table',
+        post_hook=[
+            "analyze {{ this }}",
+            "{{ set_watermark(queue_end(), batch_after=resolution_starts_after()) }}",
+        ]
+    )
+}}
 -- The lateral look-ups read stg_segment__events directly (an import CTE used several times
 -- would be materialized by PostgreSQL and lose its indexes).
 -- Identity resolution of this run's batch (the queue since product_events' watermark, or every
--- event on a full refresh), as set-based joins: each event's source values (its group, user,
+-- staged event when product_events is built in full), as set-based joins: each event's source values (its group, user,
 -- email, payload paths) meet the rules in force for its connection and the entity keys of its
 -- org; the first match in chain and position order wins (CONTRACT section 6).
 with events as (
@@ -26,13 +34,13 @@ queued as (
         queue.connection_id,
         queue.message_id
     from queue
-    where queue.queued_at > {{ watermark('product_events') }}
+    where queue.queued_at > {{ resolution_starts_after() }}
 ),
 
 batch as (
     select events.*
     from events
-    {% if not flags.FULL_REFRESH %}
+    {% if resolution_starts_after() != "'-infinity'::timestamptz" %}
         inner join queued
             on
                 events.connection_id = queued.connection_id
@@ -151,6 +159,7 @@ final as (
         with_sources.email_source as email,
         with_sources.event_at,
         with_sources.event_date,
+        with_sources.reported_event_at,
         with_sources.received_at,
         first_match.account_id,
         first_match.contact_id,
