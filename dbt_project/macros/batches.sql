@@ -33,7 +33,7 @@
         `position` (what it has consumed), e.g. when it is rebuilt alone after a batch was resolved
         for its old table: taking that batch as everything would lose the rest of history.
     -#}
-    {%- if execute -%}
+    {%- if execute and adapter.get_relation(target.database, 'segment_meta', 'watermarks') is not none -%}
         {%- set check -%}
             select coalesce(({{ watermark_query('int_identity__resolved_batch', 'batch_after') }}) <= {{ position }}, false)
         {%- endset -%}

@@ -7,6 +7,7 @@
         ]
     )
 }}
+-- depends_on: {{ ref('int_events__resolution_queue') }}
 -- The lateral look-ups read stg_segment__events directly (an import CTE used several times
 -- would be materialized by PostgreSQL and lose its indexes).
 -- Identity resolution of this run's batch (the queue since product_events' watermark, or every
@@ -17,10 +18,6 @@ with events as (
     select * from {{ ref('stg_segment__events') }}
 ),
 
-queue as (
-    select * from {{ ref('int_events__resolution_queue') }}
-),
-
 rules as (
     select * from {{ ref('int_identity__rules') }}
 ),
@@ -29,24 +26,29 @@ entity_keys as (
     select * from {{ ref('int_identity__entity_keys') }}
 ),
 
-queued as (
-    select distinct
-        queue.connection_id,
-        queue.message_id
-    from queue
-    where queue.queued_at > {{ resolution_starts_after() }}
-),
+{% set resolved_after = resolution_starts_after() %}
+{% if resolved_after != "'-infinity'::timestamptz" %}
+    queued as (
+        select distinct
+            queue.connection_id,
+            queue.message_id
+        from {{ ref('int_events__resolution_queue') }} as queue
+        where queue.queued_at > {{ resolved_after }}
+    ),
 
-batch as (
-    select events.*
-    from events
-    {% if resolution_starts_after() != "'-infinity'::timestamptz" %}
+    batch as (
+        select events.*
+        from events
         inner join queued
             on
                 events.connection_id = queued.connection_id
                 and events.message_id = queued.message_id
-    {% endif %}
-),
+    ),
+{% else %}
+    batch as (
+        select * from events
+    ),
+{% endif %}
 
 -- per user of the batch, what does not depend on the event's time, looked up once per user:
 -- their earliest group binding and their latest identify email

@@ -10,8 +10,9 @@
 -- One row per identified user: identify traits merged (the newest value of each key wins, kept
 -- per key in int_traits__latest), the latest email, and the contact and account of the user's
 -- latest resolved event. Incremental: each run recomputes the users of the events queued since
--- its watermark that product_events has consumed; every look-up goes through an index, so the cost follows those users, not the
--- history (the contact and account ones through product_events' partial indexes).
+-- its watermark that product_events has consumed; every look-up goes through an index, so the
+-- cost follows those users, not the history (the contact and account ones through
+-- product_events' partial indexes).
 with latest as not materialized (
     select * from {{ ref('int_traits__latest') }}
 ),
