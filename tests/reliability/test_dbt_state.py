@@ -13,7 +13,13 @@ import psycopg
 import pytest
 
 from segment_elt.transform import DbtFailed
-from tests.dbt.harness import Loaded, copy_project, differences, fetch_marts, write_rules
+from tests.dbt.harness import (
+    Loaded,
+    copy_project,
+    differences,
+    fetch_marts,
+    write_rules,
+)
 from tests.dbt.world import AS_OF, World, make_world
 
 
@@ -95,10 +101,10 @@ def test_full_refresh_of_product_events_alone_refuses_a_partial_resolution(db, t
 
 def test_event_times_far_from_the_arrival_fall_back_to_it(db, tmp_path):
     world = World(connections={"web": "org-a"}, allowlist=[("web", "Login")],
-                  rules=[dict(connection_id="*", chain="account", position=1, source="groupId",
-                              target="account.external_id")])
+                  rules=[{"connection_id": "*", "chain": "account", "position": 1, "source": "groupId",
+                          "target": "account.external_id"}])
     loaded = Loaded(db, world, copy_project(tmp_path))
-    received = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+    received = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
     sent = {
         "year-one": "0001-01-01T00:00:00Z",
         "epoch": "1970-01-01T00:00:00Z",
