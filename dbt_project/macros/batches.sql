@@ -58,9 +58,10 @@
 {% macro affected_days() -%}
     {#-
         The (org, event day) pairs account_event_daily must recompute: those queued since its
-        watermark and consumed by product_events. Read when the model runs and inlined as a VALUES list, so that PostgreSQL
-        knows how few days they are and reads just those through product_events' (org_id,
-        event_date) index (from a subquery it guesses hundreds and scans all of history).
+        watermark that product_events has consumed. Read when the model runs and inlined as a
+        VALUES list, so that PostgreSQL knows how few days they are and reads just those through
+        product_events' (org_id, event_date) index (from a subquery it guesses hundreds and scans
+        all of history).
     -#}
     {%- set days = [] -%}
     {%- if execute -%}
