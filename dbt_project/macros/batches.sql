@@ -13,19 +13,62 @@
     {% endif %}
 {%- endmacro %}
 
+{% macro resolution_starts_after() -%}
+    {#-
+        Where int_identity__resolved_batch's batch starts: after what product_events has consumed
+        of the queue, or '-infinity' (resolve every staged event) on a full refresh and whenever
+        product_events' table is missing or new, so that its full build gets every event.
+    -#}
+    {{ "'-infinity'::timestamptz" if flags.FULL_REFRESH else watermark('product_events') | trim }}
+{%- endmacro %}
+
+{% macro queue_end() -%}
+    {#- How far the resolution queue reaches now: what a batch resolved now covers. -#}
+    coalesce((select max(queue.queued_at) from {{ ref('int_events__resolution_queue') }} as queue), '-infinity')
+{%- endmacro %}
+
+{% macro assert_resolution_follows(position) -%}
+    {#-
+        Stops product_events before it writes when its resolved batch does not start at or before
+        `position` (what it has consumed), e.g. when it is rebuilt alone after a batch was resolved
+        for its old table: taking that batch as everything would lose the rest of history.
+    -#}
+    {%- if execute and adapter.get_relation(target.database, 'segment_meta', 'watermarks') is not none -%}
+        {%- set check -%}
+            select coalesce(({{ watermark_query('int_identity__resolved_batch', 'batch_after') }}) <= {{ position }}, false)
+        {%- endset -%}
+        {%- if not run_query(check).columns[0].values()[0] -%}
+            {{ exceptions.raise_compiler_error(
+                "product_events has consumed the resolution queue up to " ~ position
+                ~ " but int_identity__resolved_batch was resolved for a later point; build them together:"
+                ~ " dbt build -s int_identity__resolved_batch product_events (with the same flags)") }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro queued_since(column, model_position) -%}
+    {#-
+        The queue rows a consumer of product_events has not consumed yet: after its own watermark,
+        up to what product_events has consumed (so that running alone, before product_events, it
+        never takes as done what product_events has not written yet).
+    -#}
+    {{ column }} > {{ model_position }} and {{ column }} <= {{ watermark('product_events') }}
+{%- endmacro %}
+
 {% macro affected_days() -%}
     {#-
         The (org, event day) pairs account_event_daily must recompute: those queued since its
-        watermark. Read when the model runs and inlined as a VALUES list, so that PostgreSQL
-        knows how few days they are and reads just those through product_events' (org_id,
-        event_date) index (from a subquery it guesses hundreds and scans all of history).
+        watermark that product_events has consumed. Read when the model runs and inlined as a
+        VALUES list, so that PostgreSQL knows how few days they are and reads just those through
+        product_events' (org_id, event_date) index (from a subquery it guesses hundreds and scans
+        all of history).
     -#}
     {%- set days = [] -%}
     {%- if execute -%}
         {%- set found -%}
             select distinct queue.org_id, queue.event_date::text
             from {{ ref('int_events__resolution_queue') }} as queue
-            where queue.queued_at > {{ watermark('account_event_daily') }}
+            where {{ queued_since('queue.queued_at', own_watermark()) }}
         {%- endset -%}
         {%- set days = run_query(found).rows -%}
     {%- endif -%}

@@ -1,7 +1,9 @@
 {% macro create_meta_tables() %}
     {#-
-        The incremental models' watermarks: for each model, the newest staging batch it has
-        processed. Written by the model's post-hook inside its own transaction, so a failed
+        The incremental models' watermarks: for each model, how far it has consumed its input
+        (staging batches, or the resolution queue's runs). Each is bound to the model's table by
+        its oid, so a dropped, recreated or full-refreshed table starts again from nothing (see
+        watermark()). Written by the model's post-hook inside its own transaction, so a failed
         run leaves it where it was and the next run catches up.
     -#}
     create schema if not exists segment_meta;
@@ -9,6 +11,21 @@
         model text primary key,
         high_water timestamptz not null
     );
+    alter table segment_meta.watermarks
+    add column if not exists relation_oid oid,
+    add column if not exists batch_after timestamptz;
+    comment on column segment_meta.watermarks.relation_oid is
+    'The oid of the table the watermark belongs to; it counts only while that table exists.';
+    comment on column segment_meta.watermarks.batch_after is
+    'For int_identity__resolved_batch: the queue position its batch starts after (-infinity: everything).';
+    -- watermarks written before they were bound to tables belong to the table of that name there now
+    update segment_meta.watermarks
+    set relation_oid = (
+        select min(tables.oid) from pg_class as tables
+        where tables.relname = watermarks.model and tables.relkind = 'r'
+        having count(*) = 1
+    )
+    where relation_oid is null;
     create or replace function segment_meta.try_timestamptz(value text)
     returns timestamptz language plpgsql immutable as $fn$
     begin
@@ -18,13 +35,35 @@
     end $fn$;
 {% endmacro %}
 
+{% macro watermark_query(model, column='high_water') -%}
+    {#-
+        The recorded `column` of `model`'s watermark, if the table it was recorded for still
+        exists: a dropped table takes its oid with it, and a rebuilt one (first run, recreated,
+        --full-refresh) has a new oid.
+    -#}
+    select watermarks.{{ column }} from segment_meta.watermarks as watermarks
+    where
+        watermarks.model = '{{ model }}'
+        and exists (select 1 from pg_class as tables where tables.oid = watermarks.relation_oid)
+{%- endmacro %}
+
 {% macro watermark(model) -%}
-    {#- The newest staging batch `model` has processed ('-infinity' before its first run). -#}
+    {#-
+        How far `model` has consumed its input ('-infinity' before its first run, and whenever its
+        table is missing or was rebuilt since). Read from inside `model` only when it is
+        incremental: a full build starts from nothing. Other models may read it as the bound of
+        what `model` has finished, never as their own position.
+    -#}
     {%- if execute and adapter.get_relation(target.database, 'segment_meta', 'watermarks') is not none -%}
-        {{ timestamp_literal("select max(high_water) from segment_meta.watermarks where model = '" ~ model ~ "'") }}
+        {{ timestamp_literal(watermark_query(model)) }}
     {%- else -%}
         '-infinity'::timestamptz
     {%- endif -%}
+{%- endmacro %}
+
+{% macro own_watermark() -%}
+    {#- The running model's own watermark: '-infinity' on a full build (first run, dropped table, --full-refresh). -#}
+    {{ watermark(this.identifier) if is_incremental() else "'-infinity'::timestamptz" }}
 {%- endmacro %}
 
 {% macro timestamp_literal(query) -%}
@@ -41,11 +80,39 @@
     '{{ value or "-infinity" }}'::timestamptz
 {%- endmacro %}
 
-{% macro set_watermark(model, relation, column) -%}
-    {#- Post-hook: advance `model`'s watermark to the newest `column` of `relation`. -#}
-    insert into segment_meta.watermarks (model, high_water)
-    select '{{ model }}', max({{ column }}) from {{ relation }} having max({{ column }}) is not null
-    on conflict (model) do update set high_water = greatest(segment_meta.watermarks.high_water, excluded.high_water)
+{% macro set_watermark(position, batch_after='null') -%}
+    {#-
+        Post-hook: record that the running model has consumed its input up to `position` (an SQL
+        expression; nothing is recorded when it is null), bound to the model's table as it is
+        now. On the same table the watermark only moves forward; a new table replaces it.
+    -#}
+    insert into segment_meta.watermarks (model, relation_oid, high_water, batch_after)
+    select '{{ this.identifier }}', '{{ this }}'::regclass::oid, consumed.position, {{ batch_after }}
+    from (select {{ position }} as position) as consumed
+    where consumed.position is not null
+    on conflict (model) do update set
+        high_water = case
+            when segment_meta.watermarks.relation_oid = excluded.relation_oid
+                then greatest(segment_meta.watermarks.high_water, excluded.high_water)
+            else excluded.high_water
+        end,
+        relation_oid = excluded.relation_oid,
+        batch_after = excluded.batch_after
+{%- endmacro %}
+
+{% macro prune_consumed(consumers) -%}
+    {#-
+        Post-hook of the resolution queue: delete the runs every consumer has consumed, and only
+        those. A consumer whose table is missing or new counts as having consumed nothing, so a
+        consumer that fails for days keeps everything it has not read. `consumers` are the models
+        that keep a watermark over the queue (int_identity__resolved_batch reads it for product_events).
+    -#}
+    delete from {{ this }}
+    where queued_at <= least(
+        {%- for consumer in consumers %}
+            {{ watermark(consumer) }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
 {%- endmacro %}
 
 {% macro index_where(relation, columns, predicate) -%}

@@ -1,5 +1,9 @@
 """An independent, plain-Python reading of CONTRACT sections 5 and 6, to check the dbt marts against.
 
+Event time: the first of timestamp, originalTimestamp, sentAt, receivedAt that is a valid ISO
+time (kept as reported_event_at), unless it lies outside [received - 5 years, received + 1 day],
+where the arrival time stands in (as it does when none is valid).
+
 It shares no code with the dbt project: it takes the landed events in arrival order, the
 allowlists, entities and rules, and computes every mart row the way the contract words it.
 """
@@ -62,6 +66,14 @@ def timestamp(value):
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def years_before(at: dt.datetime, years: int) -> dt.datetime:
+    """The same instant `years` calendar years earlier; 29 February becomes the 28th."""
+    try:
+        return at.replace(year=at.year - years)
+    except ValueError:
+        return at.replace(year=at.year - years, day=28)
+
+
 @dataclass
 class Event:
     connection_id: str
@@ -81,8 +93,11 @@ class Event:
         self.group_id = blank_none(text(p.get("groupId"))) or blank_none(text(get(p, "context", "groupId")))
         self.email = (email(text(get(p, "traits", "email"))) or email(text(get(p, "context", "traits", "email")))
                       or email(text(get(p, "properties", "email"))))
-        self.event_at = next((t for t in (timestamp(text(p.get(k))) for k in
-                              ("timestamp", "originalTimestamp", "sentAt", "receivedAt")) if t), self.received_at)
+        self.reported_event_at = next((t for t in (timestamp(text(p.get(k))) for k in
+                                       ("timestamp", "originalTimestamp", "sentAt", "receivedAt")) if t), None)
+        self.event_at = (self.reported_event_at if self.reported_event_at is not None
+                         and years_before(self.received_at, 5) <= self.reported_event_at
+                         <= self.received_at + dt.timedelta(days=1) else self.received_at)
         self.event_date = self.event_at.date()
         self.order = (self.event_at, self.received_at, self.message_id.encode())
 
@@ -184,7 +199,7 @@ class Reference:
             rows.append(dict(org_id=e.org_id, connection_id=e.connection_id, message_id=e.message_id,
                              event_type=e.event_type, event_name=e.event_name, user_id=e.user_id,
                              anonymous_id=e.anonymous_id, external_group_id=group, email=mail, event_at=e.event_at,
-                             event_date=e.event_date, received_at=e.received_at, account_id=account_id,
+                             event_date=e.event_date, reported_event_at=e.reported_event_at, received_at=e.received_at, account_id=account_id,
                              contact_id=contact_id, matched_by=matched_by, properties=e.payload.get("properties"),
                              _order=e.order))
         return rows

@@ -29,6 +29,8 @@ def _iso(rng: random.Random, at: dt.datetime):
         return at.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat(timespec="seconds")
     if roll < 0.85:
         return at.replace(tzinfo=None).isoformat(timespec="seconds")  # naive: UTC
+    if roll < 0.9:  # a device clock far off: the arrival time stands in
+        return rng.choice(["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "2099-12-31T23:59:59Z"])
     return rng.choice(["not a date", "2026-13-45T99:00:00Z", 12345, None])
 
 

@@ -5,15 +5,16 @@
         indexes=[{'columns': ['queued_at']}],
         post_hook=[
             "analyze {{ this }}",
-            "{{ set_watermark('int_events__resolution_queue', ref('stg_segment__events'), 'batch_at') }}",
-            "delete from {{ this }} where queued_at < now() - interval '7 days'",
+            "{{ set_watermark('(select max(batch_at) from ' ~ ref('stg_segment__events') ~ ')') }}",
+            "{{ prune_consumed(['product_events', 'account_event_daily', 'user_traits']) }}",
         ]
     )
 }}
 -- The events whose identity must be (re)resolved, appended per run: the new arrivals, every
 -- stored event of a user whose group binding or latest identify email changed with them (so
 -- stitching applies across history), and the days or connection a rebuild or reconcile asks
--- for. product_events and account_event_daily each consume it from their own watermark.
+-- for. product_events, account_event_daily and user_traits each consume it from their own
+-- watermark; a run's rows are deleted once all three have consumed them, never by age.
 -- `events` is inlined (not materialized) so that each use reads only the rows it needs through
 -- the staging indexes; the lateral look-ups read stg_segment__events directly for the same reason.
 with events as not materialized (
@@ -33,7 +34,7 @@ with events as not materialized (
             events.email,
             events.event_at
         from events
-        where events.batch_at > {{ watermark('int_events__resolution_queue') }}
+        where events.batch_at > {{ own_watermark() }}
     ),
 
     new_group_calls as (
@@ -58,12 +59,12 @@ with events as not materialized (
         left join lateral (
             {{ user_call('group', 'external_group_id',
                          'new_group_calls.org_id', 'new_group_calls.user_key', 'earlier',
-                         at_most='new_group_calls.event_at', batch_at_most=watermark('int_events__resolution_queue')) }}
+                         at_most='new_group_calls.event_at', batch_at_most=own_watermark()) }}
         ) as in_force on true
         left join lateral (
             {{ user_call('group', 'external_group_id',
                          'new_group_calls.org_id', 'new_group_calls.user_key', 'first_call',
-                         batch_at_most=watermark('int_events__resolution_queue'), oldest=true) }}
+                         batch_at_most=own_watermark(), oldest=true) }}
         ) as earliest on true
         where
             coalesce(in_force.external_group_id, earliest.external_group_id)
@@ -94,7 +95,7 @@ with events as not materialized (
         left join lateral (
             {{ user_call('identify', 'email',
                          'new_identified_users.org_id', 'new_identified_users.user_key', 'latest',
-                         batch_at_most=watermark('int_events__resolution_queue')) }}
+                         batch_at_most=own_watermark()) }}
         ) as before_latest on true
         where now_latest.email is distinct from before_latest.email
     ),

@@ -1,16 +1,21 @@
-{{ config(materialized='table', post_hook='analyze {{ this }}') }}
+{{
+    config(
+        materialized='table',
+        post_hook=[
+            "analyze {{ this }}",
+            "{{ set_watermark(queue_end(), batch_after=resolution_starts_after()) }}",
+        ]
+    )
+}}
+-- depends_on: {{ ref('int_events__resolution_queue') }}
 -- The lateral look-ups read stg_segment__events directly (an import CTE used several times
 -- would be materialized by PostgreSQL and lose its indexes).
 -- Identity resolution of this run's batch (the queue since product_events' watermark, or every
--- event on a full refresh), as set-based joins: each event's source values (its group, user,
+-- staged event when product_events is built in full), as set-based joins: each event's source values (its group, user,
 -- email, payload paths) meet the rules in force for its connection and the entity keys of its
 -- org; the first match in chain and position order wins (CONTRACT section 6).
 with events as (
     select * from {{ ref('stg_segment__events') }}
-),
-
-queue as (
-    select * from {{ ref('int_events__resolution_queue') }}
 ),
 
 rules as (
@@ -21,24 +26,29 @@ entity_keys as (
     select * from {{ ref('int_identity__entity_keys') }}
 ),
 
-queued as (
-    select distinct
-        queue.connection_id,
-        queue.message_id
-    from queue
-    where queue.queued_at > {{ watermark('product_events') }}
-),
+{% set resolved_after = resolution_starts_after() %}
+{% if resolved_after != "'-infinity'::timestamptz" %}
+    queued as (
+        select distinct
+            queue.connection_id,
+            queue.message_id
+        from {{ ref('int_events__resolution_queue') }} as queue
+        where queue.queued_at > {{ resolved_after }}
+    ),
 
-batch as (
-    select events.*
-    from events
-    {% if not flags.FULL_REFRESH %}
+    batch as (
+        select events.*
+        from events
         inner join queued
             on
                 events.connection_id = queued.connection_id
                 and events.message_id = queued.message_id
-    {% endif %}
-),
+    ),
+{% else %}
+    batch as (
+        select * from events
+    ),
+{% endif %}
 
 -- per user of the batch, what does not depend on the event's time, looked up once per user:
 -- their earliest group binding and their latest identify email
@@ -151,6 +161,7 @@ final as (
         with_sources.email_source as email,
         with_sources.event_at,
         with_sources.event_date,
+        with_sources.reported_event_at,
         with_sources.received_at,
         first_match.account_id,
         first_match.contact_id,

@@ -6,7 +6,7 @@
         indexes=[{'columns': ['org_id', 'subject_type', 'subject_id']}],
         post_hook=[
             "analyze {{ this }}",
-            "{{ set_watermark('int_traits__latest', ref('stg_segment__events'), 'batch_at') }}",
+            "{{ set_watermark('(select max(batch_at) from ' ~ ref('stg_segment__events') ~ ')') }}",
         ]
     )
 }}
@@ -19,7 +19,7 @@ with events as not materialized (
     select * from {{ ref('stg_segment__events') }}
     {% if is_incremental() %}
         -- the calls staged since the last run
-        where batch_at > {{ watermark('int_traits__latest') }}
+        where batch_at > {{ own_watermark() }}
     {% endif %}
 ),
 

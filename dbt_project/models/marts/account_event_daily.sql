@@ -5,10 +5,11 @@
         pre_hook="{{ forget_affected_days() }}",
         indexes=[{'columns': ['org_id', 'event_date', 'account_id']}],
         post_hook=[
-            "{{ set_watermark('account_event_daily', ref('int_events__resolution_queue'), 'queued_at') }}",
+            "{{ set_watermark(watermark('product_events')) }}",
         ]
     )
 }}
+-- depends_on: {{ ref('int_events__resolution_queue') }}
 -- Events and distinct users per account, day and event name. Each run recomputes whole
 -- (org, day) pairs that its batch touched, so late, duplicate and re-resolved events stay exact.
 with product_events as (

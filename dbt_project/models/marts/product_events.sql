@@ -2,6 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        on_schema_change='append_new_columns',
         pre_hook="{{ forget_batch_events() }}",
         indexes=[
             {'columns': ['connection_id', 'message_id'], 'unique': True},
@@ -14,12 +15,14 @@
             "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'contact_id is not null') }}",
             "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'account_id is not null') }}",
             "analyze {{ this }}",
-            "{{ set_watermark('product_events', ref('int_events__resolution_queue'), 'queued_at') }}",
+            "{{ set_watermark('(' ~ watermark_query('int_identity__resolved_batch') ~ ')') }}",
         ]
     )
 }}
 -- One row per distinct allowlisted event, with the account and contact identity resolution
--- gave it. Each run replaces the rows of its batch (new events and the re-resolved ones).
+-- gave it. Each run replaces the rows of its batch (new events and the re-resolved ones) and
+-- records as consumed what that batch covered, never more.
+{{ assert_resolution_follows(own_watermark()) }}
 with resolved as (
     select * from {{ ref('int_identity__resolved_batch') }}
 ),
@@ -41,6 +44,7 @@ final as (
         resolved.email,
         resolved.event_at,
         resolved.event_date,
+        resolved.reported_event_at,
         resolved.received_at,
         resolved.account_id,
         resolved.contact_id,

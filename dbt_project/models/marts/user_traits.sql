@@ -3,14 +3,16 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['org_id', 'user_id'],
-        post_hook="{{ set_watermark('user_traits', ref('int_events__resolution_queue'), 'queued_at') }}",
+        post_hook="{{ set_watermark(watermark('product_events')) }}",
     )
 }}
+-- depends_on: {{ ref('int_events__resolution_queue') }}
 -- One row per identified user: identify traits merged (the newest value of each key wins, kept
 -- per key in int_traits__latest), the latest email, and the contact and account of the user's
 -- latest resolved event. Incremental: each run recomputes the users of the events queued since
--- its watermark; every look-up goes through an index, so the cost follows those users, not the
--- history (the contact and account ones through product_events' partial indexes).
+-- its watermark that product_events has consumed; every look-up goes through an index, so the
+-- cost follows those users, not the history (the contact and account ones through
+-- product_events' partial indexes).
 with latest as not materialized (
     select * from {{ ref('int_traits__latest') }}
 ),
@@ -26,7 +28,7 @@ with latest as not materialized (
                 queue.connection_id = events.connection_id
                 and queue.message_id = events.message_id
         where
-            queue.queued_at > {{ watermark('user_traits') }}
+            {{ queued_since('queue.queued_at', own_watermark()) }}
             and events.user_id is not null
     ),
 {% else %}

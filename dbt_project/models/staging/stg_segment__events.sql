@@ -2,6 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['connection_id', 'message_id'], 'unique': True},
             {'columns': ['batch_at']},
@@ -48,9 +49,8 @@ parsed as (
             {{ parse_timestamp("source.payload ->> 'timestamp'") }},
             {{ parse_timestamp("source.payload ->> 'originalTimestamp'") }},
             {{ parse_timestamp("source.payload ->> 'sentAt'") }},
-            {{ parse_timestamp("source.payload ->> 'receivedAt'") }},
-            source.received_at
-        ) as event_at,
+            {{ parse_timestamp("source.payload ->> 'receivedAt'") }}
+        ) as reported_event_at,
         source.received_at,
         source.loaded_at,
         -- documents
@@ -69,27 +69,36 @@ parsed as (
     {% endif %}
 ),
 
+-- the reported time when it is plausible, else the arrival (see plausible_event_at)
+timed as (
+    select
+        parsed.*,
+        {{ plausible_event_at('parsed.reported_event_at', 'parsed.received_at') }} as event_at
+    from parsed
+),
+
 final as (
     select
-        parsed.connection_id,
-        parsed.org_id,
-        parsed.message_id,
-        parsed.event_type,
-        parsed.event_name,
-        parsed.user_id,
-        parsed.anonymous_id,
-        coalesce(parsed.user_id, parsed.anonymous_id) as user_key,
-        parsed.external_group_id,
-        parsed.email,
-        parsed.event_at,
-        (parsed.event_at at time zone 'UTC')::date as event_date,
-        parsed.received_at,
-        parsed.loaded_at,
+        timed.connection_id,
+        timed.org_id,
+        timed.message_id,
+        timed.event_type,
+        timed.event_name,
+        timed.user_id,
+        timed.anonymous_id,
+        coalesce(timed.user_id, timed.anonymous_id) as user_key,
+        timed.external_group_id,
+        timed.email,
+        timed.event_at,
+        (timed.event_at at time zone 'UTC')::date as event_date,
+        timed.reported_event_at,
+        timed.received_at,
+        timed.loaded_at,
         now() as batch_at,
-        parsed.properties,
-        parsed.traits,
-        parsed.payload
-    from parsed
+        timed.properties,
+        timed.traits,
+        timed.payload
+    from timed
 )
 
 select * from final
