@@ -41,6 +41,10 @@ def dbt_task_group(group_id: str, vars_template: str):
             profile_name="segment_elt", target_name="default", profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml"
         ),
         execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL),
-        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False, "emit_datasets": False},
+        # No per-model assets: the DAGs publish one asset for the marts, and cosmos builds model
+        # asset URIs from the profile's host, which a Unix-socket DATABASE_URL has not (cosmos
+        # reads emit_datasets from RenderConfig only; an operator arg is overridden).
+        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL,
+                                   emit_datasets=False),
+        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False},
     )
