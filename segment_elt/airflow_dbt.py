@@ -3,7 +3,10 @@
 Mode, chosen by measuring (see README, "For data engineers"): LOCAL execution with the dbt
 runner in-process (dbt shares the venv, no subprocess per model) and the graph loaded from the
 manifest `dbt parse` writes (no dbt invocation at DAG parse time). All dbt tasks of all DAGs
-share the pool `segment_dbt` of one slot, so two runs never write the same model at once.
+share the pool `segment_dbt` of one slot, so two tasks never write at once; and each DAG's first
+task opens the run's record only when no other writer (another run, an in-process build from the
+CLI) holds the models, so nothing else lands between two model tasks of a run
+(segment_elt.pipeline.start_run).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,17 +89,36 @@ def _environ(values: dict[str, str]):
                 os.environ[key] = value
 
 
+# dbt commands that write models or seeds: they take the writer role (segment_elt.pipeline).
+WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
+
+
 def run_dbt(args: list[str], url: str | None = None, project_dir: Path = DBT_PROJECT_DIR):
-    """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds."""
+    """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds.
+
+    A command that writes waits until no Airflow run or other process writes the models."""
     from dbt.cli.main import dbtRunner
 
     full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
-    with _environ(dbt_env(url)):
+    with _environ(dbt_env(url)), _writer_role(args[0] in WRITING_COMMANDS, url):
         result = dbtRunner().invoke(full)
     if not result.success:
         detail = result.exception or _failures(result.result)
         raise DbtFailed(f"dbt {' '.join(args)} failed: {detail}")
     return result.result
+
+
+@contextmanager
+def _writer_role(writes: bool, url: str | None):
+    if not writes:
+        yield
+        return
+    from segment_elt import db, pipeline
+
+    name = f"segment-elt in-process dbt build (pid {os.getpid()})"
+    with db.connect(url, application_name=name) as lock_conn, \
+            pipeline.sole_writer(lock_conn, say=lambda line: print(line, file=sys.stderr, flush=True)):
+        yield
 
 
 def _failures(results) -> str:
