@@ -13,7 +13,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from segment_elt.airflow_dbt import dbt_task_group
-from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure
+from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
 @dag(
@@ -35,7 +35,7 @@ def segment_reconcile():
     @task
     def check(params: dict, **context) -> dict:
         """Check the connection exists; the dbt vars of the reconcile build."""
-        from segment_elt import db, pipeline
+        from segment_elt import db
         from segment_elt.connections import UserError
 
         with db.connect() as conn:
@@ -43,7 +43,7 @@ def segment_reconcile():
                                  (params["connection_id"],)).fetchone()
             if found is None:
                 raise UserError(f"no connection {params['connection_id']!r}")
-            pipeline.start_run(conn, "segment_reconcile", context["dag_run"].run_id, "manual")
+            start(conn, "segment_reconcile", context, "manual")
         return {"dbt_vars": {"reconcile_connection_id": params["connection_id"]}}
 
     @task(trigger_rule="none_failed")

@@ -5,7 +5,9 @@ Every 10 minutes: take everything staged since the last successful run, build th
 (staging -> identity resolution -> marts; one task per model), then send what changed back to
 Segment. Backfill runs (`airflow backfill create --dag-id segment_rollups --from-date A
 --to-date B --max-active-runs 1`) recompute the event days of their range from what is stored.
-A failed or skipped run loses nothing: the next run catches up from the last success.
+A failed or skipped run loses nothing: the next run catches up from the last success. The run's
+record is its dbt build's: a failing outbound sync is recorded per connection
+(control.outbound_runs) and fails the outbound task, never the record.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from segment_elt.airflow_dbt import dbt_task_group
-from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure
+from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 MARTS = Asset("segment_elt_marts")
 
@@ -42,7 +44,7 @@ def segment_rollups():
         with db.connect() as conn:
             kind = pipeline.run_kind(run.run_type)
             planned = pipeline.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
-            pipeline.start_run(conn, "segment_rollups", run.run_id, kind, planned)
+            start(conn, "segment_rollups", context, kind, planned)
         print(f"plan: {planned.reason}; dbt vars {planned.dbt_vars}")
         return planned.as_dict()
 

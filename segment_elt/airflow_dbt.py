@@ -3,7 +3,10 @@
 Mode, chosen by measuring (see README, "For data engineers"): LOCAL execution with the dbt
 runner in-process (dbt shares the venv, no subprocess per model) and the graph loaded from the
 manifest `dbt parse` writes (no dbt invocation at DAG parse time). All dbt tasks of all DAGs
-share the pool `segment_dbt` of one slot, so two runs never write the same model at once.
+share the pool `segment_dbt` of one slot, so two tasks never write at once; and each DAG's first
+task opens the run's record only when no other writer (another run, an in-process build from the
+CLI) holds the models, so nothing else lands between two model tasks of a run
+(segment_elt.pipeline.start_run).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def dbt_task_group(group_id: str, vars_template: str):
             profile_name="segment_elt", target_name="default", profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml"
         ),
         execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL),
-        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False, "emit_datasets": False},
+        # No per-model assets: the DAGs publish one asset for the marts, and cosmos builds model
+        # asset URIs from the profile's host, which a Unix-socket DATABASE_URL has not (cosmos
+        # reads emit_datasets from RenderConfig only; an operator arg is overridden).
+        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL,
+                                   emit_datasets=False),
+        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False},
     )

@@ -1,4 +1,4 @@
-"""Pieces the DAG files share: default args, the closing task's body, the failure callback."""
+"""Pieces the DAG files share: default args, opening and closing a run's record, the failure callback."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ DEFAULT_ARGS = {
 }
 
 
+def start(conn, dag_id: str, context: dict, run_type: str, plan=None) -> None:
+    """Open the run's record (segment_elt.pipeline.start_run), asking Airflow which runs still run."""
+    from segment_elt import pipeline
+
+    ti = context["ti"]
+
+    def run_is_live(other_dag_id: str, run_id: str) -> bool:
+        return ti.get_dr_count(dag_id=other_dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
+
+    pipeline.start_run(conn, dag_id, context["dag_run"].run_id, run_type, plan, run_is_live=run_is_live)
+
+
 def finish(dag_id: str, context: dict, detail: dict | None = None) -> dict:
     """Mark the run successful and log its figures."""
     from segment_elt import db, pipeline
@@ -24,7 +36,9 @@ def finish(dag_id: str, context: dict, detail: dict | None = None) -> dict:
 
 
 def record_failure(context: dict) -> None:
-    """DAG failure callback: close the run's record as failed (the next run catches up)."""
+    """DAG failure callback: close the run's record as failed if it is still open (the next run
+    catches up). A record publish closed stays as it is: a failed outbound sync after a good dbt
+    build is recorded per connection in control.outbound_runs, not here."""
     from segment_elt import db, pipeline
 
     run = context["dag_run"]

@@ -7,15 +7,17 @@ import psycopg
 from segment_elt.config import database_url
 
 
-def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True) -> psycopg.Connection:
-    """Open a connection that fails within `timeout_s` when the server is down or stuck."""
+def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True,
+            application_name: str = "segment-elt") -> psycopg.Connection:
+    """Open a connection that fails within `timeout_s` when the server is down or stuck;
+    `application_name` is how pg_stat_activity (and a writer waiting for this one) names it."""
     ms = int(timeout_s * 1000)
     return psycopg.connect(
         url or database_url(),
         autocommit=autocommit,
         connect_timeout=max(1, int(timeout_s)),
         options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
-        application_name="segment-elt",
+        application_name=application_name,
         keepalives=1,
         keepalives_idle=5,
         keepalives_interval=2,

@@ -14,6 +14,7 @@ import requests
 
 from segment_elt.airflow_env import API_PORT
 from segment_elt.config import local_dir
+from segment_elt.connections import UserError
 
 
 def api_url() -> str:
@@ -40,19 +41,32 @@ def trigger(connection_id: str) -> str | None:
                               timeout=5)
     except requests.RequestException:
         return None
-    token.raise_for_status()
+    if token.status_code in (401, 403):
+        raise UserError(f"Airflow at {base} refused the credentials of user {credentials[0]!r} "
+                        f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD")
+    _require_ok(token, "log in")
     answer = requests.post(
         f"{base}/api/v2/dags/segment_reconcile/dagRuns",
         headers={"Authorization": f"Bearer {token.json()['access_token']}"},
         json={"logical_date": None, "conf": {"connection_id": connection_id}},
         timeout=10,
     )
-    answer.raise_for_status()
+    _require_ok(answer, "trigger segment_reconcile")
     return answer.json()["dag_run_id"]
 
 
+def _require_ok(answer: requests.Response, doing: str) -> None:
+    if not answer.ok:
+        said = " ".join(answer.text.split())[:200]
+        raise UserError(f"Airflow at {api_url()} did not {doing} (HTTP {answer.status_code}): {said}")
+
+
 def run_here(connection_id: str) -> None:
-    """The reconcile build without Airflow."""
+    """The reconcile build without Airflow, once no Airflow run or other process writes the models."""
+    from segment_elt.pipeline import WriterBusy
     from segment_elt.transform import run_dbt
 
-    run_dbt(["build", "--vars", json.dumps({"reconcile_connection_id": connection_id})])
+    try:
+        run_dbt(["build", "--vars", json.dumps({"reconcile_connection_id": connection_id})])
+    except WriterBusy as exc:
+        raise UserError(str(exc)) from None

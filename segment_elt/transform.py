@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
+
+import psycopg
 
 from segment_elt.config import PROJECT_ROOT, database_url
+from segment_elt.connections import UserError
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
@@ -16,17 +21,54 @@ class DbtFailed(RuntimeError):
     """dbt finished with errors or failing tests."""
 
 
+# libpq settings dbt-postgres takes, and the profile variable each becomes (profiles.yml).
+DBT_SETTINGS = {
+    "sslmode": "SEGMENT_ELT_DBT_SSLMODE",
+    "sslcert": "SEGMENT_ELT_DBT_SSLCERT",
+    "sslkey": "SEGMENT_ELT_DBT_SSLKEY",
+    "sslrootcert": "SEGMENT_ELT_DBT_SSLROOTCERT",
+    "connect_timeout": "SEGMENT_ELT_DBT_CONNECT_TIMEOUT",
+    "keepalives_idle": "SEGMENT_ELT_DBT_KEEPALIVES_IDLE",
+    "application_name": "SEGMENT_ELT_DBT_APPLICATION_NAME",
+}
+_CONNECTION = {"host", "port", "user", "password", "dbname"}
+_SEARCH_PATH_OPTION = re.compile(r"^\s*-c\s*search_path\s*=\s*(\S+)\s*$")
+
+
 def dbt_env(url: str | None = None) -> dict[str, str]:
-    """The environment variables dbt_project/profiles.yml reads, derived from a libpq URL."""
-    parsed = urlparse(url or database_url())
-    query = parse_qs(parsed.query)
-    host = query.get("host", [parsed.hostname or "localhost"])[0]
+    """The environment variables dbt_project/profiles.yml reads, derived from a libpq URL or DSN.
+
+    libpq itself parses it (every documented form: `postgresql://user@host:port/db?...`, a Unix
+    socket as `?host=/dir` or a percent-encoded host, `key=value` strings), and its defaults
+    apply where dbt-postgres has no notion of "unset": an empty host is libpq's default socket.
+    A setting dbt cannot take raises UserError rather than connect dbt differently from the rest."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        settings = {k: str(v) for k, v in conninfo_to_dict(url or database_url()).items()}
+    except psycopg.ProgrammingError as exc:
+        raise UserError(f"DATABASE_URL is not a PostgreSQL URL libpq accepts: {exc}") from None
+    options = settings.pop("options", None)
+    if options is not None:
+        match = _SEARCH_PATH_OPTION.match(options)
+        if match is None:
+            raise UserError(f"DATABASE_URL options={options!r}: dbt can take only `-c search_path=...` there")
+        settings["search_path"] = match.group(1)
+    unsupported = sorted(set(settings) - _CONNECTION - set(DBT_SETTINGS) - {"search_path"})
+    if unsupported:
+        raise UserError(f"DATABASE_URL sets {', '.join(unsupported)}, which dbt-postgres cannot take; it takes "
+                        f"{', '.join([*DBT_SETTINGS, 'options=-c search_path=...'])}")
+    if "," in settings.get("host", "") + settings.get("port", ""):
+        raise UserError("DATABASE_URL names several hosts or ports; dbt-postgres connects to one")
+    user = settings.get("user") or os.environ.get("PGUSER") or getpass.getuser()
     return {
-        "SEGMENT_ELT_DBT_HOST": host,
-        "SEGMENT_ELT_DBT_PORT": str(query.get("port", [parsed.port or 5432])[0]),
-        "SEGMENT_ELT_DBT_USER": unquote(parsed.username or query.get("user", ["postgres"])[0]),
-        "SEGMENT_ELT_DBT_PASSWORD": unquote(parsed.password or query.get("password", [""])[0]),
-        "SEGMENT_ELT_DBT_DBNAME": (parsed.path or "/postgres").lstrip("/") or "postgres",
+        "SEGMENT_ELT_DBT_HOST": settings.get("host") or os.environ.get("PGHOST", ""),
+        "SEGMENT_ELT_DBT_PORT": settings.get("port") or os.environ.get("PGPORT") or "5432",
+        "SEGMENT_ELT_DBT_USER": user,
+        "SEGMENT_ELT_DBT_PASSWORD": settings.get("password") or os.environ.get("PGPASSWORD", ""),
+        "SEGMENT_ELT_DBT_DBNAME": settings.get("dbname") or os.environ.get("PGDATABASE") or user,
+        "SEGMENT_ELT_DBT_SEARCH_PATH": settings.get("search_path", ""),
+        **{variable: settings[key] for key, variable in DBT_SETTINGS.items() if key in settings},
         "PGTZ": "UTC",
         "DO_NOT_TRACK": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -47,17 +89,36 @@ def _environ(values: dict[str, str]):
                 os.environ[key] = value
 
 
+# dbt commands that write models or seeds: they take the writer role (segment_elt.pipeline).
+WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
+
+
 def run_dbt(args: list[str], url: str | None = None, project_dir: Path = DBT_PROJECT_DIR):
-    """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds."""
+    """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds.
+
+    A command that writes waits until no Airflow run or other process writes the models."""
     from dbt.cli.main import dbtRunner
 
     full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
-    with _environ(dbt_env(url)):
+    with _environ(dbt_env(url)), _writer_role(args[0] in WRITING_COMMANDS, url):
         result = dbtRunner().invoke(full)
     if not result.success:
         detail = result.exception or _failures(result.result)
         raise DbtFailed(f"dbt {' '.join(args)} failed: {detail}")
     return result.result
+
+
+@contextmanager
+def _writer_role(writes: bool, url: str | None):
+    if not writes:
+        yield
+        return
+    from segment_elt import db, pipeline
+
+    name = f"segment-elt in-process dbt build (pid {os.getpid()})"
+    with db.connect(url, application_name=name) as lock_conn, \
+            pipeline.sole_writer(lock_conn, say=lambda line: print(line, file=sys.stderr, flush=True)):
+        yield
 
 
 def _failures(results) -> str:

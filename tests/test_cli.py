@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,28 @@ def test_lists_are_tables_and_json_for_scripts(created):
 def test_reconcile_without_airflow_runs_the_build_here(created, db):
     done = cli("connections", "reconcile", created["connection_id"])
     assert "reconciled" in done.stdout
+
+
+def test_reconcile_with_a_wrong_airflow_password_is_one_clear_line(created):
+    class RefusingAirflow(BaseHTTPRequestHandler):  # Airflow's /auth/token answer to a wrong password
+        def do_POST(self):
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "Invalid credentials"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingAirflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run([CLI, "connections", "reconcile", created["connection_id"]], check=False,
+                              capture_output=True, text=True,
+                              env={**os.environ, "AIRFLOW_API_URL": f"http://127.0.0.1:{server.server_port}",
+                                   "AIRFLOW_USERNAME": "admin", "AIRFLOW_PASSWORD": "wrong"})
+    finally:
+        server.shutdown()
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert "refused the credentials of user 'admin' (HTTP 401)" in done.stderr

@@ -30,6 +30,18 @@ def airflow_home(tmp_path_factory, pg_server):
 
 
 @pytest.fixture
+def acme(db):
+    """A connection of org acme that lets two events through, with account a1 mapped to group acme-ext."""
+    from segment_elt import connections, entities
+
+    created = connections.create(db, "acme")
+    connections.allowlist(db, created.connection_id, add=["Report Created", "$page"])
+    entities.upsert(db, "acme", entities.ACCOUNTS, [{"account_id": "a1", "name": "Acme", "external_id": "acme-ext",
+                                                     "ps_id": None, "vitally_id": None, "traits": {}}])
+    return created
+
+
+@pytest.fixture
 def dags(airflow_home, database_url, archive_url):
     """The project's DAGs, parsed against this test's database and archive."""
     from airflow.dag_processing.dagbag import DagBag

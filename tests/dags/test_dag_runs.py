@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pytest
-
 from segment_elt import connections, entities, landing, samples
 from segment_elt.archive import object_key, open_archive
 
@@ -39,15 +37,6 @@ def run(dag, **conf):
     result = dag.test(run_conf=conf) if conf else dag.test()
     assert result.state == "success", f"{dag.dag_id} ended {result.state}"
     return result
-
-
-@pytest.fixture
-def acme(db):
-    created = connections.create(db, "acme")
-    connections.allowlist(db, created.connection_id, add=["Report Created", "$page"])
-    entities.upsert(db, "acme", entities.ACCOUNTS, [dict(account_id="a1", name="Acme", external_id="acme-ext",
-                                                         ps_id=None, vitally_id=None, traits={})])
-    return created
 
 
 def tracks(n, day_offset=0, user="u1", group="acme-ext", name="Report Created"):
