@@ -20,13 +20,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m segment_elt.demo
+	$(PY) -m segment_elt.local.demo
 
 test: venv
 	$(PY) -m pytest
 
 up: venv
-	$(PY) -m segment_elt.up
+	$(PY) -m segment_elt.local.up
 
 bench: venv
 	$(PY) -m benchmarks
@@ -35,15 +35,15 @@ lint: venv
 	$(VENV)/bin/sqlfluff lint dbt_project
 
 db-start: venv
-	$(PY) -m segment_elt.embedded start
+	$(PY) -m segment_elt.local.embedded start
 
 db-stop: venv
-	$(PY) -m segment_elt.embedded stop
+	$(PY) -m segment_elt.local.embedded stop
 
 # Re-pin requirements.txt (every extra of pyproject.toml) after editing the dependencies there.
 lock: venv
 	$(VENV)/bin/uv pip compile --quiet pyproject.toml --all-extras -o requirements.txt --python-version 3.11
 
 clean:
-	-$(PY) -m segment_elt.embedded stop
+	-$(PY) -m segment_elt.local.embedded stop
 	rm -rf .local

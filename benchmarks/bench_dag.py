@@ -13,8 +13,10 @@ from pathlib import Path
 
 from benchmarks.bench_pipeline import _generate
 from benchmarks.figures import Figure
-from segment_elt import connections, db, embedded, schema
-from segment_elt.airflow_env import airflow_env
+from segment_elt import db
+from segment_elt.control import connections, schema
+from segment_elt.local import embedded
+from segment_elt.local.airflow_env import airflow_env
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
@@ -33,7 +35,7 @@ def run() -> list[Figure]:
         env = {**os.environ, **airflow_env(f"sqlite:///{tmp}/airflow.db"), "AIRFLOW_HOME": str(tmp / "airflow"),
                "DATABASE_URL": url}
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-c", "from segment_elt.airflow_dbt import ensure_manifest; ensure_manifest()"],
+        subprocess.run([sys.executable, "-c", "from segment_elt.pipeline.airflow_dbt import ensure_manifest; ensure_manifest()"],
                        env=env, check=True, capture_output=True)
         with db.connect(url, timeout_s=600) as conn:
             schema.upgrade(conn)

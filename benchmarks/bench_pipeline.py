@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks.figures import Figure
-from segment_elt import connections, db, embedded, entities, schema
-from segment_elt.transform import run_dbt
+from segment_elt import db
+from segment_elt.control import connections, entities, schema
+from segment_elt.local import embedded
+from segment_elt.pipeline.transform import run_dbt
 
 GENERATE = """
 insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, loaded_at, archive_key, payload)

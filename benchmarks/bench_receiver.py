@@ -22,7 +22,9 @@ import boto3
 import requests
 
 from benchmarks.figures import Figure
-from segment_elt import connections, db, embedded, samples, schema
+from segment_elt import db
+from segment_elt.control import connections, schema
+from segment_elt.local import embedded, samples
 from tests.helpers import MotoS3, free_port, start_receiver
 
 DURATION_S = int(os.environ.get("BENCH_SECONDS", 10))

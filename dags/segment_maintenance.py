@@ -15,7 +15,7 @@ import logging
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.dag_tasks import DEFAULT_ARGS
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,22 @@ def segment_maintenance():
     @task
     def prune() -> dict:
         """Delete staged rows past the retention that staging consumed and the archive holds intact."""
-        from segment_elt import db, maintenance
-        from segment_elt.archive import open_archive
-        from segment_elt.config import DEFAULT_RETENTION_DAYS, archive_url
+        from segment_elt import db
+        from segment_elt.ingest.archive import open_archive
+        from segment_elt.pipeline import maintenance
+        from segment_elt.settings import settings
 
+        current = settings()
         with db.connect(timeout_s=600) as conn:
-            done = maintenance.prune(conn, open_archive(archive_url()), DEFAULT_RETENTION_DAYS)
+            done = maintenance.prune(conn, open_archive(current.archive_url), current.retention_days)
         log.info("pruned: %s", done.as_dict())
         return done.as_dict()
 
     @task
     def vacuum() -> None:
         """VACUUM (ANALYZE) raw.segment_events."""
-        from segment_elt import db, maintenance
+        from segment_elt import db
+        from segment_elt.pipeline import maintenance
 
         with db.connect(timeout_s=3600) as conn:
             maintenance.vacuum(conn)

@@ -12,8 +12,8 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.airflow_dbt import dbt_task_group
-from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
 @dag(
@@ -36,7 +36,7 @@ def segment_reconcile():
     def check(params: dict, **context) -> dict:
         """Check the connection exists; the dbt vars of the reconcile build."""
         from segment_elt import db
-        from segment_elt.connections import UserError
+        from segment_elt.control.errors import UserError
 
         with db.connect() as conn:
             found = conn.execute("select 1 from control.connections where connection_id = %s",

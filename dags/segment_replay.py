@@ -13,8 +13,8 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.airflow_dbt import dbt_task_group
-from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
 @dag(
@@ -38,14 +38,15 @@ def segment_replay():
     @task
     def reland(params: dict, **context) -> dict:
         """List the archive under the connection's day prefixes and re-land each request."""
-        from segment_elt import db, replay
-        from segment_elt.archive import open_archive
-        from segment_elt.config import archive_url
+        from segment_elt import db
+        from segment_elt.ingest.archive import open_archive
+        from segment_elt.pipeline import replay
+        from segment_elt.settings import settings
 
         with db.connect(timeout_s=60) as conn:
             org, first, last = replay.validate(conn, params["connection_id"], params["start_date"], params["end_date"])
             start(conn, "segment_replay", context, "manual")
-            done = replay.replay(conn, open_archive(archive_url()), params["connection_id"], org, first, last)
+            done = replay.replay(conn, open_archive(settings().archive_url), params["connection_id"], org, first, last)
         print(f"replayed: {done.as_dict()}")
         return {"replayed": done.as_dict(), "dbt_vars": {
             "reconcile_connection_id": params["connection_id"],

@@ -17,8 +17,8 @@ import datetime as dt
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.airflow_dbt import dbt_task_group
-from segment_elt.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 MARTS = Asset("segment_elt_marts")
 
@@ -38,12 +38,13 @@ def segment_rollups():
     @task
     def plan(**context) -> dict:
         """Decide what this run builds: the new arrivals, or a backfill's day."""
-        from segment_elt import db, pipeline
+        from segment_elt import db
+        from segment_elt.pipeline import runs
 
         run = context["dag_run"]
         with db.connect() as conn:
-            kind = pipeline.run_kind(run.run_type)
-            planned = pipeline.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
+            kind = runs.run_kind(run.run_type)
+            planned = runs.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
             start(conn, "segment_rollups", context, kind, planned)
         print(f"plan: {planned.reason}; dbt vars {planned.dbt_vars}")
         return planned.as_dict()
@@ -64,9 +65,9 @@ def segment_rollups():
     @task(trigger_rule="none_failed")
     def outbound_sync() -> dict:
         """Send computed traits, audiences, account traits and moments that changed to Segment."""
-        from segment_elt import outbound
+        from segment_elt.outbound import sync
 
-        return outbound.sync_all()
+        return sync.sync_all()
 
     has_work(planned) >> dbt >> publish() >> outbound_sync()
 

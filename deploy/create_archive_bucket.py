@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from segment_elt.archive import open_archive
+from segment_elt.ingest.archive import open_archive
 
 ALREADY_THERE = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
 

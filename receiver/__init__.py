@@ -1,80 +1,8 @@
-"""The webhook receiver: verifies Segment's signed requests and lands them (CONTRACT section 3).
+"""The receiver's deployment entry point, `receiver:create_app` (gunicorn -c receiver/gunicorn.conf.py).
 
-    gunicorn -c receiver/gunicorn.conf.py 'receiver:create_app()'
+The app itself is segment_elt.ingest.receiver; this name stays for existing deployments.
 """
 
-from __future__ import annotations
+from segment_elt.ingest.receiver import create_app
 
-import json
-import logging
-import sys
-
-from flask import Flask, jsonify
-
-from segment_elt.config import ReceiverSettings, archive_url, database_url
-
-
-def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__)
-    settings = ReceiverSettings()
-    app.config.update(
-        DATABASE_URL=database_url(),
-        ARCHIVE_URL=archive_url(),
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        SETTINGS=settings,
-    )
-    if test_config:
-        app.config.update(test_config)
-    _configure_logging()
-
-    from receiver import health, webhook
-    from receiver.backends import Backends
-
-    app.extensions["segment_elt"] = Backends(app.config["DATABASE_URL"], app.config["ARCHIVE_URL"], settings)
-    app.register_blueprint(webhook.bp)
-    app.register_blueprint(health.bp)
-
-    @app.errorhandler(404)
-    def not_found(_):
-        return jsonify(error="not found: POST events to /webhooks/segment/<connection_id>"), 404
-
-    @app.errorhandler(405)
-    def method_not_allowed(_):
-        return jsonify(error="method not allowed: POST events to /webhooks/segment/<connection_id>"), 405
-
-    @app.errorhandler(413)
-    def too_large(_):
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        return jsonify(error=f"body larger than {limit} bytes: send smaller batches"), 413
-
-    @app.errorhandler(Exception)
-    def unexpected(exc):
-        from werkzeug.exceptions import HTTPException
-
-        if isinstance(exc, HTTPException):
-            return jsonify(error=exc.description or exc.name), exc.code
-        logging.getLogger("receiver").exception("unexpected error")
-        response = jsonify(error="temporarily unable to accept events; retry later")
-        response.headers["Retry-After"] = str(settings.retry_after_s)
-        return response, 503
-
-    return app
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {"level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
-        line.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            line["error"] = repr(record.exc_info[1])
-        return json.dumps(line, separators=(",", ":"))
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("receiver")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_JsonFormatter())
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+__all__ = ["create_app"]

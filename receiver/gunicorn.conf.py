@@ -7,7 +7,7 @@ bind = os.environ.get("RECEIVER_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("RECEIVER_WORKERS", multiprocessing.cpu_count() * 2))
 threads = int(os.environ.get("RECEIVER_THREADS", 1))
 worker_class = "gthread" if threads > 1 else "sync"
-# Segment gives up after 10 s; every backend call is bounded well inside that (see ReceiverSettings).
+# Segment gives up after 10 s; every backend call is bounded well inside that (see segment_elt.settings).
 timeout = int(os.environ.get("RECEIVER_TIMEOUT", 30))
 graceful_timeout = 10
 keepalive = 5

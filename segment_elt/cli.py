@@ -15,9 +15,12 @@ import psycopg
 import psycopg.conninfo
 from tabulate import tabulate
 
-from segment_elt import connections, crypto, db, entities, outbound, reconcile, schema
-from segment_elt.config import database_url
-from segment_elt.connections import UserError
+from segment_elt import db
+from segment_elt.control import connections, crypto, entities, schema
+from segment_elt.control.errors import UserError
+from segment_elt.outbound import sync
+from segment_elt.pipeline import reconcile
+from segment_elt.settings import settings
 
 EXAMPLES = """examples:
   segment-elt db upgrade
@@ -117,7 +120,7 @@ def cmd_recent(args, conn) -> None:
 
 
 def cmd_run_once(args, conn) -> None:
-    from segment_elt import run_once
+    from segment_elt.pipeline import run_once
 
     state, figures = run_once.run_rollups_once()
     _print({"state": state, **figures}, args.json, _table(
@@ -161,7 +164,7 @@ def cmd_outbound(args, conn) -> None:
 def cmd_outbound_test(args, conn) -> None:
     connections.require_live(conn, args.connection_id)
     try:
-        client = outbound.client_for(conn, args.connection_id, retries=0)
+        client = sync.client_for(conn, args.connection_id, retries=0)
     except (LookupError, crypto.SecretKeyError) as exc:
         raise UserError(str(exc)) from None
     status, body = client.probe()
@@ -273,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except psycopg.OperationalError as exc:
         print(f"error: cannot reach PostgreSQL ({_first_line(exc)}); check DATABASE_URL or start the embedded server "
-              "(python -m segment_elt.embedded start)", file=sys.stderr)
+              "(python -m segment_elt.local.embedded start)", file=sys.stderr)
         return 1
     return 0
 
 
 def _check_database_url() -> None:
     try:
-        psycopg.conninfo.conninfo_to_dict(database_url())
+        psycopg.conninfo.conninfo_to_dict(settings().require_database_url())
     except psycopg.ProgrammingError as exc:
         raise UserError(f"DATABASE_URL is not a PostgreSQL URL ({_first_line(exc)}); "
                         "use postgresql://user:password@host:5432/dbname") from None

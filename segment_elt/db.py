@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from segment_elt.config import database_url
+from segment_elt.settings import settings
 
 
 def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True,
@@ -13,7 +13,7 @@ def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool =
     `application_name` is how pg_stat_activity (and a writer waiting for this one) names it."""
     ms = int(timeout_s * 1000)
     return psycopg.connect(
-        url or database_url(),
+        url or settings().require_database_url(),
         autocommit=autocommit,
         connect_timeout=max(1, int(timeout_s)),
         options=f"-c statement_timeout={ms} -c lock_timeout={ms}",

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from segment_elt import embedded, schema
+from segment_elt.control import schema
+from segment_elt.local import embedded
 from tests.helpers import MotoS3, free_port, start_receiver
 
 TEMPLATE = "segment_elt_template"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from segment_elt.embedded import free_port
+from segment_elt.local.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from segment_elt import landing, samples
+from segment_elt.ingest import landing
+from segment_elt.local import samples
 
 CLI = str(Path(sys.executable).parent / "segment-elt")
 

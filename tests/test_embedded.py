@@ -10,7 +10,7 @@ import sys
 import psycopg
 import pytest
 
-from segment_elt import embedded
+from segment_elt.local import embedded
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_a_server_that_cannot_start_says_why_in_one_line(base):
     embedded.start(base, server_port=embedded.free_port())
     embedded.stop(base)
     (base / "data" / "postgresql.auto.conf").write_text("shared_buffers = 'a lot'\n")
-    done = subprocess.run([sys.executable, "-m", "segment_elt.embedded", "start", str(base)],
+    done = subprocess.run([sys.executable, "-m", "segment_elt.local.embedded", "start", str(base)],
                           check=False, capture_output=True, text=True)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

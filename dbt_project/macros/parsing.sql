@@ -20,7 +20,7 @@
 {%- endmacro %}
 
 {% macro event_name(event_type, track_event) -%}
-    {#- CONTRACT section 5: a track's event name; other calls as $page, $screen, ... -#}
+    {#- docs/tables.md#event-names-and-event-time: a track's event name; other calls as $page, $screen, ... -#}
     case {{ event_type }}
         when 'track' then {{ track_event }}
         when 'page' then '$page'

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from segment_elt.airflow_env import airflow_env
+from segment_elt.local.airflow_env import airflow_env
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def airflow_home(tmp_path_factory, pg_server):
     env.update(AIRFLOW_HOME=str(home), SEGMENT_ELT_DAG_RETRIES="0", AIRFLOW__CORE__EXECUTOR="LocalExecutor")
     os.environ.update(env)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ)
-    from segment_elt.airflow_dbt import ensure_manifest
+    from segment_elt.pipeline.airflow_dbt import ensure_manifest
 
     os.environ["DATABASE_URL"] = pg_server.url()
     ensure_manifest()
@@ -32,7 +32,7 @@ def airflow_home(tmp_path_factory, pg_server):
 @pytest.fixture
 def acme(db):
     """A connection of org acme that lets two events through, with account a1 mapped to group acme-ext."""
-    from segment_elt import connections, entities
+    from segment_elt.control import connections, entities
 
     created = connections.create(db, "acme")
     connections.allowlist(db, created.connection_id, add=["Report Created", "$page"])

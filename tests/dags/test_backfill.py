@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from segment_elt import connections, pipeline, samples
-from segment_elt.transform import run_dbt
+from segment_elt.control import connections
+from segment_elt.local import samples
+from segment_elt.pipeline import runs
+from segment_elt.pipeline.transform import run_dbt
 from tests.dags.test_dag_runs import NOW, daily, land
 
 MIDNIGHT = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -30,10 +32,10 @@ def test_backfill_days_equal_a_full_rebuild(db, airflow_home):
     connections.allowlist(db, acme.connection_id, add=["Invite Sent"])  # the past days are now stale
     for days_ago in (3, 2, 1):
         day = MIDNIGHT - dt.timedelta(days=days_ago)
-        later = pipeline.plan_rollups(db, "backfill", day + dt.timedelta(minutes=10), day + dt.timedelta(minutes=20))
+        later = runs.plan_rollups(db, "backfill", day + dt.timedelta(minutes=10), day + dt.timedelta(minutes=20))
         assert not later.run_dbt  # only the day's first interval rebuilds it
         # as a live backfill run hands it to the plan task: the task SDK's enum, not a string
-        plan = pipeline.plan_rollups(db, pipeline.run_kind(DagRunType.BACKFILL), day, day + dt.timedelta(minutes=10))
+        plan = runs.plan_rollups(db, runs.run_kind(DagRunType.BACKFILL), day, day + dt.timedelta(minutes=10))
         assert plan.dbt_vars == {"rebuild_from": day.date().isoformat(), "rebuild_to": day.date().isoformat()}
         run_dbt(["build", "--vars", json.dumps(plan.dbt_vars)])
     backfilled = daily(db)

@@ -58,11 +58,11 @@ def test_dbt_models_are_visible_tasks(dags):
 
 
 def test_shell_environment_points_at_the_stacks_metadata_database():
-    """`eval "$(python -m segment_elt.airflow_env)"` (the README's way to use the airflow CLI next to
+    """`eval "$(python -m segment_elt.local.airflow_env)"` (the README's way to use the airflow CLI next to
     `make up`) must reach the same metadata database and project database as the running stack."""
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
     env["DATABASE_URL"] = "postgresql://segment:pw@db.internal:5432/segment"
-    out = subprocess.run([sys.executable, "-m", "segment_elt.airflow_env"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "segment_elt.local.airflow_env"], env=env, capture_output=True,
                          text=True, check=True).stdout
     exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
     assert exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "'postgresql+psycopg2://segment:pw@db.internal:5432/airflow'"

@@ -1,12 +1,14 @@
-"""The DAGs' behaviour through dag.test() against the embedded PostgreSQL and real dbt (CONTRACT section 7)."""
+"""The DAGs' behaviour through dag.test() against the embedded PostgreSQL and real dbt (docs/dags.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 
-from segment_elt import connections, entities, landing, samples
-from segment_elt.archive import object_key, open_archive
+from segment_elt.control import connections, entities
+from segment_elt.ingest import landing
+from segment_elt.ingest.archive import object_key, open_archive
+from segment_elt.local import samples
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 

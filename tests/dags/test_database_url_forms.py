@@ -7,9 +7,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from segment_elt import connections, embedded, entities, samples
-from segment_elt.connections import UserError
-from segment_elt.transform import DbtFailed, dbt_env, run_dbt
+from segment_elt.control import connections, entities
+from segment_elt.control.errors import UserError
+from segment_elt.local import embedded, samples
+from segment_elt.pipeline.transform import DbtFailed, dbt_env, run_dbt
 from tests.dags.test_dag_runs import NOW, land, run, total_events
 
 

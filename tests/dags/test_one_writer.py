@@ -11,7 +11,7 @@ import time
 import psycopg
 
 from segment_elt import db as segment_db
-from segment_elt import pipeline
+from segment_elt.pipeline import runs
 from tests.dags.test_dag_runs import NOW, land, total_events, tracks
 from tests.test_cli import CLI
 
@@ -52,7 +52,7 @@ def test_an_airflow_run_waits_for_an_in_process_build(dags, db, acme, database_u
 
     def in_process_build() -> None:
         with segment_db.connect(application_name="segment-elt in-process dbt build (test)") as lock_conn, \
-                pipeline.sole_writer(lock_conn):
+                runs.sole_writer(lock_conn):
             held.set()
             time.sleep(15)
             released["at"] = lock_conn.execute("select clock_timestamp()").fetchone()[0]

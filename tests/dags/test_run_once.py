@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from segment_elt import cli
-from tests.dags.test_dag_runs import NOW, acme, land, total_events, tracks  # noqa: F401 (acme is a fixture)
+from tests.dags.test_dag_runs import NOW, land, total_events, tracks
 
 
 def test_run_once_builds_the_marts_and_prints_the_runs_figures(dags, db, acme, capsys):

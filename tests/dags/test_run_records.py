@@ -8,7 +8,8 @@ import time
 
 import psycopg
 
-from segment_elt import config, crypto
+from segment_elt.control import crypto
+from segment_elt.outbound import segment_api
 from tests.dags.test_dag_runs import NOW, land, run, total_events, tracks
 from tests.outbound.conftest import StandIn
 
@@ -59,7 +60,7 @@ def total_events_fresh(database_url: str) -> int:
 
 def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, db, acme, monkeypatch):
     segment = StandIn()  # knows no write key: every batch is refused with 401
-    monkeypatch.setitem(config.SEGMENT_API_BASES, "us", f"{segment.url}/us")
+    monkeypatch.setitem(segment_api.SEGMENT_API_BASES, "us", f"{segment.url}/us")
     monkeypatch.delenv("SEGMENT_API_URL", raising=False)
     db.execute("insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, 'us')",
                (acme.connection_id, crypto.encrypt("revoked-key")))

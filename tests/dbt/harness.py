@@ -11,8 +11,10 @@ from pathlib import Path
 
 import psycopg
 
-from segment_elt import connections, entities, landing
-from segment_elt.transform import DBT_PROJECT_DIR, run_dbt
+from segment_elt.control import connections, entities
+from segment_elt.ingest import landing
+from segment_elt.pipeline.transform import run_dbt
+from segment_elt.settings import settings
 from tests.dbt.reference import Event, Reference
 from tests.dbt.world import AS_OF, World
 
@@ -31,7 +33,7 @@ VARS = json.dumps({"as_of": AS_OF.isoformat()})
 def copy_project(tmp: Path) -> Path:
     """A copy of the dbt project whose identity_rules seed a test can rewrite."""
     target = tmp / "dbt_project"
-    shutil.copytree(DBT_PROJECT_DIR, target, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    shutil.copytree(settings().dbt_project_dir, target, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     return target
 
 

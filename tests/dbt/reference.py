@@ -1,4 +1,4 @@
-"""An independent, plain-Python reading of CONTRACT sections 5 and 6, to check the dbt marts against.
+"""An independent, plain-Python reading of docs/tables.md and docs/identity.md, to check the dbt marts against.
 
 Event time: the first of timestamp, originalTimestamp, sentAt, receivedAt that is a valid ISO
 time (kept as reported_event_at), unless it lies outside [received - 5 years, received + 1 day],

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from segment_elt.transform import DBT_PROJECT_DIR, dbt_env, run_dbt
+from segment_elt.pipeline.transform import dbt_env, run_dbt
+from segment_elt.settings import settings
 
 
 def test_build_with_tests_and_docs(database_url):
@@ -15,13 +16,13 @@ def test_build_with_tests_and_docs(database_url):
     assert statuses <= {"success", "pass"}, statuses
     assert any(r.node.resource_type == "unit_test" for r in results)
     run_dbt(["docs", "generate"])
-    assert (DBT_PROJECT_DIR / "target" / "catalog.json").exists()
+    assert (settings().dbt_project_dir / "target" / "catalog.json").exists()
 
 
 def test_sqlfluff_is_clean_on_first_and_incremental_runs(database_url):
     env = {**os.environ, **dbt_env(database_url)}
     for state in ("empty database", "after a build"):  # is_incremental() renders differently
-        lint = subprocess.run([sys.executable, "-m", "sqlfluff", "lint", str(DBT_PROJECT_DIR / "models")],
-                              cwd=DBT_PROJECT_DIR.parent, env=env, capture_output=True, text=True)
+        lint = subprocess.run([sys.executable, "-m", "sqlfluff", "lint", str(settings().dbt_project_dir / "models")],
+                              cwd=settings().dbt_project_dir.parent, env=env, capture_output=True, text=True)
         assert lint.returncode == 0, f"{state}:\n{lint.stdout[-3000:]}"
         run_dbt(["build"])

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from segment_elt import config, connections, crypto
+from segment_elt.control import connections, crypto
+from segment_elt.outbound import segment_api
 from tests.helpers import free_port
 
 DEDUPE_WINDOW_S = 24 * 3600
@@ -86,8 +87,8 @@ class StandIn:
 @pytest.fixture
 def segment(monkeypatch):
     stand_in = StandIn()
-    monkeypatch.setitem(config.SEGMENT_API_BASES, "us", f"{stand_in.url}/us")
-    monkeypatch.setitem(config.SEGMENT_API_BASES, "eu", f"{stand_in.url}/eu")
+    monkeypatch.setitem(segment_api.SEGMENT_API_BASES, "us", f"{stand_in.url}/us")
+    monkeypatch.setitem(segment_api.SEGMENT_API_BASES, "eu", f"{stand_in.url}/eu")
     monkeypatch.delenv("SEGMENT_API_URL", raising=False)
     yield stand_in
     stand_in.server.shutdown()

@@ -6,8 +6,11 @@ import datetime as dt
 import json
 
 from segment_elt import cli as segment_elt_cli
-from segment_elt import connections, entities, landing, outbound, samples
-from segment_elt.transform import run_dbt
+from segment_elt.control import connections, entities
+from segment_elt.ingest import landing
+from segment_elt.local import samples
+from segment_elt.outbound import sync
+from segment_elt.pipeline.transform import run_dbt
 from tests.helpers import free_port
 from tests.outbound.conftest import enable
 from tests.test_cli import cli
@@ -68,7 +71,7 @@ def test_outbound_models_on_real_marts(db):
         landing.insert_events(db, connection_id=created.connection_id, org_id="acme", text=json.dumps(event),
                               events=[event], received_at=old, archive_key="k")
     run_dbt(["build"])
-    messages = outbound.preview(org_id="acme")
+    messages = sync.preview(org_id="acme")
     identify = next(m for m in messages if m["type"] == "identify" and m["userId"] == "u1")
     assert identify["traits"]["account_id"] == "a1"
     groups = {m["anonymousId"]: m for m in messages if m["type"] == "group"}

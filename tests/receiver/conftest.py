@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from segment_elt import connections, samples
+from segment_elt.control import connections
+from segment_elt.local import samples
 
 
 @dataclass

@@ -6,8 +6,8 @@ import time
 
 import boto3
 
-from segment_elt import samples
-from segment_elt.archive import open_archive
+from segment_elt.ingest.archive import open_archive
+from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from segment_elt import samples
-from segment_elt.archive import open_archive
+from segment_elt.ingest.archive import open_archive
+from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
 

@@ -1,4 +1,4 @@
-"""Every status code of CONTRACT section 3, through real HTTP, gunicorn, PostgreSQL and both archives."""
+"""Every status code of docs/receiver.md, through real HTTP, gunicorn, PostgreSQL and both archives."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 
 import requests
 
-from segment_elt import connections, samples
-from segment_elt.archive import open_archive
+from segment_elt.control import connections
+from segment_elt.ingest.archive import open_archive
+from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
 CALLS = ["track", "page", "screen", "identify", "group", "alias"]

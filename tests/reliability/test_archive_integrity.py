@@ -14,9 +14,11 @@ import boto3
 import pytest
 import requests
 
-from segment_elt import connections, landing, samples
-from segment_elt.archive import object_key, open_archive, verify_body
-from segment_elt.replay import ReplayIncomplete, replay
+from segment_elt.control import connections
+from segment_elt.ingest import landing
+from segment_elt.ingest.archive import object_key, open_archive, verify_body
+from segment_elt.local import samples
+from segment_elt.pipeline.replay import ReplayIncomplete, replay
 from tests.helpers import free_port
 from tests.receiver.conftest import make_hook
 

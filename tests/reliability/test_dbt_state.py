@@ -12,7 +12,7 @@ import datetime as dt
 import psycopg
 import pytest
 
-from segment_elt.transform import DbtFailed
+from segment_elt.pipeline.transform import DbtFailed
 from tests.dbt.harness import (
     Loaded,
     copy_project,

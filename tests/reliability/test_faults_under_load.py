@@ -15,9 +15,10 @@ import boto3
 import pytest
 import requests
 
-from segment_elt import connections, samples
-from segment_elt.archive import open_archive
-from segment_elt.transform import run_dbt
+from segment_elt.control import connections
+from segment_elt.ingest.archive import open_archive
+from segment_elt.local import samples
+from segment_elt.pipeline.transform import run_dbt
 from tests.receiver.conftest import make_hook
 
 CLIENTS, EVENTS_EACH = 6, int(os.environ.get("FAULT_EVENTS_EACH", 60))

@@ -10,8 +10,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segment_elt import samples
-from segment_elt.archive import open_archive
+from segment_elt.ingest.archive import open_archive
+from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
 OK, BAD, UNSIGNED, MISSING = {200}, {400}, {401}, {404}

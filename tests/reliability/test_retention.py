@@ -10,9 +10,12 @@ from pathlib import Path
 
 import boto3
 
-from segment_elt import connections, landing, maintenance, samples
-from segment_elt.archive import object_key, open_archive
-from segment_elt.transform import run_dbt
+from segment_elt.control import connections
+from segment_elt.ingest import landing
+from segment_elt.ingest.archive import object_key, open_archive
+from segment_elt.local import samples
+from segment_elt.pipeline import maintenance
+from segment_elt.pipeline.transform import run_dbt
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
 EXPIRED = NOW - dt.timedelta(days=40)

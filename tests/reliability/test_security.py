@@ -8,8 +8,10 @@ import json
 
 import requests
 
-from segment_elt import connections, crypto, entities, landing, samples, signing
-from segment_elt.transform import run_dbt
+from segment_elt.control import connections, crypto, entities
+from segment_elt.ingest import landing, signing
+from segment_elt.local import samples
+from segment_elt.pipeline.transform import run_dbt
 from tests.dbt.harness import copy_project, write_rules
 from tests.receiver.conftest import make_hook
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from segment_elt import samples
+from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
 

@@ -13,7 +13,7 @@
 -- Identity resolution of this run's batch (the queue since product_events' watermark, or every
 -- staged event when product_events is built in full), as set-based joins: each event's source values (its group, user,
 -- email, payload paths) meet the rules in force for its connection and the entity keys of its
--- org; the first match in chain and position order wins (CONTRACT section 6).
+-- org; the first match in chain and position order wins (docs/identity.md).
 with events as (
     select * from {{ ref('stg_segment__events') }}
 ),

@@ -1,0 +1,236 @@
+"""Versioned schema of the control, landing and app tables (`segment-elt db upgrade`).
+
+Each migration runs once, in order, in one transaction, under an advisory lock so that
+concurrent upgrades (several containers starting at once) are safe. Never edit a migration
+that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "control, landing and app tables; per-org token bucket",
+        r"""
+create schema if not exists control;
+create schema if not exists raw;
+create schema if not exists app;
+
+create table control.orgs (
+    org_id text primary key check (org_id ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'),
+    rate_limit_per_minute integer not null default 600 check (rate_limit_per_minute > 0),
+    created_at timestamptz not null default now()
+);
+
+create table control.connections (
+    connection_id text primary key,
+    org_id text not null references control.orgs (org_id),
+    name text,
+    secret_enc text not null,              -- Fernet token of the shared secret, never plain text
+    created_at timestamptz not null default now(),
+    deleted_at timestamptz
+);
+create index connections_org_idx on control.connections (org_id);
+
+create table control.allowlist (
+    connection_id text not null references control.connections (connection_id),
+    event_name text not null,
+    added_at timestamptz not null default now(),
+    primary key (connection_id, event_name)
+);
+
+create table control.outbound (
+    connection_id text primary key references control.connections (connection_id),
+    write_key_enc text not null,           -- Fernet token of the Segment write key
+    region text not null check (region in ('us', 'eu')),
+    enabled boolean not null default true,
+    updated_at timestamptz not null default now()
+);
+
+-- Token bucket per org (docs/receiver.md#rate-limit), shared by every receiver process and host.
+create table control.rate_buckets (
+    org_id text primary key references control.orgs (org_id),
+    tokens double precision not null,
+    updated_at timestamptz not null
+);
+
+create table raw.segment_events (
+    connection_id text not null,
+    org_id text not null,
+    message_id text not null,
+    event_type text,
+    received_at timestamptz not null,      -- when the receiver got the request
+    archive_key text not null,             -- the archive object holding the exact request body
+    payload jsonb not null,
+    loaded_at timestamptz not null default now(),  -- when the row reached staging (replays too)
+    primary key (connection_id, message_id)
+);
+create index segment_events_loaded_at_idx on raw.segment_events (loaded_at);
+create index segment_events_received_at_idx on raw.segment_events (received_at);
+
+create table app.accounts (
+    account_id text not null,
+    org_id text not null,
+    name text,
+    external_id text,
+    ps_id text,
+    vitally_id text,
+    traits jsonb not null default '{}'::jsonb,
+    updated_at timestamptz not null default now(),
+    primary key (org_id, account_id)
+);
+
+create table app.contacts (
+    contact_id text not null,
+    org_id text not null,
+    account_id text,
+    email text,
+    product_external_user_id text,
+    traits jsonb not null default '{}'::jsonb,
+    updated_at timestamptz not null default now(),
+    primary key (org_id, contact_id)
+);
+
+-- Take `p_events` tokens from the bucket of the connection's org, atomically.
+-- outcome: 'ok' (taken), 'limited' (retry_after_s = seconds until it would be taken),
+-- 'gone' (unknown or deleted connection). A request larger than the whole cap is taken
+-- when the bucket is full, leaving it in debt.
+create function control.take_tokens(p_connection_id text, p_events integer)
+returns table (outcome text, org_id text, retry_after_s double precision)
+language plpgsql as $$
+declare
+    v_org text;
+    v_cap double precision;
+    v_tokens double precision;
+    v_at timestamptz;
+    v_now timestamptz := clock_timestamp();
+begin
+    select c.org_id, o.rate_limit_per_minute into v_org, v_cap
+      from control.connections as c
+      join control.orgs as o on o.org_id = c.org_id
+     where c.connection_id = p_connection_id and c.deleted_at is null;
+    if not found then
+        return query select 'gone'::text, null::text, null::double precision;
+        return;
+    end if;
+    select b.tokens, b.updated_at into v_tokens, v_at
+      from control.rate_buckets as b where b.org_id = v_org for update;
+    if not found then
+        insert into control.rate_buckets as b (org_id, tokens, updated_at)
+        values (v_org, v_cap, v_now)
+        on conflict on constraint rate_buckets_pkey do nothing;
+        select b.tokens, b.updated_at into v_tokens, v_at
+          from control.rate_buckets as b where b.org_id = v_org for update;
+    end if;
+    v_tokens := least(v_cap, v_tokens + greatest(0, extract(epoch from v_now - v_at)) * v_cap / 60.0);
+    if v_tokens >= p_events or v_tokens >= v_cap then
+        update control.rate_buckets as b set tokens = v_tokens - p_events, updated_at = v_now
+         where b.org_id = v_org;
+        return query select 'ok'::text, v_org, 0::double precision;
+    else
+        return query select 'limited'::text, v_org,
+            (least(p_events::double precision, v_cap) - v_tokens) * 60.0 / v_cap;
+    end if;
+end $$;
+
+-- Give back the tokens of a request that could not land (503), so a retry is not refused.
+create function control.refund_tokens(p_org_id text, p_events integer)
+returns void language sql as $$
+    update control.rate_buckets as b
+       set tokens = least(o.rate_limit_per_minute, b.tokens + p_events)
+      from control.orgs as o
+     where b.org_id = p_org_id and o.org_id = b.org_id
+$$;
+""",
+    ),
+    (
+        2,
+        "pipeline runs: the rollups DAG's watermark and per-run figures",
+        r"""
+create table control.pipeline_runs (
+    dag_id text not null,
+    run_id text not null,
+    run_type text not null,
+    started_at timestamptz not null default now(),
+    finished_at timestamptz,
+    status text not null default 'running' check (status in ('running', 'success', 'failed', 'skipped')),
+    high_water timestamptz,                -- newest staged loaded_at this run covered
+    staged_rows bigint,                    -- rows staged since the previous success
+    dbt_vars jsonb not null default '{}'::jsonb,
+    detail jsonb not null default '{}'::jsonb,
+    primary key (dag_id, run_id, started_at)
+);
+create index pipeline_runs_success_idx on control.pipeline_runs (dag_id, finished_at) where status = 'success';
+""",
+    ),
+    (
+        3,
+        "outbound sync: what Segment accepted, and per-run counts",
+        r"""
+create table control.outbound_sent (
+    connection_id text not null references control.connections (connection_id),
+    kind text not null check (kind in ('identify', 'group', 'track')),
+    key text not null,                     -- user id, account id or moment occurrence
+    payload jsonb not null,                -- the message Segment accepted
+    message_id text not null,
+    sent_at timestamptz not null default now(),
+    primary key (connection_id, kind, key)
+);
+
+create table control.outbound_runs (
+    connection_id text not null references control.connections (connection_id),
+    started_at timestamptz not null,
+    finished_at timestamptz not null default now(),
+    status text not null check (status in ('success', 'failed')),
+    sent integer not null,
+    skipped_unchanged integer not null,
+    oversized integer not null,
+    failed integer not null,
+    error text
+);
+create index outbound_runs_idx on control.outbound_runs (connection_id, started_at);
+""",
+    ),
+    (
+        4,
+        "outbound runs: messages skipped, counted per reason",
+        r"""
+alter table control.outbound_runs add column skipped jsonb not null default '{}'::jsonb;
+""",
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def upgrade(conn: psycopg.Connection) -> list[int]:
+    """Apply the migrations not yet applied; returns their versions. Idempotent."""
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('segment_elt.schema'))")
+        conn.execute("create schema if not exists control")
+        conn.execute(
+            "create table if not exists control.schema_version ("
+            " version integer primary key, description text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+        done = {row[0] for row in conn.execute("select version from control.schema_version")}
+        for version, description, sql in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(sql)
+            conn.execute(
+                "insert into control.schema_version (version, description) values (%s, %s)",
+                (version, description),
+            )
+            applied.append(version)
+    return applied
+
+
+def current_version(conn: psycopg.Connection) -> int | None:
+    row = conn.execute("select to_regclass('control.schema_version')").fetchone()
+    if row[0] is None:
+        return None
+    return conn.execute("select max(version) from control.schema_version").fetchone()[0]

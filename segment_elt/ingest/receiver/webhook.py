@@ -1,0 +1,100 @@
+"""POST /webhooks/segment/<connection_id>: verify, cap, archive, stage, answer (docs/receiver.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+
+from segment_elt.ingest import landing, signing
+from segment_elt.ingest.archive import ArchiveUnavailable, object_key
+from segment_elt.ingest.receiver.backends import Backends, DatabaseUnavailable
+
+bp = Blueprint("webhook", __name__)
+log = logging.getLogger("receiver")
+CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+@bp.post("/webhooks/segment/<path:connection_id>")
+def receive(connection_id: str):
+    started = time.perf_counter()
+    backends: Backends = current_app.extensions["segment_elt"]
+    events = 0
+    try:
+        events, accepted = land_request(backends, connection_id, request.get_data(cache=False))
+        status, body, retry_after = 200, {"accepted": accepted, "duplicates": events - accepted}, None
+    except Refused as refused:
+        status, body, retry_after = refused.status, {"error": refused.message}, refused.retry_after
+    response = jsonify(body)
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    ms = round((time.perf_counter() - started) * 1000, 2)
+    log.info("webhook", extra={"fields": {"connection": connection_id[:64], "status": status, "events": events, "ms": ms}})
+    return response
+
+
+def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[int, int]:
+    """Land one request; returns (events in it, events new to staging) or raises Refused."""
+    settings = backends.settings
+    unavailable = settings.retry_after_s
+    if not CONNECTION_ID.match(connection_id):
+        raise Refused(404, "unknown connection: check the webhook URL")
+    try:
+        connection = backends.connection(connection_id)
+    except DatabaseUnavailable:
+        raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+    if connection is None:
+        raise Refused(404, "unknown or deleted connection: check the webhook URL")
+    if not signing.verify(connection.secret, body, request.headers.get("X-Signature")):
+        missing = not request.headers.get("X-Signature")
+        raise Refused(401, "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
+    try:
+        text, events = landing.parse_body(body)
+    except landing.BadBody as exc:
+        raise Refused(400, str(exc)) from None
+
+    try:
+        outcome, _, wait_s = backends.run(
+            lambda c: c.execute("select * from control.take_tokens(%s, %s)", (connection_id, len(events))).fetchone()
+        )
+    except DatabaseUnavailable:
+        raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+    if outcome == "gone":
+        backends.forget(connection_id)
+        raise Refused(404, "unknown or deleted connection: check the webhook URL")
+    if outcome == "limited":
+        raise Refused(429, f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s", max(1, math.ceil(wait_s)))
+
+    received_at = dt.datetime.now(dt.timezone.utc)
+    archive = backends.archive
+    key = object_key(archive.prefix, connection.org_id, connection_id, received_at, body)
+    try:
+        archive.put(key, body)
+        new = backends.run(lambda c: landing.insert_events(
+            c, connection_id=connection_id, org_id=connection.org_id, text=text, events=events,
+            received_at=received_at, archive_key=key,
+        ))
+    except (ArchiveUnavailable, DatabaseUnavailable) as exc:
+        _refund(backends, connection.org_id, len(events))
+        which = "archive" if isinstance(exc, ArchiveUnavailable) else "staging database"
+        log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which, "reason": str(exc)[:300]}})
+        raise Refused(503, f"{which} unavailable; retry later", unavailable) from None
+    return len(events), new
+
+
+def _refund(backends: Backends, org_id: str, events: int) -> None:
+    try:
+        backends.run(lambda c: c.execute("select control.refund_tokens(%s, %s)", (org_id, events)))
+    except DatabaseUnavailable:
+        pass  # the bucket refills by itself; a lost refund only delays the retry

@@ -1,0 +1,1 @@
+"""Outbound sync: computed traits, audiences, account traits and moments back to Segment."""

@@ -1,0 +1,58 @@
+"""The dbt project as an astronomer-cosmos task group: one visible Airflow task per model and seed.
+
+Mode, chosen by measuring (see README, "For data engineers"): LOCAL execution with the dbt
+runner in-process (dbt shares the venv, no subprocess per model) and the graph loaded from the
+manifest `dbt parse` writes (no dbt invocation at DAG parse time). All dbt tasks of all DAGs
+share the pool `segment_dbt` of one slot, so two tasks never write at once; and each DAG's first
+task opens the run's record only when no other writer (another run, an in-process build from the
+CLI) holds the models, so nothing else lands between two model tasks of a run
+(segment_elt.pipeline.runs.start_run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segment_elt.pipeline.transform import dbt_env
+from segment_elt.settings import settings
+
+POOL = "segment_dbt"
+
+
+def manifest_path() -> Path:
+    return settings().dbt_project_dir / "target" / "manifest.json"
+
+
+def ensure_manifest() -> Path:
+    """Write the dbt manifest the DAGs load their graph from (`dbt parse`, no database needed)."""
+    from segment_elt.pipeline.transform import run_dbt
+
+    run_dbt(["parse", "--quiet"])
+    return manifest_path()
+
+
+def dbt_task_group(group_id: str, vars_template: str):
+    """The whole project as a DbtTaskGroup; `vars_template` renders to the run's dbt vars as JSON."""
+    from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
+
+    project, manifest = settings().dbt_project_dir, manifest_path()
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
+                                "ensure_manifest; ensure_manifest()'` (make up and make demo do it)")
+    return DbtTaskGroup(
+        group_id=group_id,
+        project_config=ProjectConfig(
+            dbt_project_path=project, manifest_path=manifest, env_vars=dbt_env(), partial_parse=True
+        ),
+        profile_config=ProfileConfig(
+            profile_name="segment_elt", target_name="default", profiles_yml_filepath=project / "profiles.yml"
+        ),
+        execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
+        # No per-model assets: the DAGs publish one asset for the marts, and cosmos builds model
+        # asset URIs from the profile's host, which a Unix-socket DATABASE_URL has not (cosmos
+        # reads emit_datasets from RenderConfig only; an operator arg is overridden).
+        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL,
+                                   emit_datasets=False),
+        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False},
+    )

@@ -1,0 +1,90 @@
+"""Retention of the staging table (segment_maintenance): prune only what is safe to forget.
+
+A row of raw.segment_events received before the retention window is deleted only when both
+  - the dbt staging model has consumed it (its copy is in staging.stg_segment__events, from
+    which every downstream model reads), and
+  - its archive object exists and reads back as the exact body its key names (the archive
+    checks every object where reading is cheap, a sample per batch on S3; see Archive.audit),
+so that the marts never miss a row and a replay can always bring it back. Every kept row is
+counted under the reason it was kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import psycopg
+
+from segment_elt.ingest.archive import Archive
+
+log = logging.getLogger(__name__)
+STAGING_MODEL = "staging.stg_segment__events"
+STALE_TEMP_FILES = dt.timedelta(hours=1)
+
+
+@dataclass
+class Pruned:
+    checked_objects: int = 0
+    deleted_rows: int = 0
+    kept_rows: dict[str, int] = field(default_factory=dict)
+    removed_temp_files: int = 0
+
+    def keep(self, reason: str, rows: int) -> None:
+        self.kept_rows[reason] = self.kept_rows.get(reason, 0) + rows
+
+    def as_dict(self) -> dict:
+        return vars(self)
+
+
+def _expired_objects(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, int, bool]]:
+    """(archive key, expired rows, whether staging holds all of them) per object with expired rows."""
+    if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is None:
+        return [(key, rows, False) for key, rows in conn.execute(
+            "select archive_key, count(*) from raw.segment_events where received_at < %s group by 1", (cutoff,))]
+    return conn.execute(
+        f"""
+        select raw.archive_key, count(*), bool_and(staged.message_id is not null)
+        from raw.segment_events as raw
+        left join {STAGING_MODEL} as staged
+            on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
+        where raw.received_at < %s
+        group by raw.archive_key
+        """,
+        (cutoff,),
+    ).fetchall()
+
+
+def prune(conn: psycopg.Connection, archive: Archive, retention_days: int, now: dt.datetime | None = None,
+          batch: int = 1000) -> Pruned:
+    if retention_days < 1:
+        raise ValueError("retention must be at least one day")
+    cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=retention_days)
+    done = Pruned()
+    objects = _expired_objects(conn, cutoff)
+    consumed = {key: rows for key, rows, staged in objects if staged}
+    for key, rows, staged in objects:
+        if not staged:
+            done.keep("not yet in the staging model", rows)
+    keys = sorted(consumed)
+    for i in range(0, len(keys), batch):
+        chunk = keys[i:i + batch]
+        problems = archive.audit(chunk)
+        done.checked_objects += len(chunk)
+        for key, problem in problems.items():
+            reason = "archive object " + problem.split(":", 1)[0]
+            done.keep(reason, consumed[key])
+            log.warning("keeping the staged rows of %s: archive object %s", key, problem)
+        intact = [key for key in chunk if key not in problems]
+        if intact:
+            done.deleted_rows += conn.execute(
+                "delete from raw.segment_events where received_at < %s and archive_key = any(%s)", (cutoff, intact)
+            ).rowcount
+    done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
+    return done
+
+
+def vacuum(conn: psycopg.Connection) -> None:
+    """VACUUM (ANALYZE) the staging table; needs an autocommit connection."""
+    conn.execute("vacuum (analyze) raw.segment_events")

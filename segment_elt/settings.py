@@ -1,0 +1,102 @@
+"""Every setting the project reads from the environment, in one object, read when asked.
+
+`settings()` reads the environment each time it is called (nothing is read at import), so a
+bad value fails the command that needs it, as one line naming the variable, and tests can
+change the environment freely. docs/configuration.md is the table of these variables.
+
+With nothing set, everything runs on the embedded defaults under `.local/` of the project
+directory: the embedded PostgreSQL (whose URL its start writes to `.local/pg/url`), a
+`file://` archive, a generated Fernet key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segment_elt.control.errors import UserError
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+# Values never echoed in an error message.
+SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD"}
+
+
+def _default_project_dir() -> Path:
+    """The checkout the package runs from (an editable install), else the working directory."""
+    return CHECKOUT if (CHECKOUT / "dbt_project").is_dir() else Path.cwd()
+
+
+class SettingsError(UserError):
+    """An environment variable has a value the project cannot use."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
+
+    # where things are
+    project_dir: Path = Field(default_factory=_default_project_dir, validation_alias="SEGMENT_ELT_PROJECT_DIR")
+    local_dir: Path | None = Field(None, validation_alias="SEGMENT_ELT_LOCAL_DIR")
+    # the backends
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    archive_url: str | None = Field(None, validation_alias="ARCHIVE_URL")
+    fernet_key: str | None = Field(None, validation_alias="SEGMENT_ELT_FERNET_KEY")
+    public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")
+    segment_api_url: str | None = Field(None, validation_alias="SEGMENT_API_URL")
+    # the receiver: each backend call must fail fast enough that the answer beats Segment's 10 s timeout
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, validation_alias="SEGMENT_ELT_MAX_BODY_BYTES")
+    db_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_DB_TIMEOUT_S")
+    archive_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_ARCHIVE_TIMEOUT_S")
+    retry_after_s: int = Field(5, ge=1, validation_alias="SEGMENT_ELT_RETRY_AFTER_S")
+    # the DAGs
+    retention_days: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_RETENTION_DAYS")
+    dag_retries: int = Field(2, ge=0, validation_alias="SEGMENT_ELT_DAG_RETRIES")
+    stale_run_hours: float = Field(6.0, gt=0, validation_alias="SEGMENT_ELT_STALE_RUN_HOURS")
+    writer_wait_s: float = Field(3600.0, ge=0, validation_alias="SEGMENT_ELT_WRITER_WAIT_S")
+    # Airflow's API server, for `connections reconcile`
+    airflow_port: int = Field(8081, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
+    airflow_api_url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")
+    airflow_username: str | None = Field(None, validation_alias="AIRFLOW_USERNAME")
+    airflow_password: str | None = Field(None, validation_alias="AIRFLOW_PASSWORD")
+    # the embedded PostgreSQL
+    pg_port: int | None = Field(None, ge=1, le=65535, validation_alias="SEGMENT_ELT_PG_PORT")
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        self.local_dir = (self.local_dir or self.project_dir / ".local").resolve()
+        self.archive_url = self.archive_url or (self.local_dir / "archive").as_uri()
+        self.airflow_api_url = (self.airflow_api_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+        self.public_base_url = self.public_base_url.rstrip("/")
+        return self
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.project_dir / "dbt_project"
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.project_dir / "dags"
+
+    def require_database_url(self) -> str:
+        """DATABASE_URL, else the URL the embedded PostgreSQL under .local/pg wrote when it started."""
+        if self.database_url:
+            return self.database_url
+        written = self.local_dir / "pg" / "url"
+        if written.exists():
+            return written.read_text().strip()
+        raise SettingsError(f"DATABASE_URL is not set and no embedded PostgreSQL has started under {written.parent}: "
+                            "set DATABASE_URL, or start the embedded one (make db-start)")
+
+
+def settings() -> Settings:
+    """The settings as the environment says now; a bad value is a SettingsError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = str(error["loc"][0])  # errors are located by the environment variable's name
+        field = next(f for f in Settings.model_fields.values() if f.validation_alias == variable)
+        shown = "" if variable in SECRET_VARIABLES else f"={error.get('input')!r}"
+        raise SettingsError(f"{variable}{shown} is not usable: {error['msg'].lower()}"
+                            f" (default {field.get_default(call_default_factory=False)!r})") from None
