@@ -15,13 +15,14 @@ import logging
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from segment_elt.pipeline.dag_ids import MAINTENANCE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS
 
 log = logging.getLogger(__name__)
 
 
 @dag(
-    dag_id="segment_maintenance",
+    dag_id=MAINTENANCE,
     schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,

@@ -13,11 +13,12 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_ids import RECONCILE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
 @dag(
-    dag_id="segment_reconcile",
+    dag_id=RECONCILE,
     schedule=None,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
@@ -43,13 +44,13 @@ def segment_reconcile():
                                  (params["connection_id"],)).fetchone()
             if found is None:
                 raise UserError(f"no connection {params['connection_id']!r}")
-            start(conn, "segment_reconcile", context, "manual")
+            start(conn, RECONCILE, context, "manual")
         return {"dbt_vars": {"reconcile_connection_id": params["connection_id"]}}
 
     @task(trigger_rule="none_failed")
     def publish(**context) -> dict:
         """Record the run's figures."""
-        return finish("segment_reconcile", context)
+        return finish(RECONCILE, context)
 
     check() >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='check')['dbt_vars'] | tojson }}") >> publish()
 

@@ -10,15 +10,19 @@ the rollups exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from airflow.sdk import Param, dag, task
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_ids import REPLAY
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+
+log = logging.getLogger(__name__)
 
 
 @dag(
-    dag_id="segment_replay",
+    dag_id=REPLAY,
     schedule=None,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
@@ -45,9 +49,9 @@ def segment_replay():
 
         with db.connect(timeout_s=60) as conn:
             org, first, last = replay.validate(conn, params["connection_id"], params["start_date"], params["end_date"])
-            start(conn, "segment_replay", context, "manual")
+            start(conn, REPLAY, context, "manual")
             done = replay.replay(conn, open_archive(settings().archive_url), params["connection_id"], org, first, last)
-        print(f"replayed: {done.as_dict()}")
+        log.info("replayed: %s", done.as_dict())
         return {"replayed": done.as_dict(), "dbt_vars": {
             "reconcile_connection_id": params["connection_id"],
             "received_from": first.isoformat(), "received_to": last.isoformat()}}
@@ -55,7 +59,7 @@ def segment_replay():
     @task(trigger_rule="none_failed")
     def publish(relanded: dict, **context) -> dict:
         """Record the run's figures."""
-        return finish("segment_replay", context, relanded["replayed"])
+        return finish(REPLAY, context, relanded["replayed"])
 
     relanded = reland()
     relanded >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='reland')['dbt_vars'] | tojson }}") >> publish(relanded)

@@ -13,18 +13,22 @@ record is its dbt build's: a failing outbound sync is recorded per connection
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.dag_ids import ROLLUPS
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 MARTS = Asset("segment_elt_marts")
 
+log = logging.getLogger(__name__)
+
 
 @dag(
-    dag_id="segment_rollups",
+    dag_id=ROLLUPS,
     schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
@@ -45,8 +49,8 @@ def segment_rollups():
         with db.connect() as conn:
             kind = runs.run_kind(run.run_type)
             planned = runs.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
-            start(conn, "segment_rollups", context, kind, planned)
-        print(f"plan: {planned.reason}; dbt vars {planned.dbt_vars}")
+            start(conn, ROLLUPS, context, kind, planned)
+        log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
         return planned.as_dict()
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -60,7 +64,7 @@ def segment_rollups():
     @task(outlets=[MARTS], trigger_rule="none_failed")
     def publish(**context) -> dict:
         """Record the run's figures (rows staged, duration, mart sizes) and publish the marts."""
-        return finish("segment_rollups", context)
+        return finish(ROLLUPS, context)
 
     @task(trigger_rule="none_failed")
     def outbound_sync() -> dict:

@@ -12,6 +12,7 @@ import json
 import requests
 
 from segment_elt.control.errors import UserError
+from segment_elt.pipeline.dag_ids import RECONCILE
 from segment_elt.settings import settings
 
 
@@ -44,12 +45,12 @@ def trigger(connection_id: str) -> str | None:
                         f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD")
     _require_ok(token, "log in")
     answer = requests.post(
-        f"{base}/api/v2/dags/segment_reconcile/dagRuns",
+        f"{base}/api/v2/dags/{RECONCILE}/dagRuns",
         headers={"Authorization": f"Bearer {token.json()['access_token']}"},
         json={"logical_date": None, "conf": {"connection_id": connection_id}},
         timeout=10,
     )
-    _require_ok(answer, "trigger segment_reconcile")
+    _require_ok(answer, f"trigger {RECONCILE}")
     return answer.json()["dag_run_id"]
 
 

@@ -15,9 +15,8 @@ import sys
 
 from segment_elt import db
 from segment_elt.control.errors import UserError
+from segment_elt.pipeline.dag_ids import ROLLUPS
 from segment_elt.settings import settings
-
-ROLLUPS = "segment_rollups"
 
 
 @contextlib.contextmanager

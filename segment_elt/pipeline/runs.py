@@ -23,12 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from segment_elt.pipeline.dag_ids import ROLLUPS, WRITERS
 from segment_elt.settings import settings
 
 log = logging.getLogger(__name__)
-ROLLUPS = "segment_rollups"
-# The DAGs whose runs write dbt models; their 'running' records hold the writer role.
-WRITER_DAGS = ("segment_rollups", "segment_reconcile", "segment_replay")
 # The advisory lock (two-key form) that the record check and an in-process build take.
 WRITER_LOCK = (0x5E6E7E17, 1)
 # Indicators and health are relative to now: refresh them at least this often even when idle.
@@ -120,7 +118,7 @@ def _open_writer_runs(conn: psycopg.Connection, own: tuple[str, str] | None, run
     rows = conn.execute(
         "select dag_id, run_id, started_at from control.pipeline_runs"
         " where status = 'running' and dag_id = any(%s) order by started_at",
-        (list(WRITER_DAGS),),
+        (list(WRITERS),),
     ).fetchall()
     live = []
     for dag_id, run_id, started_at in rows:

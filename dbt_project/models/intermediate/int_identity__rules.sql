@@ -5,7 +5,7 @@ with rules as (
 ),
 
 connections as (
-    select * from {{ source('control', 'connections') }}
+    select * from {{ ref('stg_control__connections') }}
 ),
 
 own_rules as (

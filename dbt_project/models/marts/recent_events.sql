@@ -2,7 +2,7 @@
 -- The debug list: the newest staged events of each connection (allowlisted or not), newest
 -- first, with what Segment sent as group and user ids and the account resolution gave.
 with connections as (
-    select * from {{ source('control', 'connections') }}
+    select * from {{ ref('stg_control__connections') }}
 ),
 
 allowlist as (
@@ -25,7 +25,7 @@ newest as (
         from {{ ref('stg_segment__events') }} as events
         where events.connection_id = connections.connection_id
         order by events.received_at desc
-        limit {{ var('recent_events_per_connection', 100) }}
+        limit {{ var('recent_events_per_connection') }}
     ) as newest_events
 ),
 

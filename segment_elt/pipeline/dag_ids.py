@@ -1,0 +1,8 @@
+"""The DAG ids, in one place: DAG files, run records, the CLI and the REST calls use these."""
+
+ROLLUPS = "segment_rollups"
+REPLAY = "segment_replay"
+RECONCILE = "segment_reconcile"
+MAINTENANCE = "segment_maintenance"
+# The DAGs whose runs write dbt models; their 'running' records hold the writer role.
+WRITERS = (ROLLUPS, RECONCILE, REPLAY)
