@@ -20,7 +20,7 @@ from segment_elt.control.errors import UserError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Values never echoed in an error message.
-SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD"}
+SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD", "SEGMENT_ELT_ALERT_WEBHOOK_URL"}
 
 
 def _default_project_dir() -> Path:
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     dag_retries: int = Field(2, ge=0, validation_alias="SEGMENT_ELT_DAG_RETRIES")
     stale_run_hours: float = Field(6.0, gt=0, validation_alias="SEGMENT_ELT_STALE_RUN_HOURS")
     writer_wait_s: float = Field(3600.0, ge=0, validation_alias="SEGMENT_ELT_WRITER_WAIT_S")
+    alert_webhook_url: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_WEBHOOK_URL")
     # Airflow's API server, for `connections reconcile`
     airflow_port: int = Field(8081, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
     airflow_api_url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")

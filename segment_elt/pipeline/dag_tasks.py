@@ -39,11 +39,14 @@ def finish(dag_id: str, context: dict, detail: dict | None = None) -> dict:
 
 def record_failure(context: dict) -> None:
     """DAG failure callback: close the run's record as failed if it is still open (the next run
-    catches up). A record publish closed stays as it is: a failed outbound sync after a good dbt
-    build is recorded per connection in control.outbound_runs, not here."""
+    catches up) and alert the configured webhook. A record publish closed stays as it is: a failed
+    outbound sync after a good dbt build is recorded per connection in control.outbound_runs."""
     from segment_elt import db
-    from segment_elt.pipeline import runs
+    from segment_elt.pipeline import alerts, runs
 
-    run = context["dag_run"]
-    with db.connect() as conn:
-        runs.finish_run(conn, run.dag_id, run.run_id, "failed", {"reason": str(context.get("reason", ""))[:500]})
+    run, reason = context["dag_run"], str(context.get("reason", ""))[:500]
+    try:
+        with db.connect() as conn:
+            runs.finish_run(conn, run.dag_id, run.run_id, "failed", {"reason": reason})
+    finally:
+        alerts.notify_failure(run.dag_id, run.run_id, reason)

@@ -1,0 +1,34 @@
+"""Telling someone a run failed: a JSON POST to SEGMENT_ELT_ALERT_WEBHOOK_URL.
+
+The body carries `text` (what Slack and Microsoft Teams incoming webhooks show) and the run's
+fields for anything else that reads JSON. Sending is best effort: a webhook that is down is
+logged, and never changes the run's outcome or record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+
+from segment_elt.settings import settings
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 10
+
+
+def notify_failure(dag_id: str, run_id: str, reason: str) -> bool:
+    """POST the failure to the configured webhook; True when it answered 2xx, False otherwise or unset."""
+    url = settings().alert_webhook_url
+    if not url:
+        return False
+    body = {"text": f"segment-elt: {dag_id} run {run_id} failed: {reason or 'see the task logs'}",
+            "dag_id": dag_id, "run_id": run_id, "status": "failed", "reason": reason}
+    try:
+        answer = requests.post(url, json=body, timeout=TIMEOUT_S)
+    except requests.RequestException as exc:
+        log.warning("could not send the failure alert to %s: %s", url.split("?")[0], exc)
+        return False
+    if not answer.ok:
+        log.warning("the failure alert webhook answered %s", answer.status_code)
+    return answer.ok
