@@ -100,19 +100,27 @@
         batch_after = excluded.batch_after
 {%- endmacro %}
 
-{% macro prune_consumed(consumers) -%}
+{% macro prune_resolution_queue() -%}
     {#-
-        Post-hook of the resolution queue: delete the runs every consumer has consumed, and only
-        those. A consumer whose table is missing or new counts as having consumed nothing, so a
-        consumer that fails for days keeps everything it has not read. `consumers` are the models
-        that keep a watermark over the queue (int_identity__resolved_batch reads it for product_events).
+        on-run-end: delete the queue's runs that every consumer (product_events,
+        account_event_daily, user_traits) has consumed, and only those. A consumer whose table is
+        missing or new counts as having consumed nothing, so a consumer that fails for days keeps
+        everything it has not read. At the end of the run, not in the queue's own post-hook: there
+        the consumers have not yet read this run's batch, so a full build's whole queue would
+        be deleted by the next incremental run, whose cost would then follow the history.
     -#}
-    delete from {{ this }}
+    {%- set queue = graph.nodes.get('model.segment_elt.int_events__resolution_queue') if execute else none -%}
+    {%- set relation = adapter.get_relation(queue.database, queue.schema, queue.alias) if queue else none -%}
+    {%- if relation is not none -%}
+    delete from {{ relation }}
     where queued_at <= least(
-        {%- for consumer in consumers %}
+        {%- for consumer in ['product_events', 'account_event_daily', 'user_traits'] %}
             {{ watermark(consumer) }}{{ ',' if not loop.last }}
         {%- endfor %}
     )
+    {%- else -%}
+    select 1
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro index_where(relation, columns, predicate) -%}

@@ -6,7 +6,6 @@
         post_hook=[
             "analyze {{ this }}",
             "{{ set_watermark('(select max(batch_at) from ' ~ ref('stg_segment__events') ~ ')') }}",
-            "{{ prune_consumed(['product_events', 'account_event_daily', 'user_traits']) }}",
         ]
     )
 }}
