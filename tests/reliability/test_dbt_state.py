@@ -127,3 +127,23 @@ def test_event_times_far_from_the_arrival_fall_back_to_it(db, tmp_path):
         row = rows[message_id]
         assert row["event_at"] == row.get("reported_event_at") == dt.datetime.fromisoformat(sent[message_id])
     assert_marts_match_reference(loaded)
+
+
+def queued(db: psycopg.Connection) -> int:
+    return db.execute("select count(*) from intermediate.int_events__resolution_queue").fetchone()[0]
+
+
+def test_the_queue_keeps_only_what_some_consumer_has_not_consumed(db, tmp_path):
+    loaded, early, later = load(db, tmp_path)
+    loaded.land(early, AS_OF - dt.timedelta(days=2))
+    loaded.build()
+    assert queued(db) == 0  # the full build's queue was consumed in the same run, and pruned by it
+    loaded.land(later, AS_OF - dt.timedelta(days=1))
+    loaded.build("-s", "stg_segment__events", "int_events__resolution_queue")  # no consumer ran
+    waiting = queued(db)
+    assert waiting >= len(later)
+    loaded.build("-s", "int_identity__resolved_batch", "product_events")  # one consumer of three
+    assert queued(db) == waiting
+    loaded.build()
+    assert queued(db) == 0
+    assert_marts_match_reference(loaded)
