@@ -3,12 +3,14 @@ run, and a failed outbound sync never rewrites the record of the dbt build befor
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
 import psycopg
 
 from segment_elt.control import crypto
+from segment_elt.local import samples
 from segment_elt.outbound import segment_api
 from tests.dags.test_dag_runs import NOW, land, run, total_events, tracks
 from tests.outbound.conftest import StandIn
@@ -64,14 +66,16 @@ def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, d
     monkeypatch.delenv("SEGMENT_API_URL", raising=False)
     db.execute("insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, 'us')",
                (acme.connection_id, crypto.encrypt("revoked-key")))
-    land(db, acme, tracks(4), NOW)
+    # the product's own group call gives the account a groupId, so there is a group call to send
+    landed = tracks(4) + [samples.event("group", user_id="u1", group_id="acme-ext", at=NOW - dt.timedelta(hours=2))]
+    land(db, acme, landed, NOW)
     try:
         result = dags["segment_rollups"].test()
     finally:
         segment.server.shutdown()
     states = {ti.task_id: ti.state for ti in result.get_task_instances()}
     assert states["publish"] == "success" and states["outbound_sync"] == "failed"
-    assert db.execute("select status, staged_rows from control.pipeline_runs").fetchall() == [("success", 4)]
+    assert db.execute("select status, staged_rows from control.pipeline_runs").fetchall() == [("success", len(landed))]
     assert db.execute("select status from control.outbound_runs where connection_id = %s",
                       (acme.connection_id,)).fetchall() == [("failed",)]
 
