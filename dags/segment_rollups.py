@@ -7,7 +7,9 @@ Segment. Backfill runs (`airflow backfill create --dag-id segment_rollups --from
 --to-date B --max-active-runs 1`) recompute the event days of their range from what is stored.
 A failed or skipped run loses nothing: the next run catches up from the last success. The run's
 record is its dbt build's: a failing outbound sync is recorded per connection
-(control.outbound_runs) and fails the outbound task, never the record.
+(control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
+`dbt source freshness` fails the run (and alerts) when nothing has landed in raw.segment_events
+for SEGMENT_ELT_RAW_STALE_HOURS (default 6).
 """
 
 from __future__ import annotations
@@ -53,6 +55,21 @@ def segment_rollups():
         log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
         return planned.as_dict()
 
+    @task
+    def check_freshness(**context) -> list[dict]:
+        """Fail the run, and alert, when nothing landed for SEGMENT_ELT_RAW_STALE_HOURS (not in backfills)."""
+        from airflow.exceptions import AirflowSkipException
+
+        from segment_elt.pipeline import alerts, freshness, runs
+
+        if runs.run_kind(context["dag_run"].run_type) == "backfill":
+            raise AirflowSkipException("a backfill rebuilds past days; freshness is about now")
+        try:
+            return [age.as_dict() for age in freshness.check()]
+        except freshness.SourceStale as stale:
+            alerts.notify(ROLLUPS, context["dag_run"].run_id, "stale", str(stale))
+            raise
+
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def has_work(planned: dict) -> bool:
         """Skip dbt when there is nothing to build."""
@@ -74,6 +91,7 @@ def segment_rollups():
         return sync.sync_all()
 
     has_work(planned) >> dbt >> publish() >> outbound_sync()
+    planned >> check_freshness()
 
 
 segment_rollups()

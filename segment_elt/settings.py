@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_RETENTION_DAYS")
     dag_retries: int = Field(2, ge=0, validation_alias="SEGMENT_ELT_DAG_RETRIES")
     stale_run_hours: float = Field(6.0, gt=0, validation_alias="SEGMENT_ELT_STALE_RUN_HOURS")
+    raw_stale_hours: int = Field(6, ge=1, validation_alias="SEGMENT_ELT_RAW_STALE_HOURS")
     writer_wait_s: float = Field(3600.0, ge=0, validation_alias="SEGMENT_ELT_WRITER_WAIT_S")
     alert_webhook_url: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_WEBHOOK_URL")
     # Airflow's API server, for `connections reconcile`

@@ -36,6 +36,10 @@ def dbt_task_group(group_id: str, vars_template: str):
     from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
+    from segment_elt.pipeline import dbt_patches
+
+    dbt_patches.apply()  # in the task process too: it parses this DAG file before running the task
+
     project, manifest = settings().dbt_project_dir, manifest_path()
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "

@@ -49,4 +49,4 @@ def record_failure(context: dict) -> None:
         with db.connect() as conn:
             runs.finish_run(conn, run.dag_id, run.run_id, "failed", {"reason": reason})
     finally:
-        alerts.notify_failure(run.dag_id, run.run_id, reason)
+        alerts.notify(run.dag_id, run.run_id, "failed", reason)

@@ -91,17 +91,22 @@ def _environ(values: dict[str, str]):
 WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
 
 
-def run_dbt(args: list[str], url: str | None = None, project_dir: Path | None = None):
-    """Run `dbt <args>` against DATABASE_URL (or `url`); raises DbtFailed unless it succeeds.
+def run_dbt(args: list[str], url: str | None = None, project_dir: Path | None = None, check: bool = True):
+    """Run `dbt <args>` against DATABASE_URL (or `url`) and return its results; raises DbtFailed
+    unless it succeeds (or, with check=False, only when dbt could not run at all).
 
     A command that writes waits until no Airflow run or other process writes the models."""
     from dbt.cli.main import dbtRunner
+
+    from segment_elt.pipeline import dbt_patches
+
+    dbt_patches.apply()
 
     project_dir = project_dir or settings().dbt_project_dir
     full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
     with _environ(dbt_env(url)), _writer_role(args[0] in WRITING_COMMANDS, url):
         result = dbtRunner().invoke(full)
-    if not result.success:
+    if not result.success and (check or result.result is None):
         detail = result.exception or _failures(result.result)
         raise DbtFailed(f"dbt {' '.join(args)} failed: {detail}")
     return result.result

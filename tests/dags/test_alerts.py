@@ -1,4 +1,4 @@
-"""A failed run tells someone: the failure callback POSTs to SEGMENT_ELT_ALERT_WEBHOOK_URL (here a
+"""A failed or stale run tells someone: the DAGs POST to SEGMENT_ELT_ALERT_WEBHOOK_URL (here a
 stand-in webhook on loopback), and a webhook that is down changes nothing about the run."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 from segment_elt.local.embedded import free_port
 from segment_elt.pipeline import alerts
-from tests.dags.test_dag_runs import NOW, land, tracks
+from tests.dags.test_dag_runs import NOW, land, total_events, tracks
 
 
 class Webhook(http.server.ThreadingHTTPServer):
@@ -55,7 +55,27 @@ def test_a_failed_rollups_run_posts_an_alert(dags, db, acme, monkeypatch):
 
 def test_an_unreachable_webhook_is_logged_not_raised(monkeypatch, caplog):
     monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/down")
-    assert alerts.notify_failure("segment_rollups", "manual__x", "boom") is False
-    assert "could not send the failure alert" in caplog.text
+    assert alerts.notify("segment_rollups", "manual__x", "failed", "boom") is False
+    assert "could not send the failed alert" in caplog.text
     monkeypatch.delenv("SEGMENT_ELT_ALERT_WEBHOOK_URL")
-    assert alerts.notify_failure("segment_rollups", "manual__x", "boom") is False
+    assert alerts.notify("segment_rollups", "manual__x", "failed", "boom") is False
+
+
+def test_a_stale_source_fails_the_run_after_building_and_says_why(dags, db, acme, monkeypatch):
+    webhook = Webhook()
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", webhook.url)
+    land(db, acme, tracks(2), NOW)
+    db.execute("update raw.segment_events set loaded_at = now() - interval '7 hours'")  # nothing since
+    try:
+        result = dags["segment_rollups"].test()
+    finally:
+        webhook.shutdown()
+    assert result.state == "failed"
+    stale, failed = webhook.received
+    assert (stale["status"], failed["status"]) == ("stale", "failed")
+    assert stale["reason"].startswith("raw.segment_events: newest row landed 7.")
+    assert "SEGMENT_ELT_RAW_STALE_HOURS=6" in stale["text"]
+    # what had landed is built and recorded: staleness fails the run, not the build
+    assert total_events(db) == 2
+    assert db.execute("select status from control.pipeline_runs").fetchone()[0] == "success"
