@@ -1,19 +1,26 @@
-"""Gunicorn settings for the receiver; each can be overridden by its RECEIVER_* variable."""
+"""Gunicorn settings for the receiver, from the RECEIVER_* variables (segment_elt.settings)."""
 
 import multiprocessing
-import os
+import sys
 
-bind = os.environ.get("RECEIVER_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("RECEIVER_WORKERS", multiprocessing.cpu_count() * 2))
-threads = int(os.environ.get("RECEIVER_THREADS", 1))
+from segment_elt.settings import SettingsError, settings
+
+try:
+    current = settings()
+except SettingsError as exc:
+    sys.exit(f"receiver: {exc}")
+
+bind = current.receiver_bind
+workers = current.receiver_workers or multiprocessing.cpu_count() * 2
+threads = current.receiver_threads
 worker_class = "gthread" if threads > 1 else "sync"
-# Segment gives up after 10 s; every backend call is bounded well inside that (see segment_elt.settings).
-timeout = int(os.environ.get("RECEIVER_TIMEOUT", 30))
+# Segment gives up after 10 s; every backend call is bounded well inside that (SEGMENT_ELT_*_TIMEOUT_S).
+timeout = current.receiver_timeout_s
 graceful_timeout = 10
 keepalive = 5
 accesslog = None  # the app logs one structured line per request
 errorlog = "-"
-loglevel = os.environ.get("RECEIVER_LOGLEVEL", "info")
+loglevel = current.receiver_loglevel
 limit_request_field_size = 16384
 wsgi_app = "receiver:create_app()"
 control_socket_disable = True  # several receivers may run on one host (tests, benchmarks)

@@ -12,6 +12,7 @@ directory: the embedded PostgreSQL (whose URL its start writes to `.local/pg/url
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,13 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_DB_TIMEOUT_S")
     archive_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_ARCHIVE_TIMEOUT_S")
     retry_after_s: int = Field(5, ge=1, validation_alias="SEGMENT_ELT_RETRY_AFTER_S")
+    # the receiver's gunicorn (receiver/gunicorn.conf.py); workers unset: twice the CPUs
+    receiver_bind: str = Field("127.0.0.1:8080", min_length=1, validation_alias="RECEIVER_BIND")
+    receiver_workers: int | None = Field(None, ge=1, validation_alias="RECEIVER_WORKERS")
+    receiver_threads: int = Field(1, ge=1, validation_alias="RECEIVER_THREADS")
+    receiver_timeout_s: int = Field(30, ge=1, validation_alias="RECEIVER_TIMEOUT")
+    receiver_loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", validation_alias="RECEIVER_LOGLEVEL")
     # the DAGs
     retention_days: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_RETENTION_DAYS")
     dag_retries: int = Field(2, ge=0, validation_alias="SEGMENT_ELT_DAG_RETRIES")

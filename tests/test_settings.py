@@ -57,7 +57,7 @@ def test_every_variable_is_in_the_configuration_table():
 
 def test_nothing_reads_the_environment_outside_the_settings():
     readers = []
-    for folder in ("segment_elt", "dags", "plugins"):
+    for folder in ("segment_elt", "dags", "plugins", "receiver"):
         for path in (ROOT / folder).rglob("*.py"):
             if path.name == "settings.py" or "local" in path.relative_to(ROOT).parts:
                 continue
@@ -65,3 +65,12 @@ def test_nothing_reads_the_environment_outside_the_settings():
                 if re.search(r"""os\.environ(\.get\(|\[)["']|os\.getenv\(""", line) and "PG" not in line:
                     readers.append(f"{path.relative_to(ROOT)}:{number}")
     assert readers == []
+
+
+def test_a_bad_receiver_setting_stops_gunicorn_with_one_line():
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "receiver" / "gunicorn.conf.py")],
+                          capture_output=True, text=True, env={**os.environ, "RECEIVER_THREADS": "many"}, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "receiver: RECEIVER_THREADS='many' is not usable: input should be a valid integer, unable to parse string as an"
+        " integer (default 1)"]

@@ -19,7 +19,7 @@ from segment_elt.settings import settings
 
 
 def main() -> int:
-    bind = os.environ.get("RECEIVER_BIND", "127.0.0.1:8080")
+    bind = settings().receiver_bind
     with ExitStack() as stack:
         url = stack.enter_context(embedded_database())
         env = airflow_ready(url)
