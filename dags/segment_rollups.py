@@ -9,7 +9,8 @@ A failed or skipped run loses nothing: the next run catches up from the last suc
 record is its dbt build's: a failing outbound sync is recorded per connection
 (control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
 `dbt source freshness` fails the run (and alerts) when nothing has landed in raw.segment_events
-for SEGMENT_ELT_RAW_STALE_HOURS (default 6).
+for SEGMENT_ELT_RAW_STALE_HOURS (default 6); a run not finished
+SEGMENT_ELT_ROLLUPS_DEADLINE_MINUTES (default 30) after it was queued sends a `late` alert.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.pipeline.dag_ids import ROLLUPS
-from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, rollups_deadline, start
 
 MARTS = Asset("segment_elt_marts")
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
     tags=["segment", "rollups"],
     doc_md=__doc__,
     on_failure_callback=record_failure,
+    deadline=rollups_deadline(),
 )
 def segment_rollups():
     @task

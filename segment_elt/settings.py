@@ -21,7 +21,8 @@ from segment_elt.control.errors import UserError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Values never echoed in an error message.
-SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD", "SEGMENT_ELT_ALERT_WEBHOOK_URL"}
+SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD", "SEGMENT_ELT_ALERT_WEBHOOK_URL",
+                    "SEGMENT_ELT_ALERT_SMTP_URL"}
 
 
 def _default_project_dir() -> Path:
@@ -64,6 +65,10 @@ class Settings(BaseSettings):
     raw_stale_hours: int = Field(6, ge=1, validation_alias="SEGMENT_ELT_RAW_STALE_HOURS")
     writer_wait_s: float = Field(3600.0, ge=0, validation_alias="SEGMENT_ELT_WRITER_WAIT_S")
     alert_webhook_url: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_WEBHOOK_URL")
+    alert_smtp_url: str | None = Field(None, pattern=r"^smtps?://[^/]+$", validation_alias="SEGMENT_ELT_ALERT_SMTP_URL")
+    alert_email_to: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_EMAIL_TO")
+    alert_email_from: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_EMAIL_FROM")
+    rollups_deadline_minutes: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_ROLLUPS_DEADLINE_MINUTES")
     # Airflow's API server, for `connections reconcile`
     airflow_port: int = Field(8081, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
     airflow_api_url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")

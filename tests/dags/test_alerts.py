@@ -1,10 +1,16 @@
-"""A failed or stale run tells someone: the DAGs POST to SEGMENT_ELT_ALERT_WEBHOOK_URL (here a
-stand-in webhook on loopback), and a webhook that is down changes nothing about the run."""
+"""A failed, late or stale run tells someone: the DAGs POST to SEGMENT_ELT_ALERT_WEBHOOK_URL and
+email through SEGMENT_ELT_ALERT_SMTP_URL (here stand-ins on loopback), and a channel that is down
+changes nothing about the run."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import email
+import email.policy
 import http.server
 import json
+import socketserver
 import threading
 
 from segment_elt.local.embedded import free_port
@@ -79,3 +85,88 @@ def test_a_stale_source_fails_the_run_after_building_and_says_why(dags, db, acme
     # what had landed is built and recorded: staleness fails the run, not the build
     assert total_events(db) == 2
     assert db.execute("select status from control.pipeline_runs").fetchone()[0] == "success"
+
+
+class Mailbox(socketserver.ThreadingTCPServer):
+    """An SMTP server that keeps each message's envelope and text (no TLS, no auth), as a relay would."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.messages: list[dict] = []
+        super().__init__(("127.0.0.1", free_port()), _Smtp)
+
+
+class _Smtp(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        envelope = {"to": []}
+        self.wfile.write(b"220 stand-in ESMTP\r\n")
+        while line := self.rfile.readline().decode():
+            verb = line[:4].upper()
+            if verb == "EHLO":
+                self.wfile.write(b"250-stand-in\r\n250 SIZE 1000000\r\n")
+            elif verb == "MAIL":
+                envelope["from"] = line.split(":", 1)[1].split()[0]  # without ESMTP parameters (SIZE=)
+                self.wfile.write(b"250 ok\r\n")
+            elif verb == "RCPT":
+                envelope["to"].append(line.split(":", 1)[1].strip())
+                self.wfile.write(b"250 ok\r\n")
+            elif verb == "DATA":
+                self.wfile.write(b"354 go on\r\n")
+                data = b"".join(iter(lambda: self.rfile.readline(), b".\r\n"))
+                self.server.messages.append({**envelope, "data": data.decode()})
+                self.wfile.write(b"250 kept\r\n")
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+def test_an_alert_is_emailed_when_smtp_is_configured_and_an_smtp_outage_is_logged(monkeypatch, caplog):
+    mailbox = Mailbox()
+    threading.Thread(target=mailbox.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_SMTP_URL", f"smtp://127.0.0.1:{mailbox.server_address[1]}")
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_EMAIL_TO", "cs-oncall@example.com, data@example.com")
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_EMAIL_FROM", "segment-elt@example.com")
+    try:
+        assert alerts.notify("segment_rollups", "scheduled__x", "failed", "dbt.product_events_run failed") is True
+    finally:
+        mailbox.shutdown()
+    (mail,) = mailbox.messages
+    assert mail["from"] == "<segment-elt@example.com>"
+    assert mail["to"] == ["<cs-oncall@example.com>", "<data@example.com>"]
+    message = email.message_from_string(mail["data"], policy=email.policy.default)
+    assert message["Subject"] == "segment-elt: segment_rollups run scheduled__x failed: dbt.product_events_run failed"
+    assert "reason: dbt.product_events_run failed" in message.get_content()
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    assert alerts.notify("segment_rollups", "scheduled__x", "failed", "boom") is False
+    assert "could not email the failed alert through 127.0.0.1" in caplog.text
+
+
+def test_a_late_rollups_run_alerts_through_its_deadline(dags, monkeypatch):
+    from airflow.sdk import DeadlineReference
+    from airflow.triggers.callback import CallbackTrigger
+
+    (deadline,) = dags["segment_rollups"].deadline
+    assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert deadline.interval == dt.timedelta(minutes=30)
+    webhook = Webhook()
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", webhook.url)
+    # what the triggerer runs once the scheduler finds the deadline missed, with the context it adds
+    context = {"dag_run": {"dag_id": "segment_rollups", "run_id": "scheduled__2026-12-02T00:10:00+00:00",
+                           "queued_at": "2026-12-02T00:20:00.1+00:00"}, "deadline": {"id": "d1"}}
+    trigger = CallbackTrigger(deadline.callback.path, {**deadline.callback.kwargs, "context": context})
+
+    async def events():
+        return [event.payload async for event in trigger.run()]
+
+    try:
+        *_, done = asyncio.run(events())
+    finally:
+        webhook.shutdown()
+    assert done["state"] == "success", done
+    (alert,) = webhook.received
+    assert alert["status"] == "late" and alert["run_id"] == "scheduled__2026-12-02T00:10:00+00:00"
+    assert alert["reason"] == "not finished 30 min after it was queued at 2026-12-02T00:20:00.1+00:00"
