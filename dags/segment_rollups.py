@@ -9,8 +9,8 @@ A failed or skipped run loses nothing: the next run catches up from the last suc
 record is its dbt build's: a failing outbound sync is recorded per connection
 (control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
 `dbt source freshness` fails the run (and alerts) when nothing has landed in raw.segment_events
-for SEGMENT_ELT_RAW_STALE_HOURS (default 6); a run not finished
-SEGMENT_ELT_ROLLUPS_DEADLINE_MINUTES (default 30) after it was queued sends a `late` alert.
+for SEGMENT_ELT_RAW_STALE_HOURS (default 6); a run that starts more than
+SEGMENT_ELT_ROLLUPS_LATE_MINUTES (default 30) after the last success sends a `late` alert.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.pipeline.dag_ids import ROLLUPS
-from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, rollups_deadline, start
+from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 MARTS = Asset("segment_elt_marts")
 
@@ -40,27 +40,30 @@ log = logging.getLogger(__name__)
     tags=["segment", "rollups"],
     doc_md=__doc__,
     on_failure_callback=record_failure,
-    deadline=rollups_deadline(),
 )
 def segment_rollups():
     @task
     def plan(**context) -> dict:
         """Decide what this run builds: the new arrivals, or a backfill's day."""
         from segment_elt import db
-        from segment_elt.pipeline import runs
+        from segment_elt.pipeline import alerts, runs
 
         run = context["dag_run"]
         with db.connect() as conn:
             kind = runs.run_kind(run.run_type)
             planned = runs.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
             start(conn, ROLLUPS, context, kind, planned)
+            late = runs.late_by(conn) if kind != "backfill" else None
         log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
+        if late:
+            log.warning("late: %s", late)
+            alerts.notify(ROLLUPS, run.run_id, "late", late)
         return planned.as_dict()
 
     @task
     def check_freshness(**context) -> list[dict]:
         """Fail the run, and alert, when nothing landed for SEGMENT_ELT_RAW_STALE_HOURS (not in backfills)."""
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from segment_elt.pipeline import alerts, freshness, runs
 

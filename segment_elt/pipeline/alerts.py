@@ -8,7 +8,6 @@ is best effort: a channel that is down is logged, and never changes the run's ou
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import smtplib
 import socket
@@ -35,14 +34,6 @@ def notify(dag_id: str, run_id: str, status: str, reason: str) -> bool:
     if current.alert_smtp_url and current.alert_email_to:
         sent.append(_email(current.alert_smtp_url, current.alert_email_from, current.alert_email_to, body))
     return bool(sent) and all(sent)
-
-
-async def notify_late(context: dict, deadline_minutes: int) -> None:
-    """The rollups DAG's deadline callback, run by Airflow's triggerer when a run has not finished
-    `deadline_minutes` after it was queued."""
-    run = context["dag_run"]
-    reason = f"not finished {deadline_minutes} min after it was queued at {run.get('queued_at')}"
-    await asyncio.to_thread(notify, run["dag_id"], run["run_id"], "late", reason)
 
 
 def _post(url: str, body: dict) -> bool:

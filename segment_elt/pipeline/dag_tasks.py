@@ -1,5 +1,4 @@
-"""Pieces the DAG files share: default args, the rollups deadline, opening and closing a run's record,
-the failure callback."""
+"""Pieces the DAG files share: default args, opening and closing a run's record, the failure callback."""
 
 from __future__ import annotations
 
@@ -14,17 +13,6 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=5),
 }
-
-
-def rollups_deadline():
-    """A late rollups run alerts (segment_elt.pipeline.alerts.notify_late, run by the triggerer):
-    one not finished SEGMENT_ELT_ROLLUPS_DEADLINE_MINUTES after it was queued."""
-    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
-
-    minutes = settings().rollups_deadline_minutes
-    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(minutes=minutes),
-                         callback=AsyncCallback("segment_elt.pipeline.alerts.notify_late",
-                                                kwargs={"deadline_minutes": minutes}))
 
 
 def start(conn, dag_id: str, context: dict, run_type: str, plan=None) -> None:

@@ -61,6 +61,22 @@ def run_kind(run_type) -> str:
     return str(getattr(run_type, "value", run_type))
 
 
+def late_by(conn: psycopg.Connection, now: dt.datetime | None = None) -> str | None:
+    """Why a rollups run starting now is late, or None: the last successful run finished more than
+    SEGMENT_ELT_ROLLUPS_LATE_MINUTES ago (runs failed, hung, or the scheduler was down since).
+    Before any success there is nothing to be late against."""
+    last = _last_success(conn, ROLLUPS)
+    if last is None:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    limit = settings().rollups_late_minutes
+    minutes = (now - last[1]).total_seconds() / 60
+    if minutes <= limit:
+        return None
+    return (f"no successful {ROLLUPS} run for {minutes:.0f} min (last success finished {last[1]:%Y-%m-%d %H:%M} UTC; "
+            f"SEGMENT_ELT_ROLLUPS_LATE_MINUTES={limit}); this run catches up")
+
+
 def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.datetime | None,
                  interval_end: dt.datetime | None, now: dt.datetime | None = None) -> Plan:
     """Plan a segment_rollups run.

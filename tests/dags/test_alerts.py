@@ -4,8 +4,6 @@ changes nothing about the run."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import email
 import email.policy
 import http.server
@@ -67,24 +65,30 @@ def test_an_unreachable_webhook_is_logged_not_raised(monkeypatch, caplog):
     assert alerts.notify("segment_rollups", "manual__x", "failed", "boom") is False
 
 
-def test_a_stale_source_fails_the_run_after_building_and_says_why(dags, db, acme, monkeypatch):
+def test_a_late_run_on_stale_data_says_both_and_fails_after_building(dags, db, acme, monkeypatch):
     webhook = Webhook()
     threading.Thread(target=webhook.serve_forever, daemon=True).start()
     monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", webhook.url)
     land(db, acme, tracks(2), NOW)
     db.execute("update raw.segment_events set loaded_at = now() - interval '7 hours'")  # nothing since
+    db.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, started_at, finished_at, status,"
+               " high_water) values ('segment_rollups', 'scheduled__before', 'scheduled', now() - interval '46 min',"
+               " now() - interval '45 min', 'success', now() - interval '1 day')")
     try:
         result = dags["segment_rollups"].test()
     finally:
         webhook.shutdown()
     assert result.state == "failed"
-    stale, failed = webhook.received
-    assert (stale["status"], failed["status"]) == ("stale", "failed")
+    late, stale, failed = webhook.received
+    assert (late["status"], stale["status"], failed["status"]) == ("late", "stale", "failed")
+    assert late["reason"].startswith("no successful segment_rollups run for 45 min (last success finished ")
+    assert "SEGMENT_ELT_ROLLUPS_LATE_MINUTES=30); this run catches up" in late["reason"]
     assert stale["reason"].startswith("raw.segment_events: newest row landed 7.")
     assert "SEGMENT_ELT_RAW_STALE_HOURS=6" in stale["text"]
     # what had landed is built and recorded: staleness fails the run, not the build
     assert total_events(db) == 2
-    assert db.execute("select status from control.pipeline_runs").fetchone()[0] == "success"
+    assert db.execute("select status from control.pipeline_runs where run_id = %s", (result.run_id,)).fetchone() == (
+        "success",)
 
 
 class Mailbox(socketserver.ThreadingTCPServer):
@@ -144,29 +148,12 @@ def test_an_alert_is_emailed_when_smtp_is_configured_and_an_smtp_outage_is_logge
     assert "could not email the failed alert through 127.0.0.1" in caplog.text
 
 
-def test_a_late_rollups_run_alerts_through_its_deadline(dags, monkeypatch):
-    from airflow.sdk import DeadlineReference
-    from airflow.triggers.callback import CallbackTrigger
+def test_a_run_is_late_only_past_the_limit_after_a_success(db, monkeypatch):
+    from segment_elt.pipeline import runs
 
-    (deadline,) = dags["segment_rollups"].deadline
-    assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
-    assert deadline.interval == dt.timedelta(minutes=30)
-    webhook = Webhook()
-    threading.Thread(target=webhook.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", webhook.url)
-    # what the triggerer runs once the scheduler finds the deadline missed, with the context it adds
-    context = {"dag_run": {"dag_id": "segment_rollups", "run_id": "scheduled__2026-12-02T00:10:00+00:00",
-                           "queued_at": "2026-12-02T00:20:00.1+00:00"}, "deadline": {"id": "d1"}}
-    trigger = CallbackTrigger(deadline.callback.path, {**deadline.callback.kwargs, "context": context})
-
-    async def events():
-        return [event.payload async for event in trigger.run()]
-
-    try:
-        *_, done = asyncio.run(events())
-    finally:
-        webhook.shutdown()
-    assert done["state"] == "success", done
-    (alert,) = webhook.received
-    assert alert["status"] == "late" and alert["run_id"] == "scheduled__2026-12-02T00:10:00+00:00"
-    assert alert["reason"] == "not finished 30 min after it was queued at 2026-12-02T00:20:00.1+00:00"
+    assert runs.late_by(db) is None  # no success yet: nothing to be late against
+    db.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, finished_at, status) values"
+               " ('segment_rollups', 'manual__1', 'manual', now() - interval '20 min', 'success')")
+    assert runs.late_by(db) is None
+    monkeypatch.setenv("SEGMENT_ELT_ROLLUPS_LATE_MINUTES", "15")
+    assert runs.late_by(db).startswith("no successful segment_rollups run for 20 min")
