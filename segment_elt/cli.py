@@ -6,6 +6,7 @@ Errors go to stderr as one line a person can act on, with exit status 1 (2 for u
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from importlib.metadata import version
@@ -16,7 +17,7 @@ import psycopg.conninfo
 from tabulate import tabulate
 
 from segment_elt import db
-from segment_elt.control import connections, crypto, entities, schema
+from segment_elt.control import connections, crypto, entities, keys, schema
 from segment_elt.control.errors import UserError
 from segment_elt.outbound import sync
 from segment_elt.pipeline import reconcile
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   segment-elt connections create --org acme --name "Acme production"
   segment-elt connections allowlist conn_0123 --add "Report Created" '$page' '$identify'
   segment-elt connections list --json
+  segment-elt connections rotate-secret conn_0123
   segment-elt accounts import --org acme accounts.csv
   segment-elt pipeline run-once
 
@@ -87,6 +89,27 @@ def cmd_list(args, conn) -> None:
 def cmd_delete(args, conn) -> None:
     connections.delete(conn, args.connection_id)
     print(f"deleted {args.connection_id}: its webhook URL now answers 404")
+
+
+def cmd_rotate_secret(args, conn) -> None:
+    if args.finish:
+        connections.finish_rotation(conn, args.connection_id)
+        _print({"connection_id": args.connection_id, "previous_secret": "refused"}, args.json,
+               f"{args.connection_id}: only the new secret verifies now")
+        return
+    rotated = connections.rotate_secret(conn, args.connection_id, dt.timedelta(hours=args.grace_hours))
+    _print(vars(rotated), args.json, "\n".join([
+        f"new shared secret: {rotated.secret}",
+        f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: paste the new one into "
+        "Segment's Webhooks destination settings now, then run",
+        f"  segment-elt connections rotate-secret {args.connection_id} --finish",
+        "The new secret is shown only now.",
+    ]))
+
+
+def cmd_keys_reencrypt(args, conn) -> None:
+    done = keys.reencrypt_all(conn)
+    print(f"re-encrypted {done} stored secrets with the first key of SEGMENT_ELT_FERNET_KEY; the other keys can go")
 
 
 def cmd_allowlist(args, conn) -> None:
@@ -218,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", help="only this org's connections")
     p = command(con, "delete", cmd_delete, "delete a connection (its URL answers 404 at once)")
     connection_id(p)
+    p = command(con, "rotate-secret", cmd_rotate_secret,
+                "give the connection a new shared secret; the old one verifies too until --finish or the grace ends",
+                json_output=True)
+    connection_id(p)
+    p.add_argument("--grace-hours", type=whole_number(1, 24 * 30), default=24,
+                   help="how long the previous secret keeps verifying (default 24)")
+    p.add_argument("--finish", action="store_true", help="refuse the previous secret from now on")
     p = command(con, "allowlist", cmd_allowlist, "show or edit the event names that reach the rollups",
                 json_output=True)
     connection_id(p)
@@ -254,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(sub, "import", _import(entity), f"upsert {name} from a CSV file")
         p.add_argument("--org", required=True, help=f"the org the {name} belong to")
         p.add_argument("file", metavar="FILE.csv", help=f"a header row, then one {name[:-1]} per row (docs/cli.md)")
+
+    key = top.add_parser("keys", help="the Fernet keys secrets are stored with").add_subparsers(
+        dest="cmd", required=True, metavar="COMMAND")
+    command(key, "reencrypt", cmd_keys_reencrypt,
+            "rewrite every stored secret with the first key of SEGMENT_ELT_FERNET_KEY (after adding a new key first)")
 
     pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(dest="cmd", required=True,
                                                                                       metavar="COMMAND")

@@ -1,7 +1,8 @@
-"""Orgs and connections: create, list, delete, allowlists, rate limits, recent events."""
+"""Orgs and connections: create, list, delete, secret rotation, allowlists, rate limits, recent events."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass
@@ -52,6 +53,41 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
         )
     cap = conn.execute("select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,)).fetchone()[0]
     return Created(connection_id, org_id, name, webhook_url(connection_id), secret, cap)
+
+
+@dataclass
+class Rotation:
+    connection_id: str
+    secret: str | None          # the new secret (shown once), None when finishing
+    previous_until: dt.datetime | None  # the previous secret verifies until then; None: refused now
+
+
+def rotate_secret(conn: psycopg.Connection, connection_id: str, grace: dt.timedelta) -> Rotation:
+    """Give the connection a new secret; the current one keeps verifying for `grace`, so Segment's
+    settings can be updated without a single refused request. One rotation at a time."""
+    require_live(conn, connection_id)
+    secret = crypto.new_secret()
+    with conn.transaction():
+        row = conn.execute(
+            "select previous_secret_until from control.connections where connection_id = %s for update",
+            (connection_id,)).fetchone()
+        if row[0] is not None and row[0] > dt.datetime.now(dt.timezone.utc):
+            raise UserError(f"{connection_id} is already rotating: its previous secret verifies until "
+                            f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
+                            f"{connection_id} --finish`")
+        until = conn.execute(
+            "update control.connections set previous_secret_enc = secret_enc, secret_enc = %s,"
+            " previous_secret_until = now() + %s where connection_id = %s returning previous_secret_until",
+            (crypto.encrypt(secret), grace, connection_id)).fetchone()[0]
+    return Rotation(connection_id, secret, until)
+
+
+def finish_rotation(conn: psycopg.Connection, connection_id: str) -> Rotation:
+    """Refuse the previous secret from now on."""
+    require_live(conn, connection_id)
+    conn.execute("update control.connections set previous_secret_enc = null, previous_secret_until = null"
+                 " where connection_id = %s", (connection_id,))
+    return Rotation(connection_id, None, None)
 
 
 def require_live(conn: psycopg.Connection, connection_id: str) -> str:

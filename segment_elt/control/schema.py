@@ -200,6 +200,15 @@ create index outbound_runs_idx on control.outbound_runs (connection_id, started_
 alter table control.outbound_runs add column skipped jsonb not null default '{}'::jsonb;
 """,
     ),
+    (
+        5,
+        "connection secret rotation: the previous secret verifies until a time",
+        r"""
+alter table control.connections
+    add column previous_secret_enc text,            -- Fernet token of the secret before the last rotation
+    add column previous_secret_until timestamptz;   -- it verifies until then (or `rotate-secret --finish`)
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -17,11 +18,19 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL could not be reached or did not answer in time."""
 
 
+# How long a process trusts its cached copy of a connection's secrets: a rotation's end (or a
+# grace period running out) is seen within this; a new secret at once (see webhook.land_request).
+SECRETS_TTL_S = 10.0
+# A request whose signature matches no cached secret re-reads them, at most this often.
+REREAD_AFTER_S = 1.0
+
+
 @dataclass(frozen=True)
 class Connection:
     connection_id: str
     org_id: str
-    secret: str
+    secrets: tuple[str, ...]  # the current secret, then the previous one while it still verifies
+    read_at: float = field(default_factory=time.monotonic)
 
 
 class Backends:
@@ -29,8 +38,8 @@ class Backends:
         self.database_url, self.archive_url, self.settings = database_url, archive_url, settings
         self._local = threading.local()
         self._archive: Archive | None = None
-        # connection_id -> Connection. Safe to cache: every request's token take re-checks
-        # in PostgreSQL that the connection still exists, so a deletion bites at once.
+        # connection_id -> Connection, for SECRETS_TTL_S. A deletion bites at once anyway: every
+        # request's token take re-checks in PostgreSQL that the connection still exists.
         self._connections: dict[str, Connection] = {}
 
     @property
@@ -67,19 +76,21 @@ class Backends:
                 if not (reused and attempt == 1 and not isinstance(exc, psycopg.errors.QueryCanceled)):
                     raise DatabaseUnavailable(_first_line(exc)) from exc
 
-    def connection(self, connection_id: str) -> Connection | None:
+    def connection(self, connection_id: str, reread_older_than_s: float = SECRETS_TTL_S) -> Connection | None:
         cached = self._connections.get(connection_id)
-        if cached is not None:
+        if cached is not None and time.monotonic() - cached.read_at < reread_older_than_s:
             return cached
         row = self.run(
             lambda c: c.execute(
-                "select org_id, secret_enc from control.connections where connection_id = %s and deleted_at is null",
+                "select org_id, secret_enc, case when previous_secret_until > now() then previous_secret_enc end"
+                " from control.connections where connection_id = %s and deleted_at is null",
                 (connection_id,),
             ).fetchone()
         )
         if row is None:
+            self.forget(connection_id)
             return None
-        found = Connection(connection_id, row[0], crypto.decrypt(row[1]))
+        found = Connection(connection_id, row[0], tuple(crypto.decrypt(token) for token in row[1:] if token))
         self._connections[connection_id] = found
         return found
 

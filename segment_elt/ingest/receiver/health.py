@@ -1,9 +1,11 @@
-"""GET /healthz (the process is alive) and GET /readyz (database and archive reachable)."""
+"""GET /healthz (the process is alive) and GET /readyz (database and archive reachable, and every
+stored secret readable with the configured Fernet keys)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from segment_elt.control import crypto, keys
 from segment_elt.ingest.archive import ArchiveUnavailable
 from segment_elt.ingest.receiver.backends import DatabaseUnavailable
 
@@ -20,9 +22,15 @@ def readyz():
     backends = current_app.extensions["segment_elt"]
     problems = {}
     try:
-        backends.run(lambda c: c.execute("select 1").fetchone())
+        unreadable = backends.run(keys.unreadable)
     except DatabaseUnavailable as exc:
         problems["database"] = str(exc)
+    except crypto.SecretKeyError as exc:  # a malformed SEGMENT_ELT_FERNET_KEY
+        problems["secrets"] = str(exc)
+    else:
+        if unreadable:
+            shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+            problems["secrets"] = f"{crypto.UNDECRYPTABLE}: {shown}"
     try:
         backends.archive.check()
     except ArchiveUnavailable as exc:

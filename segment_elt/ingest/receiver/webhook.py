@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.archive import ArchiveUnavailable, object_key
-from segment_elt.ingest.receiver.backends import Backends, DatabaseUnavailable
+from segment_elt.ingest.receiver.backends import REREAD_AFTER_S, Backends, Connection, DatabaseUnavailable
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("receiver")
@@ -44,6 +44,10 @@ def receive(connection_id: str):
     return response
 
 
+def _signed_by(connection: Connection, body: bytes, signature: str | None) -> bool:
+    return any(signing.verify(secret, body, signature) for secret in connection.secrets)
+
+
 def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[int, int]:
     """Land one request; returns (events in it, events new to staging) or raises Refused."""
     settings = backends.settings
@@ -56,8 +60,14 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         raise Refused(503, "staging database unavailable; retry later", unavailable) from None
     if connection is None:
         raise Refused(404, "unknown or deleted connection: check the webhook URL")
-    if not signing.verify(connection.secret, body, request.headers.get("X-Signature")):
-        missing = not request.headers.get("X-Signature")
+    signature = request.headers.get("X-Signature")
+    if not _signed_by(connection, body, signature):
+        try:  # a secret rotated since this process read it: look again (at most once a second)
+            connection = backends.connection(connection_id, reread_older_than_s=REREAD_AFTER_S) or connection
+        except DatabaseUnavailable:
+            raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+    if not _signed_by(connection, body, signature):
+        missing = not signature
         raise Refused(401, "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
     try:
         text, events = landing.parse_body(body)
