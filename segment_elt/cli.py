@@ -181,8 +181,15 @@ def _import(entity):
             text = Path(args.file).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
-        count = entities.upsert(conn, args.org, entity, entities.parse_csv(text, entity))
-        print(f"upserted {count} rows into {entity.table} for org {args.org}")
+        plan = entities.upsert(conn, args.org, entity, entities.parse_csv(text, entity), dry_run=args.dry_run)
+        figures = f"{len(plan.new)} new, {len(plan.updated)} updated, {plan.unchanged} unchanged rows"
+        if not args.dry_run:
+            print(f"{figures} in {entity.table} for org {args.org}")
+            return
+        changes = [{"key": c.key, "change": "new" if c.before is None else "updated",
+                    "what": "; ".join(c.differences())} for c in plan.new + plan.updated]
+        print(_table(changes, {"key": entity.key, "change": "change", "what": "what changes"}, "nothing would change"))
+        print(f"dry run: {figures} in {entity.table} for org {args.org}; nothing was written")
     return run
 
 
@@ -251,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
         sub = top.add_parser(name, help=f"the host product's {name}, sources of identity resolution").add_subparsers(
             dest="cmd", required=True, metavar="COMMAND")
-        p = command(sub, "import", _import(entity), f"upsert {name} from a CSV file")
+        p = command(sub, "import", _import(entity),
+                    f"upsert {name} from a CSV file; columns the file does not name are left as they are")
         p.add_argument("--org", required=True, help=f"the org the {name} belong to")
+        p.add_argument("--dry-run", action="store_true", help="print what would change (new, updated, unchanged rows) "
+                       "and write nothing")
         p.add_argument("file", metavar="FILE.csv", help=f"a header row, then one {name[:-1]} per row (docs/cli.md)")
 
     pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(dest="cmd", required=True,

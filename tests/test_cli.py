@@ -73,7 +73,7 @@ def test_recent_events_shows_what_segment_sent(created, db):
 def test_imports_upsert_and_reject_bad_rows_whole(created, db, tmp_path):
     accounts = tmp_path / "accounts.csv"
     accounts.write_text("account_id,name,external_id,tier\na1,Acme,ext-1,gold\na2,Beta,,silver\n")
-    assert "2 rows" in cli("accounts", "import", "--org", "acme", str(accounts)).stdout
+    assert "2 new, 0 updated, 0 unchanged rows" in cli("accounts", "import", "--org", "acme", str(accounts)).stdout
     accounts.write_text("account_id,name,external_id,tier\na1,Acme Inc,ext-1,platinum\n")
     cli("accounts", "import", "--org", "acme", str(accounts))
     assert db.execute("select name, traits->>'tier' from app.accounts where account_id = 'a1'").fetchone() == ("Acme Inc", "platinum")
