@@ -16,7 +16,7 @@ import psycopg.conninfo
 from tabulate import tabulate
 
 from segment_elt import db
-from segment_elt.control import connections, crypto, entities, schema
+from segment_elt.control import connections, crypto, entities, resolution, schema
 from segment_elt.control.errors import UserError
 from segment_elt.outbound import sync
 from segment_elt.pipeline import reconcile
@@ -27,7 +27,8 @@ EXAMPLES = """examples:
   segment-elt connections create --org acme --name "Acme production"
   segment-elt connections allowlist conn_0123 --add "Report Created" '$page' '$identify'
   segment-elt connections list --json
-  segment-elt accounts import --org acme accounts.csv
+  segment-elt connections resolution conn_0123 --days 30
+  segment-elt accounts import --org acme accounts.csv --dry-run
   segment-elt pipeline run-once
 
 Every command and option: docs/cli.md. Configuration (DATABASE_URL, ARCHIVE_URL, ...): docs/configuration.md."""
@@ -117,6 +118,27 @@ def cmd_recent(args, conn) -> None:
         "received_at": "received", "event_type": "type", "event_name": "event", "allowlist": "allowlist",
         "external_group_id": "externalGroupId", "external_user_id": "externalUserId", "message_id": "messageId"},
         "no events staged yet"))
+
+
+def _percent(share: float) -> str:
+    return f"{share:.1%}"
+
+
+def cmd_resolution(args, conn) -> None:
+    found = resolution.report(conn, args.connection_id, args.days)
+    none = f"no allowlisted events since {found.since}"
+    _print(vars(found), args.json, "\n\n".join([
+        f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
+        _table([dict(r, share=_percent(r["share"])) for r in found.by_rule],
+               {"matched_by": "matched by", "event_count": "events", "share": "share"}, none),
+        _table([dict(r, unresolved_share=_percent(r["unresolved_share"])) for r in found.by_day],
+               {"event_date": "day", "event_count": "events", "unresolved_count": "unresolved",
+                "unresolved_share": "unresolved share"}, none),
+        f"most frequent values of unresolved events (top {resolution.TOP_VALUES} per kind):\n" + _table(
+            found.unresolved_values,
+            {"kind": "kind", "value": "value", "event_count": "events", "last_seen_at": "last seen"},
+            "no unresolved event carried a groupId, userId or email"),
+    ]))
 
 
 def cmd_run_once(args, conn) -> None:
@@ -254,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(con, "reconcile", cmd_reconcile,
                 "re-resolve a connection's stored events under the current identity rules and entities")
     connection_id(p)
+    p = command(con, "resolution", cmd_resolution,
+                "the identity resolution report: events per matching rule and day, top unresolved values",
+                json_output=True)
+    connection_id(p)
+    p.add_argument("--days", type=whole_number(1, resolution.MAX_DAYS), default=resolution.DEFAULT_DAYS,
+                   help=f"the last N UTC event days, today included (default {resolution.DEFAULT_DAYS})")
 
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
         sub = top.add_parser(name, help=f"the host product's {name}, sources of identity resolution").add_subparsers(
