@@ -67,6 +67,10 @@ def test_a_traits_column_holding_a_json_object_is_merged_into_traits(imported, d
     assert _account(db)[4] == {"tier": "gold", "plan": "enterprise", "seats": 40, "region": "emea"}
     done = _import(tmp_path, "account_id,traits\na1,gold\n", ok=False)
     assert "line 2: the traits cell is not a JSON object" in done.stderr
+    _import(tmp_path, 'account_id,traits\na1,"{""seats"": null}"\n')  # a null removes its key
+    assert _account(db)[4] == {"tier": "gold", "plan": "enterprise", "region": "emea"}
+    _import(tmp_path, "account_id,traits,tier\na1,,silver\n")  # an empty traits cell starts them over
+    assert _account(db)[4] == {"tier": "silver"}
 
 
 def test_dry_run_prints_what_would_change_and_writes_nothing(imported, db, tmp_path):
@@ -79,7 +83,8 @@ def test_dry_run_prints_what_would_change_and_writes_nothing(imported, db, tmp_p
     assert db.execute("select account_id, name, traits, updated_at from app.accounts order by 1").fetchall() == before
     written = _import(tmp_path, text)
     assert "1 new, 1 updated, 1 unchanged" in written.stdout
-    assert db.execute("select count(*) from app.accounts").fetchone()[0] == 3
+    after = db.execute("select account_id, name, traits, updated_at from app.accounts order by 1").fetchall()
+    assert [row[0] for row in after] == ["a1", "a2", "a3"] and after[1] == before[1]  # unchanged: not rewritten
 
 
 def test_contacts_keep_what_the_file_does_not_name(org, db, tmp_path):
