@@ -17,7 +17,7 @@ import psycopg.conninfo
 from tabulate import tabulate
 
 from segment_elt import db
-from segment_elt.control import connections, crypto, entities, keys, schema
+from segment_elt.control import connections, crypto, entities, keys, resolution, schema
 from segment_elt.control.errors import UserError
 from segment_elt.outbound import sync
 from segment_elt.pipeline import reconcile
@@ -28,8 +28,9 @@ EXAMPLES = """examples:
   segment-elt connections create --org acme --name "Acme production"
   segment-elt connections allowlist conn_0123 --add "Report Created" '$page' '$identify'
   segment-elt connections list --json
+  segment-elt connections resolution conn_0123 --days 30
   segment-elt connections rotate-secret conn_0123
-  segment-elt accounts import --org acme accounts.csv
+  segment-elt accounts import --org acme accounts.csv --dry-run
   segment-elt pipeline run-once
 
 Every command and option: docs/cli.md. Configuration (DATABASE_URL, ARCHIVE_URL, ...): docs/configuration.md."""
@@ -142,6 +143,27 @@ def cmd_recent(args, conn) -> None:
         "no events staged yet"))
 
 
+def _percent(share: float) -> str:
+    return f"{share:.1%}"
+
+
+def cmd_resolution(args, conn) -> None:
+    found = resolution.report(conn, args.connection_id, args.days)
+    none = f"no allowlisted events since {found.since}"
+    _print(vars(found), args.json, "\n\n".join([
+        f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
+        _table([dict(r, share=_percent(r["share"])) for r in found.by_rule],
+               {"matched_by": "matched by", "event_count": "events", "share": "share"}, none),
+        _table([dict(r, unresolved_share=_percent(r["unresolved_share"])) for r in found.by_day],
+               {"event_date": "day", "event_count": "events", "unresolved_count": "unresolved",
+                "unresolved_share": "unresolved share"}, none),
+        f"most frequent values of unresolved events (top {resolution.TOP_VALUES} per kind):\n" + _table(
+            found.unresolved_values,
+            {"kind": "kind", "value": "value", "event_count": "events", "last_seen_at": "last seen"},
+            "no unresolved event carried a groupId, userId or email"),
+    ]))
+
+
 def cmd_run_once(args, conn) -> None:
     from segment_elt.pipeline import run_once
 
@@ -204,8 +226,15 @@ def _import(entity):
             text = Path(args.file).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
-        count = entities.upsert(conn, args.org, entity, entities.parse_csv(text, entity))
-        print(f"upserted {count} rows into {entity.table} for org {args.org}")
+        plan = entities.upsert(conn, args.org, entity, entities.parse_csv(text, entity), dry_run=args.dry_run)
+        figures = f"{len(plan.new)} new, {len(plan.updated)} updated, {plan.unchanged} unchanged rows"
+        if not args.dry_run:
+            print(f"{figures} in {entity.table} for org {args.org}")
+            return
+        changes = [{"key": c.key, "change": "new" if c.before is None else "updated",
+                    "what": "; ".join(c.differences())} for c in plan.new + plan.updated]
+        print(_table(changes, {"key": entity.key, "change": "change", "what": "what changes"}, "nothing would change"))
+        print(f"dry run: {figures} in {entity.table} for org {args.org}; nothing was written")
     return run
 
 
@@ -277,12 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(con, "reconcile", cmd_reconcile,
                 "re-resolve a connection's stored events under the current identity rules and entities")
     connection_id(p)
+    p = command(con, "resolution", cmd_resolution,
+                "the identity resolution report: events per matching rule and day, top unresolved values",
+                json_output=True)
+    connection_id(p)
+    p.add_argument("--days", type=whole_number(1, resolution.MAX_DAYS), default=resolution.DEFAULT_DAYS,
+                   help=f"the last N UTC event days, today included (default {resolution.DEFAULT_DAYS})")
 
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
         sub = top.add_parser(name, help=f"the host product's {name}, sources of identity resolution").add_subparsers(
             dest="cmd", required=True, metavar="COMMAND")
-        p = command(sub, "import", _import(entity), f"upsert {name} from a CSV file")
+        p = command(sub, "import", _import(entity),
+                    f"upsert {name} from a CSV file; columns the file does not name are left as they are")
         p.add_argument("--org", required=True, help=f"the org the {name} belong to")
+        p.add_argument("--dry-run", action="store_true", help="print what would change (new, updated, unchanged rows) "
+                       "and write nothing")
         p.add_argument("file", metavar="FILE.csv", help=f"a header row, then one {name[:-1]} per row (docs/cli.md)")
 
     key = top.add_parser("keys", help="the Fernet keys secrets are stored with").add_subparsers(

@@ -15,6 +15,7 @@ import pytest
 
 from segment_elt.ingest import landing
 from segment_elt.local import samples
+from segment_elt.pipeline.transform import run_dbt
 
 CLI = str(Path(sys.executable).parent / "segment-elt")
 
@@ -73,7 +74,7 @@ def test_recent_events_shows_what_segment_sent(created, db):
 def test_imports_upsert_and_reject_bad_rows_whole(created, db, tmp_path):
     accounts = tmp_path / "accounts.csv"
     accounts.write_text("account_id,name,external_id,tier\na1,Acme,ext-1,gold\na2,Beta,,silver\n")
-    assert "2 rows" in cli("accounts", "import", "--org", "acme", str(accounts)).stdout
+    assert "2 new, 0 updated, 0 unchanged rows" in cli("accounts", "import", "--org", "acme", str(accounts)).stdout
     accounts.write_text("account_id,name,external_id,tier\na1,Acme Inc,ext-1,platinum\n")
     cli("accounts", "import", "--org", "acme", str(accounts))
     assert db.execute("select name, traits->>'tier' from app.accounts where account_id = 'a1'").fetchone() == ("Acme Inc", "platinum")
@@ -169,3 +170,39 @@ def test_reconcile_with_a_wrong_airflow_password_is_one_clear_line(created):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert "refused the credentials of user 'admin' (HTTP 401)" in done.stderr
+
+
+def test_resolution_report_shows_rules_days_and_the_top_unresolved_values(created, db):
+    cid = created["connection_id"]
+    cli("connections", "allowlist", cid, "--add", "Login")
+    not_built = cli("connections", "resolution", cid, ok=False)
+    assert not_built.returncode == 1 and "not built yet: run `segment-elt pipeline run-once`" in not_built.stderr
+    db.execute("insert into app.accounts (org_id, account_id, external_id) values ('acme', 'a1', 'ext-1')")
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    events = [samples.event("track", user_id="u1", name="Login", group_id="ext-1", at=now),
+              samples.event("track", user_id="u2", name="Login", group_id="grp-new", at=now - dt.timedelta(days=1)),
+              samples.event("track", user_id="u2", name="Login", group_id="grp-new", at=now),
+              samples.event("track", user_id="u3", name="Login", at=now - dt.timedelta(days=10))]
+    for event in events:
+        landing.insert_events(db, connection_id=cid, org_id="acme", text=json.dumps(event), events=[event],
+                              received_at=now, archive_key="k")
+    run_dbt(["build", "--exclude", "resource_type:test", "resource_type:unit_test"])
+
+    found = json.loads(cli("connections", "resolution", cid, "--json").stdout)
+    assert [(r["matched_by"], r["event_count"]) for r in found["by_rule"]] == [
+        ("unresolved", 2), ("account:groupId->external_id", 1)]
+    assert [(str(r["event_date"]), r["event_count"], r["unresolved_count"]) for r in found["by_day"]] == [
+        (str(now.date()), 2, 1), (str((now - dt.timedelta(days=1)).date()), 1, 1)]
+    assert [(r["kind"], r["value"], r["event_count"]) for r in found["unresolved_values"]] == [
+        ("groupId", "grp-new", 2), ("userId", "u2", 2)]
+    assert dt.datetime.fromisoformat(found["unresolved_values"][0]["last_seen_at"]) == now
+    month = json.loads(cli("connections", "resolution", cid, "--days", "30", "--json").stdout)
+    assert ("userId", "u3", 1) in [(r["kind"], r["value"], r["event_count"]) for r in month["unresolved_values"]]
+
+    table = cli("connections", "resolution", cid).stdout
+    assert "66.7%" in table and "grp-new" in table and "unresolved share" in table
+    unknown = cli("connections", "resolution", "conn_nope", ok=False)
+    assert unknown.returncode == 1 and unknown.stderr.strip() == (
+        "error: no connection 'conn_nope': see `segment-elt connections list`")
+    too_many = cli("connections", "resolution", cid, "--days", "0", ok=False)
+    assert too_many.returncode == 2 and "not a whole number from 1 to 366" in too_many.stderr

@@ -57,11 +57,11 @@
 
 {% macro affected_days() -%}
     {#-
-        The (org, event day) pairs account_event_daily must recompute: those queued since its
-        watermark that product_events has consumed. Read when the model runs and inlined as a
-        VALUES list, so that PostgreSQL knows how few days they are and reads just those through
-        product_events' (org_id, event_date) index (from a subquery it guesses hundreds and scans
-        all of history).
+        The (org, event day) pairs a per-day mart (account_event_daily, the identity resolution
+        report) must recompute: those queued since its watermark that product_events has
+        consumed. Read when the model runs and inlined as a VALUES list, so that PostgreSQL knows
+        how few days they are and reads just those through product_events' (org_id, event_date)
+        index (from a subquery it guesses hundreds and scans all of history).
     -#}
     {%- set days = [] -%}
     {%- if execute -%}
@@ -82,8 +82,28 @@
     where affected.org_id is not null
 {%- endmacro %}
 
+{% macro events_of_affected_days() -%}
+    {#-
+        The product_events rows a per-day mart aggregates: on an incremental run those of the
+        days affected_days() gives, else all of them. Recomputing whole (org, day) pairs keeps
+        late, duplicate and re-resolved events exact; such a mart has forget_affected_days() as
+        its pre-hook, records watermark('product_events') as its own, and is a consumer in
+        prune_resolution_queue().
+    -#}
+    {% if is_incremental() %}
+    select product_events.*
+    from {{ ref('product_events') }} as product_events
+    inner join ({{ affected_days() }}) as affected
+        on
+            product_events.org_id = affected.org_id
+            and product_events.event_date = affected.event_date
+    {% else %}
+    select * from {{ ref('product_events') }}
+    {% endif %}
+{%- endmacro %}
+
 {% macro forget_affected_days() -%}
-    {#- Pre-hook of account_event_daily: delete the days this run recomputes. -#}
+    {#- Pre-hook of a per-day mart: delete the days this run recomputes. -#}
     {% if is_incremental() %}
     delete from {{ this }} as target
     using ({{ affected_days() }}) as affected

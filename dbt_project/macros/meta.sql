@@ -102,10 +102,10 @@
 
 {% macro prune_resolution_queue() -%}
     {#-
-        on-run-end: delete the queue's runs that every consumer (product_events,
-        account_event_daily, user_traits) has consumed, and only those. A consumer whose table is
-        missing or new counts as having consumed nothing, so a consumer that fails for days keeps
-        everything it has not read. At the end of the run, not in the queue's own post-hook: there
+        on-run-end: delete the queue's runs that every consumer (product_events, the per-day marts
+        and user_traits) has consumed, and only those. A consumer whose table is missing or new
+        counts as having consumed nothing, so a consumer that fails for days keeps everything it
+        has not read. At the end of the run, not in the queue's own post-hook: there
         the consumers have not yet read this run's batch, so a full build's whole queue would
         be deleted by the next incremental run, whose cost would then follow the history.
     -#}
@@ -114,7 +114,8 @@
     {%- if relation is not none -%}
     delete from {{ relation }}
     where queued_at <= least(
-        {%- for consumer in ['product_events', 'account_event_daily', 'user_traits'] %}
+        {%- for consumer in ['product_events', 'account_event_daily', 'identity_resolution_report',
+                             'identity_unresolved_values', 'user_traits'] %}
             {{ watermark(consumer) }}{{ ',' if not loop.last }}
         {%- endfor %}
     )

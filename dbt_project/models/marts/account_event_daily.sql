@@ -12,28 +12,9 @@
 -- depends_on: {{ ref('int_events__resolution_queue') }}
 -- Events and distinct users per account, day and event name. Each run recomputes whole
 -- (org, day) pairs that its batch touched, so late, duplicate and re-resolved events stay exact.
-with product_events as (
-    select * from {{ ref('product_events') }}
+with scoped as (
+    {{ events_of_affected_days() }}
 ),
-
-{% if is_incremental() %}
-    affected as (
-        {{ affected_days() }}
-    ),
-
-    scoped as (
-        select product_events.*
-        from product_events
-        inner join affected
-            on
-                product_events.org_id = affected.org_id
-                and product_events.event_date = affected.event_date
-    ),
-{% else %}
-    scoped as (
-        select * from product_events
-    ),
-{% endif %}
 
 final as (
     select
