@@ -135,6 +135,13 @@ def cmd_rate_limit(args, conn) -> None:
 
 
 def cmd_recent(args, conn) -> None:
+    if args.rejected:
+        rows = connections.rejects(conn, args.connection_id, args.limit)
+        shown = [dict(r, body_head=(r["body_head"] or "")[:60] or None) for r in rows]
+        _print(rows, args.json, _table(shown, {
+            "rejected_at": "rejected", "status": "status", "reason": "reason", "repeats": "times",
+            "body_bytes": "bytes", "body_head": "body (400s)"}, "no refusals recorded"))
+        return
     rows = connections.recent_events(conn, args.connection_id, args.limit)
     shown = [dict(r, allowlist="allowed" if r["in_allowlist"] else "dropped") for r in rows]
     _print(rows, args.json, _table(shown, {
@@ -293,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     connection_id(p)
     p.add_argument("--limit", type=whole_number(1, connections.MAX_RECENT), default=50,
                    help="how many events (default 50)")
+    p.add_argument("--rejected", action="store_true",
+                   help="the newest requests the receiver refused (4xx/5xx) instead, with status and reason")
     p = command(con, "outbound", cmd_outbound, "send computed traits, audiences and moments back to Segment")
     connection_id(p)
     p.add_argument("--write-key", help="the write key of the Segment source to send to (stored encrypted)")

@@ -202,3 +202,15 @@ def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50)
     ).fetchall()
     keys = ["received_at", "message_id", "event_type", "event_name", "in_allowlist", "external_group_id", "external_user_id"]
     return [dict(zip(keys, row), received_at=row[0].isoformat()) for row in rows]
+
+
+def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> list[dict]:
+    """The newest refusals the receivers answered for the connection (control.rejects)."""
+    require_live(conn, connection_id)
+    if not 1 <= limit <= MAX_RECENT:
+        raise UserError(f"--limit must be between 1 and {MAX_RECENT}")
+    rows = conn.execute(
+        "select rejected_at, status, reason, repeats, body_bytes, body_head from control.rejects"
+        " where connection_id = %s order by rejected_at desc limit %s", (connection_id, limit)).fetchall()
+    keys = ["rejected_at", "status", "reason", "repeats", "body_bytes", "body_head"]
+    return [dict(zip(keys, row), rejected_at=row[0].isoformat()) for row in rows]

@@ -209,6 +209,22 @@ alter table control.connections
     add column previous_secret_until timestamptz;   -- it verifies until then (or `rotate-secret --finish`)
 """,
     ),
+    (
+        6,
+        "the rejects log: the newest refusals per connection",
+        r"""
+create table control.rejects (
+    connection_id text not null references control.connections (connection_id),
+    rejected_at timestamptz not null default clock_timestamp(),
+    status smallint not null,
+    reason text not null,
+    body_bytes integer not null,
+    body_head text,                        -- 400s only: the body's first 1 KB
+    repeats integer not null default 1     -- identical refusals this row stands for (folded within a second)
+);
+create index rejects_newest_idx on control.rejects (connection_id, rejected_at desc);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

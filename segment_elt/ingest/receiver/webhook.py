@@ -9,6 +9,7 @@ import re
 import time
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.archive import ArchiveUnavailable, object_key
@@ -17,6 +18,7 @@ from segment_elt.ingest.receiver.backends import REREAD_AFTER_S, Backends, Conne
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("receiver")
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DATABASE_DOWN = "staging database unavailable; retry later"
 
 
 class Refused(Exception):
@@ -29,12 +31,20 @@ class Refused(Exception):
 def receive(connection_id: str):
     started = time.perf_counter()
     backends: Backends = current_app.extensions["segment_elt"]
-    events = 0
+    events, sent = 0, b""
     try:
-        events, accepted = land_request(backends, connection_id, request.get_data(cache=False))
+        try:
+            sent = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise Refused(413, f"body larger than {backends.settings.max_body_bytes} bytes: send smaller batches") from None
+        events, accepted = land_request(backends, connection_id, sent)
         status, body, retry_after = 200, {"accepted": accepted, "duplicates": events - accepted}, None
     except Refused as refused:
         status, body, retry_after = refused.status, {"error": refused.message}, refused.retry_after
+        if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
+            current_app.extensions["segment_elt.rejects"].record(
+                connection_id, status, refused.message, request.content_length or len(sent),
+                sent if status == 400 else None)
     response = jsonify(body)
     response.status_code = status
     if retry_after is not None:
@@ -57,7 +67,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
     try:
         connection = backends.connection(connection_id)
     except DatabaseUnavailable:
-        raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+        raise Refused(503, DATABASE_DOWN, unavailable) from None
     if connection is None:
         raise Refused(404, "unknown or deleted connection: check the webhook URL")
     signature = request.headers.get("X-Signature")
@@ -65,7 +75,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         try:  # a secret rotated since this process read it: look again (at most once a second)
             connection = backends.connection(connection_id, reread_older_than_s=REREAD_AFTER_S) or connection
         except DatabaseUnavailable:
-            raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+            raise Refused(503, DATABASE_DOWN, unavailable) from None
     if not _signed_by(connection, body, signature):
         missing = not signature
         raise Refused(401, "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
@@ -79,7 +89,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
             lambda c: c.execute("select * from control.take_tokens(%s, %s)", (connection_id, len(events))).fetchone()
         )
     except DatabaseUnavailable:
-        raise Refused(503, "staging database unavailable; retry later", unavailable) from None
+        raise Refused(503, DATABASE_DOWN, unavailable) from None
     if outcome == "gone":
         backends.forget(connection_id)
         raise Refused(404, "unknown or deleted connection: check the webhook URL")
