@@ -141,7 +141,8 @@ def entity_keys(accounts: list[dict], contacts: list[dict]) -> dict:
 def rules_for(rules: list[dict], connection_id: str) -> list[dict]:
     own = [r for r in rules if r["connection_id"] == connection_id]
     chosen = own or [r for r in rules if r["connection_id"] == "*"]
-    return sorted(chosen, key=lambda r: (r["chain"] != "account", int(r["position"])))
+    # account chain first, then position, then (rules sharing a position) the rule name in byte order
+    return sorted(chosen, key=lambda r: (r["chain"] != "account", int(r["position"]), rule_name(r).encode()))
 
 
 def rule_name(rule: dict) -> str:

@@ -43,17 +43,21 @@ def _rules(rng: random.Random, connection_names: list[str]) -> list[dict]:
         ("contact", 2, "email", "contact.email"),
     ]
     rules = [dict(connection_id="*", chain=c, position=p, source=s, target=t) for c, p, s, t in default]
+    if rng.random() < 0.7:  # a default rule tied with groupId->ps_id, listed first: the rule name decides
+        rules.insert(0, dict(connection_id="*", chain="account", position=2, source="groupId",
+                             target="account.trait:tier_code"))
     extra_sources = [("account", "payload:properties.account_uuid", "account.external_id"),
                      ("account", "groupId", "account.trait:tier_code"),
                      ("contact", "payload:context.traits.crm", "contact.trait:crm_id"),
                      ("contact", "anonymousId", "contact.product_external_user_id"),
                      ("account", "userId", "account.trait:owner")]
     for name in connection_names:
-        if rng.random() < 0.4:  # a connection with rules of its own uses only those
-            chosen = rng.sample(default + [(c, 0, s, t) for c, s, t in extra_sources], rng.randint(1, 5))
+        if rng.random() < 0.5:  # a connection with rules of its own uses only those
+            chosen = rng.sample(default + [(c, 0, s, t) for c, s, t in extra_sources], rng.randint(2, 6))
             by_chain: dict[str, int] = {}
             for chain, _, source, target in chosen:
-                by_chain[chain] = by_chain.get(chain, 0) + 1
+                tied = chain in by_chain and rng.random() < 0.4  # the same position as the rule before
+                by_chain[chain] = by_chain.get(chain, 0) + (0 if tied else 1)
                 rules.append(dict(connection_id=name, chain=chain, position=by_chain[chain], source=source, target=target))
     return rules
 

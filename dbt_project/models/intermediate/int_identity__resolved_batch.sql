@@ -144,8 +144,7 @@ first_match as (
     order by
         matches.connection_id,
         matches.message_id,
-        matches.chain_order,
-        matches.position
+        {{ rule_precedence('matches') }}
 ),
 
 final as (
