@@ -7,9 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.dbt.harness import Loaded, copy_project, fetch_marts
-from tests.dbt.world import AS_OF, World
-
-TIED_RULES_EXCLUDE = ("--exclude", "test_name:identity_rule_positions_are_unique")
+from tests.dbt.world import ALLOW_TIED_POSITIONS, AS_OF, World
 
 
 def tied_world() -> World:
@@ -37,9 +35,9 @@ def test_tied_positions_resolve_by_rule_name_incrementally_and_in_a_rebuild(db, 
     for batch in range(2):
         at = AS_OF - dt.timedelta(days=2 - batch)
         loaded.land([event(batch * 10 + i, at) for i in range(10)], at)
-        loaded.build(*TIED_RULES_EXCLUDE)
+        loaded.build(*ALLOW_TIED_POSITIONS)
     incremental = fetch_marts(db)["product_events"]
     assert {(row["account_id"], row["matched_by"]) for row in incremental.values()} == {
         ("by-ext", "account:groupId->external_id")}
-    loaded.build("--full-refresh", *TIED_RULES_EXCLUDE)
+    loaded.build("--full-refresh", *ALLOW_TIED_POSITIONS)
     assert fetch_marts(db)["product_events"] == incremental
