@@ -65,6 +65,31 @@ def _rules(rng: random.Random, connection_names: list[str]) -> list[dict]:
     return rules
 
 
+def _visits_then_login(rng: random.Random, world: World, users: dict[str, list[str]]) -> list[tuple[str, dict]]:
+    """Anonymous visitors who browse, then log in: events with only an anonymousId, then an
+    identify (or an alias from the anonymousId) linking it to a userId. Visitor ids repeat
+    across orgs and visitors may log in as different users, so links must stay within an org
+    and the first link must win."""
+    events = []
+    for n in range(rng.randint(2, 4)):
+        name = rng.choice(list(world.connections))
+        visitor, at = f"visitor-{rng.randint(0, 2)}", AS_OF - dt.timedelta(days=rng.uniform(1, 40))
+        for i in range(rng.randint(1, 4)):
+            seen = at - dt.timedelta(hours=rng.uniform(0, 48))
+            events.append((name, {"type": rng.choice(["track", "page"]), "event": rng.choice(TRACK_NAMES),
+                                  "messageId": f"visit-{n}-{i}", "anonymousId": visitor,
+                                  "timestamp": seen.isoformat(), "properties": {"plan": "free"}}))
+        user = rng.choice(users[world.connections[name]])
+        login = {"messageId": f"login-{n}", "userId": user, "timestamp": at.isoformat()}
+        if rng.random() < 0.7:
+            login |= {"type": "identify", "anonymousId": visitor,
+                      "traits": {"email": rng.choice([f"user{rng.randint(0, 4)}@example.com", None])}}
+        else:
+            login |= {"type": "alias", "previousId": visitor}
+        events.append((name, login))
+    return events
+
+
 def make_world(seed: int, n_events: int = 120) -> World:
     rng = random.Random(seed)
     world = World()
@@ -131,7 +156,10 @@ def make_world(seed: int, n_events: int = 120) -> World:
             if rng.random() < 0.9:
                 payload["groupId"] = rng.choice(groups)
             payload["traits"] = {"name": f"Group {rng.randint(0, 3)}", "employees": rng.randint(1, 500)}
+        if kind == "alias" and rng.random() < 0.8:
+            payload["previousId"] = f"anon-{rng.randint(0, 6)}"
         world.events.append((name, payload))
+    world.events += _visits_then_login(rng, world, users)
     for i in rng.sample(range(len(world.events)), k=min(8, len(world.events))):
         world.events.append(world.events[i])  # exact redeliveries
     rng.shuffle(world.events)  # arrival order is not event order: late events

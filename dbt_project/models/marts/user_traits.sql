@@ -18,18 +18,23 @@ with latest as not materialized (
 ),
 
 {% if is_incremental() %}
+    -- the users of the queued events: their userId, or the user an anonymous event is stitched to
     changed_users as (
         select distinct
             events.org_id,
-            events.user_id
+            coalesce(events.user_id, resolved.user_id) as user_id
         from {{ ref('int_events__resolution_queue') }} as queue
         inner join {{ ref('stg_segment__events') }} as events
             on
                 queue.connection_id = events.connection_id
                 and queue.message_id = events.message_id
+        left join {{ ref('product_events') }} as resolved
+            on
+                queue.connection_id = resolved.connection_id
+                and queue.message_id = resolved.message_id
         where
             {{ queued_since('queue.queued_at', own_watermark()) }}
-            and events.user_id is not null
+            and coalesce(events.user_id, resolved.user_id) is not null
     ),
 {% else %}
     changed_users as (
