@@ -67,3 +67,26 @@ def daily(db) -> dict[tuple, tuple[int, int]]:
     rows = fetch_marts(db)["account_event_daily"].values()
     return {(r["org_id"], r["account_id"]): (r["event_count"], r["unique_users"]) for r in rows
             if r["event_name"] == "Report Created"}
+
+
+def test_an_older_link_arriving_late_moves_the_events_and_both_users_traits_follow(db, tmp_path):
+    loaded = Loaded(db, stitching_world(), copy_project(tmp_path))
+    loaded.land([
+        call("web-a", "joined", 0, type="group", userId="ada", groupId="acme-ext"),
+        call("web-a", "ada-login", 3, type="identify", userId="ada", anonymousId="device-1"),
+        report("web-a", "visit", 6, anonymousId="device-1"),
+    ], DAY + dt.timedelta(hours=7))
+    loaded.build()
+    assert users(db) == {"ada": "acme"}
+
+    loaded.land([call("web-a", "carol-login", 1, type="identify", userId="carol", anonymousId="device-1")],
+                DAY + dt.timedelta(hours=8))
+    loaded.build()
+    assert fetch_marts(db)["product_events"][(loaded.ids["web-a"], "visit")]["user_id"] == "carol"
+    assert users(db) == {"ada": None, "carol": None}
+    assert daily(db) == {("org-a", None): (1, 1)}
+
+
+def users(db) -> dict[str, str | None]:
+    """user_id -> account_id of user_traits."""
+    return {r["user_id"]: r["account_id"] for r in fetch_marts(db)["user_traits"].values()}
