@@ -27,3 +27,13 @@
     order by {{ oldest_first(alias) if oldest else newest_first(alias) }}
     limit 1
 {%- endmacro %}
+
+{% macro rule_precedence(alias) -%}
+    {#-
+        The order in which identity rules are tried, a total order so that the same event always
+        gets the same match (in an incremental run and a rebuild alike): the account chain before
+        the contact chain, then position, then, for rules sharing a position, the rule name
+        (matched_by) in byte order. docs/identity.md#how-a-match-is-chosen.
+    -#}
+    {{ alias }}.chain_order, {{ alias }}.position, {{ alias }}.rule_name collate "C"
+{%- endmacro %}

@@ -90,6 +90,9 @@ class Event:
         self.user_id = blank_none(text(p.get("userId")))
         self.anonymous_id = blank_none(text(p.get("anonymousId")))
         self.user_key = self.user_id or self.anonymous_id
+        # the anonymousId an identify (or, by previousId, an alias) with a userId links to it
+        linked = {"identify": self.anonymous_id, "alias": blank_none(text(p.get("previousId")))}
+        self.linked_anonymous_id = linked.get(self.event_type) if self.user_id else None
         self.group_id = blank_none(text(p.get("groupId"))) or blank_none(text(get(p, "context", "groupId")))
         self.email = (email(text(get(p, "traits", "email"))) or email(text(get(p, "context", "traits", "email")))
                       or email(text(get(p, "properties", "email"))))
@@ -141,7 +144,8 @@ def entity_keys(accounts: list[dict], contacts: list[dict]) -> dict:
 def rules_for(rules: list[dict], connection_id: str) -> list[dict]:
     own = [r for r in rules if r["connection_id"] == connection_id]
     chosen = own or [r for r in rules if r["connection_id"] == "*"]
-    return sorted(chosen, key=lambda r: (r["chain"] != "account", int(r["position"])))
+    # account chain first, then position, then (rules sharing a position) the rule name in byte order
+    return sorted(chosen, key=lambda r: (r["chain"] != "account", int(r["position"]), rule_name(r).encode()))
 
 
 def rule_name(rule: dict) -> str:
@@ -155,16 +159,29 @@ class Reference:
         self.accounts, self.contacts, self.rules, self.weights, self.as_of = accounts, contacts, rules, weights, as_of
         self.keys = entity_keys(accounts, contacts)
         self.groups, self.identifies = defaultdict(list), defaultdict(list)
+        first_links: dict = {}
         for e in self.events:
+            key = (e.org_id, e.linked_anonymous_id)
+            if e.linked_anonymous_id and (key not in first_links or e.order < first_links[key].order):
+                first_links[key] = e
             if e.event_type == "group" and e.group_id and e.user_key:
                 self.groups[(e.org_id, e.user_key)].append(e)
             if e.event_type == "identify" and e.email and e.user_key:
                 self.identifies[(e.org_id, e.user_key)].append(e)
+        self.links = {key: call.user_id for key, call in first_links.items()}
+
+    def stitched_user(self, e: Event):
+        """userId, else the userId the first call linking its anonymousId (in its org) names."""
+        return e.user_id or self.links.get((e.org_id, e.anonymous_id))
+
+    def user_of(self, e: Event):
+        """Whose group and identify calls the event reads: its stitched user, else its anonymousId."""
+        return self.stitched_user(e) or e.anonymous_id
 
     def group_of(self, e: Event):
         if e.group_id:
             return e.group_id
-        calls = self.groups.get((e.org_id, e.user_key), [])
+        calls = self.groups.get((e.org_id, self.user_of(e)), [])
         before = [c for c in calls if c.event_at <= e.event_at]
         if before:
             return max(before, key=lambda c: c.order).group_id
@@ -173,14 +190,15 @@ class Reference:
     def email_of(self, e: Event):
         if e.email:
             return e.email
-        calls = self.identifies.get((e.org_id, e.user_key), [])
+        calls = self.identifies.get((e.org_id, self.user_of(e)), [])
         return max(calls, key=lambda c: c.order).email if calls else None
 
     def resolve(self, e: Event):
         group, mail = self.group_of(e), self.email_of(e)
         for rule in rules_for(self.rules, e.connection_id):
             source = rule["source"]
-            value = {"groupId": group, "userId": e.user_id, "anonymousId": e.anonymous_id, "email": mail}.get(source)
+            value = {"groupId": group, "userId": self.stitched_user(e), "anonymousId": e.anonymous_id,
+                     "email": mail}.get(source)
             if source.startswith("payload:"):
                 value = text(get(e.payload, *source[len("payload:"):].split(".")))
             if rule["target"] == "contact.email":
@@ -197,7 +215,7 @@ class Reference:
                 continue
             account_id, contact_id, matched_by, group, mail = self.resolve(e)
             rows.append(dict(org_id=e.org_id, connection_id=e.connection_id, message_id=e.message_id,
-                             event_type=e.event_type, event_name=e.event_name, user_id=e.user_id,
+                             event_type=e.event_type, event_name=e.event_name, user_id=self.stitched_user(e),
                              anonymous_id=e.anonymous_id, external_group_id=group, email=mail, event_at=e.event_at,
                              event_date=e.event_date, reported_event_at=e.reported_event_at, received_at=e.received_at, account_id=account_id,
                              contact_id=contact_id, matched_by=matched_by, properties=e.payload.get("properties"),

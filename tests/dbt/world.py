@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 AS_OF = dt.datetime(2026, 6, 30, 12, 0, tzinfo=dt.timezone.utc)
 TRACK_NAMES = ["Report Created", "Invite Sent", "Export Downloaded", "Login"]
 SHARED_IDS = ["ext-1", "ext-2", "ext-3", "ps-1", "ps-2", "vit-1"]  # collide across orgs on purpose
+# Worlds tie rule positions on purpose, which the seed's own test refuses: builds skip that test to
+# check that resolution is deterministic all the same (as when models are run without their tests).
+ALLOW_TIED_POSITIONS = ("--exclude", "test_name:identity_rule_positions_are_set_and_unique")
 
 
 @dataclass
@@ -43,19 +46,48 @@ def _rules(rng: random.Random, connection_names: list[str]) -> list[dict]:
         ("contact", 2, "email", "contact.email"),
     ]
     rules = [dict(connection_id="*", chain=c, position=p, source=s, target=t) for c, p, s, t in default]
+    if rng.random() < 0.7:  # a default rule tied with groupId->ps_id, listed first: the rule name decides
+        rules.insert(0, dict(connection_id="*", chain="account", position=2, source="groupId",
+                             target="account.trait:tier_code"))
     extra_sources = [("account", "payload:properties.account_uuid", "account.external_id"),
                      ("account", "groupId", "account.trait:tier_code"),
                      ("contact", "payload:context.traits.crm", "contact.trait:crm_id"),
                      ("contact", "anonymousId", "contact.product_external_user_id"),
                      ("account", "userId", "account.trait:owner")]
     for name in connection_names:
-        if rng.random() < 0.4:  # a connection with rules of its own uses only those
-            chosen = rng.sample(default + [(c, 0, s, t) for c, s, t in extra_sources], rng.randint(1, 5))
+        if rng.random() < 0.5:  # a connection with rules of its own uses only those
+            chosen = rng.sample(default + [(c, 0, s, t) for c, s, t in extra_sources], rng.randint(2, 6))
             by_chain: dict[str, int] = {}
             for chain, _, source, target in chosen:
-                by_chain[chain] = by_chain.get(chain, 0) + 1
+                tied = chain in by_chain and rng.random() < 0.4  # the same position as the rule before
+                by_chain[chain] = by_chain.get(chain, 0) + (0 if tied else 1)
                 rules.append(dict(connection_id=name, chain=chain, position=by_chain[chain], source=source, target=target))
     return rules
+
+
+def _visits_then_login(rng: random.Random, world: World, users: dict[str, list[str]]) -> list[tuple[str, dict]]:
+    """Anonymous visitors who browse, then log in: events with only an anonymousId, then an
+    identify (or an alias from the anonymousId) linking it to a userId. Visitor ids repeat
+    across orgs and visitors may log in as different users, so links must stay within an org
+    and the first link must win."""
+    events = []
+    for n in range(rng.randint(2, 4)):
+        name = rng.choice(list(world.connections))
+        visitor, at = f"visitor-{rng.randint(0, 2)}", AS_OF - dt.timedelta(days=rng.uniform(1, 40))
+        for i in range(rng.randint(1, 4)):
+            seen = at - dt.timedelta(hours=rng.uniform(0, 48))
+            events.append((name, {"type": rng.choice(["track", "page"]), "event": rng.choice(TRACK_NAMES),
+                                  "messageId": f"visit-{n}-{i}", "anonymousId": visitor,
+                                  "timestamp": seen.isoformat(), "properties": {"plan": "free"}}))
+        user = rng.choice(users[world.connections[name]])
+        login = {"messageId": f"login-{n}", "userId": user, "timestamp": at.isoformat()}
+        if rng.random() < 0.7:
+            login |= {"type": "identify", "anonymousId": visitor,
+                      "traits": {"email": rng.choice([f"user{rng.randint(0, 4)}@example.com", None])}}
+        else:
+            login |= {"type": "alias", "previousId": visitor}
+        events.append((name, login))
+    return events
 
 
 def make_world(seed: int, n_events: int = 120) -> World:
@@ -124,7 +156,10 @@ def make_world(seed: int, n_events: int = 120) -> World:
             if rng.random() < 0.9:
                 payload["groupId"] = rng.choice(groups)
             payload["traits"] = {"name": f"Group {rng.randint(0, 3)}", "employees": rng.randint(1, 500)}
+        if kind == "alias" and rng.random() < 0.8:
+            payload["previousId"] = f"anon-{rng.randint(0, 6)}"
         world.events.append((name, payload))
+    world.events += _visits_then_login(rng, world, users)
     for i in rng.sample(range(len(world.events)), k=min(8, len(world.events))):
         world.events.append(world.events[i])  # exact redeliveries
     rng.shuffle(world.events)  # arrival order is not event order: late events

@@ -11,8 +11,9 @@
 }}
 -- The events whose identity must be (re)resolved, appended per run: the new arrivals, every
 -- stored event of a user whose group binding or latest identify email changed with them (so
--- stitching applies across history), and the days or connection a rebuild or reconcile asks
--- for. product_events, account_event_daily and user_traits each consume it from their own
+-- stitching applies across history), the anonymous events of an anonymousId whose link to a
+-- user changed or whose linked user changed, and the days or connection a rebuild or reconcile
+-- asks for. product_events, account_event_daily and user_traits each consume it from their own
 -- watermark; a run's rows are deleted once all three have consumed them, never by age.
 -- `events` is inlined (not materialized) so that each use reads only the rows it needs through
 -- the staging indexes; the lateral look-ups read stg_segment__events directly for the same reason.
@@ -31,6 +32,7 @@ with events as not materialized (
             events.user_key,
             events.external_group_id,
             events.email,
+            events.linked_anonymous_id,
             events.event_at
         from events
         where events.batch_at > {{ own_watermark() }}
@@ -99,10 +101,57 @@ with events as not materialized (
         where now_latest.email is distinct from before_latest.email
     ),
 
-    changed_users as (
+    new_linked_ids as (
+        select distinct
+            new_events.org_id,
+            new_events.linked_anonymous_id
+        from new_events
+        where new_events.linked_anonymous_id is not null
+    ),
+
+    -- a linking call changes resolution only when the anonymousId's first link changes; then its
+    -- anonymous events (user_key: the anonymousId) take the linked user
+    link_changes as (
+        select
+            new_linked_ids.org_id,
+            new_linked_ids.linked_anonymous_id as user_key
+        from new_linked_ids
+        left join lateral (
+            {{ linked_user('new_linked_ids.org_id', 'new_linked_ids.linked_anonymous_id', 'linking') }}
+        ) as now_linked on true
+        left join lateral (
+            {{ linked_user('new_linked_ids.org_id', 'new_linked_ids.linked_anonymous_id', 'linking',
+                           batch_at_most=own_watermark()) }}
+        ) as before_linked on true
+        where now_linked.user_id is distinct from before_linked.user_id
+    ),
+
+    changed_by_calls as (
         select * from group_changes
         union
         select * from email_changes
+    ),
+
+    -- the anonymous events stitched to a user whose binding or email changed change with them
+    stitched_followers as (
+        select distinct
+            changed_by_calls.org_id,
+            calls.linked_anonymous_id as user_key
+        from changed_by_calls
+        inner join events as calls
+            on
+                changed_by_calls.org_id = calls.org_id
+                and changed_by_calls.user_key = calls.user_key
+                and calls.event_type in ('identify', 'alias')
+        where calls.linked_anonymous_id is not null
+    ),
+
+    changed_users as (
+        select * from changed_by_calls
+        union
+        select * from link_changes
+        union
+        select * from stitched_followers
     ),
 
     queued as (

@@ -13,7 +13,9 @@
 -- Identity resolution of this run's batch (the queue since product_events' watermark, or every
 -- staged event when product_events is built in full), as set-based joins: each event's source values (its group, user,
 -- email, payload paths) meet the rules in force for its connection and the entity keys of its
--- org; the first match in chain and position order wins (docs/identity.md).
+-- org; the first match in chain and position order wins (docs/identity.md). An event without a
+-- userId counts as the user its anonymousId is linked to, if any: it takes that userId and reads
+-- that user's group bindings and identify emails.
 with events as (
     select * from {{ ref('stg_segment__events') }}
 ),
@@ -50,13 +52,60 @@ entity_keys as (
     ),
 {% endif %}
 
+-- anonymous events take the user their anonymousId is linked to (docs/identity.md#anonymous-users)
+batch_anonymous_ids as (
+    select distinct
+        batch.org_id,
+        batch.anonymous_id
+    from batch
+    where batch.user_id is null and batch.anonymous_id is not null
+),
+
+links as (
+    select
+        batch_anonymous_ids.org_id,
+        batch_anonymous_ids.anonymous_id,
+        linked.user_id
+    from batch_anonymous_ids
+    cross join lateral (
+        {{ linked_user('batch_anonymous_ids.org_id', 'batch_anonymous_ids.anonymous_id', 'linking') }}
+    ) as linked
+),
+
+-- stitched_user_id: userId, else the linked userId; user_key: whose calls resolution reads
+stitched as (
+    select
+        batch.org_id,
+        batch.connection_id,
+        batch.message_id,
+        batch.event_type,
+        batch.event_name,
+        coalesce(batch.user_id, links.user_id) as stitched_user_id,
+        batch.anonymous_id,
+        coalesce(batch.user_id, links.user_id, batch.anonymous_id) as user_key,
+        batch.external_group_id,
+        batch.email,
+        batch.event_at,
+        batch.event_date,
+        batch.reported_event_at,
+        batch.received_at,
+        batch.properties,
+        batch.payload
+    from batch
+    left join links
+        on
+            batch.user_id is null
+            and batch.org_id = links.org_id
+            and batch.anonymous_id = links.anonymous_id
+),
+
 -- per user of the batch, what does not depend on the event's time, looked up once per user:
 -- their earliest group binding and their latest identify email
 batch_users as (
     select distinct
-        batch.org_id,
-        batch.user_key
-    from batch
+        stitched.org_id,
+        stitched.user_key
+    from stitched
 ),
 
 user_facts as (
@@ -78,18 +127,18 @@ user_facts as (
 -- the event's group: its own, else the user's binding as of the event's time, else the earliest
 with_sources as (
     select
-        batch.*,
-        coalesce(batch.external_group_id, in_force.external_group_id, user_facts.earliest_group_id) as group_source,
-        coalesce(batch.email, user_facts.latest_email) as email_source
-    from batch
+        stitched.*,
+        coalesce(stitched.external_group_id, in_force.external_group_id, user_facts.earliest_group_id) as group_source,
+        coalesce(stitched.email, user_facts.latest_email) as email_source
+    from stitched
     left join user_facts
         on
-            batch.org_id = user_facts.org_id
-            and batch.user_key = user_facts.user_key
+            stitched.org_id = user_facts.org_id
+            and stitched.user_key = user_facts.user_key
     left join lateral (
-        {{ user_call('group', 'external_group_id', 'batch.org_id', 'batch.user_key', 'bound',
-                     at_most='batch.event_at') }}
-    ) as in_force on batch.external_group_id is null
+        {{ user_call('group', 'external_group_id', 'stitched.org_id', 'stitched.user_key', 'bound',
+                     at_most='stitched.event_at') }}
+    ) as in_force on stitched.external_group_id is null
 ),
 
 source_values as (
@@ -103,7 +152,7 @@ source_values as (
         rules.target,
         case rules.source_kind
             when 'groupId' then with_sources.group_source
-            when 'userId' then with_sources.user_id
+            when 'userId' then with_sources.stitched_user_id
             when 'anonymousId' then with_sources.anonymous_id
             when 'email' then with_sources.email_source
             when 'payload' then with_sources.payload #>> string_to_array(rules.source_path, '.')
@@ -144,8 +193,7 @@ first_match as (
     order by
         matches.connection_id,
         matches.message_id,
-        matches.chain_order,
-        matches.position
+        {{ rule_precedence('matches') }}
 ),
 
 final as (
@@ -155,7 +203,7 @@ final as (
         with_sources.message_id,
         with_sources.event_type,
         with_sources.event_name,
-        with_sources.user_id,
+        with_sources.stitched_user_id as user_id,
         with_sources.anonymous_id,
         with_sources.group_source as external_group_id,
         with_sources.email_source as email,

@@ -60,7 +60,7 @@ matched as (
     order by
         latest_calls.org_id,
         latest_calls.external_group_id,
-        rules.position
+        {{ rule_precedence('rules') }}
 ),
 
 final as (

@@ -18,18 +18,32 @@ with latest as not materialized (
 ),
 
 {% if is_incremental() %}
-    changed_users as (
-        select distinct
+    queued_events as (
+        select
             events.org_id,
-            events.user_id
+            events.user_id,
+            events.anonymous_id
         from {{ ref('int_events__resolution_queue') }} as queue
         inner join {{ ref('stg_segment__events') }} as events
             on
                 queue.connection_id = events.connection_id
                 and queue.message_id = events.message_id
-        where
-            {{ queued_since('queue.queued_at', own_watermark()) }}
-            and events.user_id is not null
+        where {{ queued_since('queue.queued_at', own_watermark()) }}
+    ),
+
+    -- the users of the queued events: their userId, or for an event without one every user its
+    -- anonymousId was ever linked to (it may have moved from one to another: docs/identity.md#anonymous-users)
+    changed_users as (
+        select distinct
+            queued_events.org_id,
+            coalesce(queued_events.user_id, linking.user_id) as user_id
+        from queued_events
+        left join {{ ref('stg_segment__events') }} as linking
+            on
+                queued_events.user_id is null
+                and queued_events.org_id = linking.org_id
+                and queued_events.anonymous_id = linking.linked_anonymous_id
+        where coalesce(queued_events.user_id, linking.user_id) is not null
     ),
 {% else %}
     changed_users as (

@@ -11,7 +11,10 @@
             {'columns': ['connection_id', 'received_at']},
             {'columns': ['event_date']},
         ],
-        post_hook="analyze {{ this }}",
+        post_hook=[
+            "{{ index_where(this, ['org_id', 'linked_anonymous_id', 'event_at'], 'linked_anonymous_id is not null') }}",
+            "analyze {{ this }}",
+        ],
     )
 }}
 
@@ -35,6 +38,7 @@ parsed as (
         {{ event_name('source.event_type', json_text("source.payload ->> 'event'")) }} as event_name,
         {{ json_text("source.payload ->> 'userId'") }} as user_id,
         {{ json_text("source.payload ->> 'anonymousId'") }} as anonymous_id,
+        {{ json_text("source.payload ->> 'previousId'") }} as previous_id,
         coalesce(
             {{ json_text("source.payload ->> 'groupId'") }},
             {{ json_text("source.payload -> 'context' ->> 'groupId'") }}
@@ -87,6 +91,12 @@ final as (
         timed.user_id,
         timed.anonymous_id,
         coalesce(timed.user_id, timed.anonymous_id) as user_key,
+        -- the anonymousId this call links to its userId (docs/identity.md#anonymous-users)
+        case
+            when timed.user_id is null then null
+            when timed.event_type = 'identify' then timed.anonymous_id
+            when timed.event_type = 'alias' then timed.previous_id
+        end as linked_anonymous_id,
         timed.external_group_id,
         timed.email,
         timed.event_at,
