@@ -1,7 +1,10 @@
 """Gunicorn settings for the receiver, from the RECEIVER_* variables (segment_elt.settings)."""
 
 import multiprocessing
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from segment_elt.settings import SettingsError, settings
 
@@ -24,3 +27,21 @@ loglevel = current.receiver_loglevel
 limit_request_field_size = 16384
 wsgi_app = "receiver:create_app()"
 control_socket_disable = True  # several receivers may run on one host (tests, benchmarks)
+
+# /metrics sums every worker's counters from files here (prometheus_client's multiprocess mode):
+# a fresh directory per start unless PROMETHEUS_MULTIPROC_DIR names one (its *.db files are
+# removed at start, so counters start from zero with the process, as Prometheus expects).
+metrics_dir = current.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="segment-elt-metrics-"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # for the workers' prometheus_client
+
+
+def on_starting(server):
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     receiver_workers: int | None = Field(None, ge=1, validation_alias="RECEIVER_WORKERS")
     receiver_threads: int = Field(1, ge=1, validation_alias="RECEIVER_THREADS")
     receiver_timeout_s: int = Field(30, ge=1, validation_alias="RECEIVER_TIMEOUT")
+    prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     receiver_loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", validation_alias="RECEIVER_LOGLEVEL")
     # the DAGs

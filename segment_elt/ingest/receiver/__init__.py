@@ -27,7 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     _configure_logging()
 
-    from segment_elt.ingest.receiver import health, webhook
+    from segment_elt.ingest.receiver import health, metrics, webhook
     from segment_elt.ingest.receiver.backends import Backends
     from segment_elt.ingest.receiver.rejects import RejectsLog
 
@@ -35,6 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["segment_elt.rejects"] = RejectsLog(backends)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
 
     @app.errorhandler(404)
     def not_found(_):

@@ -13,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.archive import ArchiveUnavailable, object_key
+from segment_elt.ingest.receiver import metrics
 from segment_elt.ingest.receiver.backends import REREAD_AFTER_S, Backends, Connection, DatabaseUnavailable
 
 bp = Blueprint("webhook", __name__)
@@ -22,9 +23,12 @@ DATABASE_DOWN = "staging database unavailable; retry later"
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str, retry_after: int | None = None):
+    """A refusal: its status, the message the client reads, a reason code for /metrics (the
+    same for every connection) and Retry-After."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
         super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
+        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
 
 @bp.post("/webhooks/segment/<path:connection_id>")
@@ -36,11 +40,15 @@ def receive(connection_id: str):
         try:
             sent = request.get_data(cache=False)
         except RequestEntityTooLarge:
-            raise Refused(413, f"body larger than {backends.settings.max_body_bytes} bytes: send smaller batches") from None
+            raise Refused(413, "too_large", f"body larger than {backends.settings.max_body_bytes} bytes: send smaller batches") from None
         events, accepted = land_request(backends, connection_id, sent)
         status, body, retry_after = 200, {"accepted": accepted, "duplicates": events - accepted}, None
+        reason = "accepted"
+        metrics.EVENTS.labels("landed").inc(accepted)
+        metrics.EVENTS.labels("duplicate").inc(events - accepted)
     except Refused as refused:
         status, body, retry_after = refused.status, {"error": refused.message}, refused.retry_after
+        reason = refused.reason
         if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
             current_app.extensions["segment_elt.rejects"].record(
                 connection_id, status, refused.message, request.content_length or len(sent),
@@ -49,7 +57,10 @@ def receive(connection_id: str):
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
-    ms = round((time.perf_counter() - started) * 1000, 2)
+    seconds = time.perf_counter() - started
+    metrics.REQUESTS.labels(str(status), reason).inc()
+    metrics.LATENCY.observe(seconds)
+    ms = round(seconds * 1000, 2)
     log.info("webhook", extra={"fields": {"connection": connection_id[:64], "status": status, "events": events, "ms": ms}})
     return response
 
@@ -63,38 +74,40 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
     settings = backends.settings
     unavailable = settings.retry_after_s
     if not CONNECTION_ID.match(connection_id):
-        raise Refused(404, "unknown connection: check the webhook URL")
+        raise Refused(404, "unknown_connection", "unknown connection: check the webhook URL")
     try:
         connection = backends.connection(connection_id)
     except DatabaseUnavailable:
-        raise Refused(503, DATABASE_DOWN, unavailable) from None
+        raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if connection is None:
-        raise Refused(404, "unknown or deleted connection: check the webhook URL")
+        raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
     signature = request.headers.get("X-Signature")
     if not _signed_by(connection, body, signature):
         try:  # a secret rotated since this process read it: look again (at most once a second)
             connection = backends.connection(connection_id, reread_older_than_s=REREAD_AFTER_S) or connection
         except DatabaseUnavailable:
-            raise Refused(503, DATABASE_DOWN, unavailable) from None
+            raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if not _signed_by(connection, body, signature):
         missing = not signature
-        raise Refused(401, "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
+        raise Refused(401, "missing_signature" if missing else "bad_signature",
+                      "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
     try:
         text, events = landing.parse_body(body)
     except landing.BadBody as exc:
-        raise Refused(400, str(exc)) from None
+        raise Refused(400, "bad_body", str(exc)) from None
 
     try:
         outcome, _, wait_s = backends.run(
             lambda c: c.execute("select * from control.take_tokens(%s, %s)", (connection_id, len(events))).fetchone()
         )
     except DatabaseUnavailable:
-        raise Refused(503, DATABASE_DOWN, unavailable) from None
+        raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if outcome == "gone":
         backends.forget(connection_id)
-        raise Refused(404, "unknown or deleted connection: check the webhook URL")
+        raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
     if outcome == "limited":
-        raise Refused(429, f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s", max(1, math.ceil(wait_s)))
+        metrics.RATE_LIMITED_EVENTS.inc(len(events))
+        raise Refused(429, "rate_limited", f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s", max(1, math.ceil(wait_s)))
 
     received_at = dt.datetime.now(dt.timezone.utc)
     archive = backends.archive
@@ -107,9 +120,10 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         ))
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
         _refund(backends, connection.org_id, len(events))
-        which = "archive" if isinstance(exc, ArchiveUnavailable) else "staging database"
+        backend, which = ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
+        metrics.BACKEND_ERRORS.labels(backend).inc()
         log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which, "reason": str(exc)[:300]}})
-        raise Refused(503, f"{which} unavailable; retry later", unavailable) from None
+        raise Refused(503, f"{backend}_unavailable", f"{which} unavailable; retry later", unavailable) from None
     return len(events), new
 
 

@@ -1,0 +1,40 @@
+"""GET /metrics: the receiver's counters in Prometheus' text format, summed over every gunicorn
+worker (prometheus_client's multiprocess mode: each worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR, which receiver/gunicorn.conf.py sets up for each start)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from segment_elt.settings import settings
+
+bp = Blueprint("metrics", __name__)
+
+REQUESTS = Counter("segment_elt_receiver_requests", "Webhook requests answered, by status and reason",
+                   ["status", "reason"])
+EVENTS = Counter("segment_elt_receiver_events", "Events in accepted requests: landed new, or duplicates of staged ones",
+                 ["outcome"])
+RATE_LIMITED_EVENTS = Counter("segment_elt_receiver_rate_limited_events",
+                              "Events in requests the org's token bucket refused (429)")
+BACKEND_ERRORS = Counter("segment_elt_receiver_backend_errors", "Archive or database failures answered 503",
+                         ["backend"])
+LATENCY = Histogram("segment_elt_receiver_request_seconds", "Webhook request time, from routing to the answer",
+                    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+@bp.get("/metrics")
+def metrics():
+    registry = REGISTRY  # one process (the app outside gunicorn)
+    if settings().prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
