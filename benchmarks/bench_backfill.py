@@ -17,6 +17,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import requests
+
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
@@ -49,7 +51,36 @@ def _land_days(conn, archive, created, first: dt.date) -> None:
 
 
 def _airflow(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env}, capture_output=True, text=True)
+    return subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=False)
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def _parsed(metadata_url: str) -> bool:
+    """Whether the DAG processor has stored segment_daily in the metadata database."""
+    with db.connect(metadata_url) as conn:
+        return conn.execute("select 1 from serialized_dag where dag_id = %s", (DAILY,)).fetchone() is not None
+
+
+def _backfill_completed(metadata_url: str) -> bool:
+    """Whether Airflow has marked the backfill complete (every run it made has ended)."""
+    with db.connect(metadata_url) as conn:
+        return conn.execute("select completed_at is not null from backfill where dag_id = %s", (DAILY,)).fetchone()[0]
+
+
+def _wait_until(ready, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Airflow stack did not come up; see its logs")
+        time.sleep(2)
 
 
 def run() -> list[Figure]:
@@ -72,26 +103,24 @@ def run() -> list[Figure]:
         run_dbt(["build"], url)
         with db.connect(url, timeout_s=3600) as conn:
             pruned = maintenance.prune(conn, archive, retention)
-        env = airflow_ready(url)
+        os.environ["AIRFLOW_PORT"] = str(embedded.free_port())  # the API server, which task processes call
+        # DAGs paused: no scheduled run of another DAG (or of this one) shares the machine
+        env = {**airflow_ready(url), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
         with ExitStack() as stack:
             for name, args in (("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"]),
                                ("api-server", ["api-server", "--host", "127.0.0.1",
-                                               "--port", str(embedded.free_port())])):
+                                               "--port", os.environ["AIRFLOW_PORT"]])):
                 stack.enter_context(process([str(BIN / "airflow"), *args], env, name))
-            while _airflow(env, "dags", "unpause", DAILY).returncode != 0:  # until the DAG processor parsed it
-                time.sleep(2)
+            _wait_until(lambda: _answers(f"http://127.0.0.1:{os.environ['AIRFLOW_PORT']}/api/v2/version"))
+            metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")
+            _wait_until(lambda: _parsed(metadata))
             began = time.monotonic()
             created_bf = _airflow(env, "backfill", "create", "--dag-id", DAILY, "--from-date", first.isoformat(),
                                   "--to-date", last.isoformat(), "--max-active-runs", "1")
             assert created_bf.returncode == 0, created_bf.stderr[-2000:]
+            assert _airflow(env, "dags", "unpause", DAILY).returncode == 0  # after: the backfill holds yesterday
+            _wait_until(lambda: _backfill_completed(metadata), timeout_s=3 * LIMIT_S)
             with db.connect(url) as conn:
-                while time.monotonic() - began < 3 * LIMIT_S:
-                    ended = conn.execute("select status, count(*) from control.pipeline_runs where dag_id = %s"
-                                         " and run_type = 'backfill' and status <> 'running' group by 1",
-                                         (DAILY,)).fetchall()
-                    if sum(n for _, n in ended) >= DAYS or dict(ended).get("failed"):
-                        break
-                    time.sleep(2)
                 wall = time.monotonic() - began
                 rows = conn.execute("select dbt_vars ->> 'rebuild_from', status,"
                                     " extract(epoch from finished_at - started_at), detail -> 'relanded' is not null"

@@ -1,7 +1,7 @@
 """
 ### segment_daily
 
-Every day at 00:00 UTC: rebuild the day before from everything stored, in one `dbt build`
+Every day at 00:30 UTC: rebuild the day before from everything stored, in one `dbt build`
 (`rebuild_from`/`rebuild_to`): late events land in their day and the time-relative indicators are
 refreshed. This is the DAG to backfill, one run per day:
 `airflow backfill create --dag-id segment_daily --from-date 2026-10-01 --to-date 2026-10-31 --max-active-runs 1`.
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id=DAILY,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -48,17 +48,23 @@ def segment_daily():
     def plan(params: dict, **context) -> dict:
         """Decide the event days, take the writer role, and re-land from the archive what retention
         may have pruned from staging."""
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
         from segment_elt import db
         from segment_elt.ingest.archive import open_archive
         from segment_elt.pipeline import daily, runs
         from segment_elt.settings import settings
 
         run = context["dag_run"]
+        kind = runs.run_kind(run.run_type)
+        if settles_at := daily.settles_at(kind, run.data_interval_end):
+            log.info("scheduled run: waiting until %s for the day's last arrivals", settles_at)
+            raise AirflowRescheduleException(settles_at)
         days = daily.days_of_run(run.data_interval_start, run.data_interval_end,
                                  params.get("start_date"), params.get("end_date"))
         log.info("rebuilding event days %s..%s (%d days)", days.first, days.last, days.count)
         with db.connect(timeout_s=60) as conn:
-            start(conn, DAILY, context, runs.run_kind(run.run_type), runs.Plan(True, days.dbt_vars()))
+            start(conn, DAILY, context, kind, runs.Plan(True, days.dbt_vars()))
             receive_days = daily.receive_days_to_reland(days, settings().retention_days)
             relanded = None
             if receive_days is None:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 MAX_DAYS = replay.MAX_DAYS
 # The earliest receive day that can hold an event of day D is D - EARLY (see the module docstring).
 EARLY = dt.timedelta(days=1)
+# A scheduled run is created at midnight for the day before; it starts work this much later (00:30
+# UTC), once Segment's retries and batched clients have delivered the day's last events.
+SETTLE = dt.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ def days_of_run(interval_start: dt.datetime | None, interval_end: dt.datetime | 
     if (last - first).days >= MAX_DAYS:
         raise UserError(f"rebuild at most {MAX_DAYS} days in one run")
     return Days(first, last)
+
+
+def settles_at(run_kind: str, interval_end: dt.datetime | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When a scheduled run may start rebuilding its day, or None when it may now. Backfill and
+    manual runs name past days: they start at once."""
+    if run_kind != "scheduled" or interval_end is None:
+        return None
+    at = interval_end + SETTLE
+    return at if (now or dt.datetime.now(dt.UTC)) < at else None
 
 
 def receive_days_to_reland(days: Days, retention_days: int, now: dt.datetime | None = None) -> Days | None:

@@ -83,6 +83,10 @@ def test_rollups_backfill_runs_skip_pointing_at_the_daily_dag(db, airflow_home):
 
 def test_days_of_a_run():
     start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+    assert daily_days.settles_at("scheduled", end, now=end) == end + dt.timedelta(minutes=30)
+    assert daily_days.settles_at("scheduled", end, now=end + dt.timedelta(minutes=30)) is None
+    assert daily_days.settles_at("backfill", end, now=end) is None
     assert daily_days.days_of_run(start, start + dt.timedelta(days=1)) == daily_days.Days(start.date(), start.date())
     ranged = daily_days.days_of_run(start, start + dt.timedelta(days=1), "2026-09-01", "2026-09-30")
     assert (ranged.count, ranged.dbt_vars()) == (30, {"rebuild_from": "2026-09-01", "rebuild_to": "2026-09-30"})
