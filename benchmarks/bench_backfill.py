@@ -103,6 +103,9 @@ def run() -> list[Figure]:
         run_dbt(["build"], url)
         with db.connect(url, timeout_s=3600) as conn:
             pruned = maintenance.prune(conn, archive, retention)
+            kept = {day for (day,) in conn.execute(
+                "select distinct (received_at at time zone 'UTC')::date from raw.segment_events")}
+        relanded = {first + dt.timedelta(days=d) for d in range(DAYS)} - kept  # their staged rows were pruned
         os.environ["AIRFLOW_PORT"] = str(embedded.free_port())  # the API server, which task processes call
         # DAGs paused: no scheduled run of another DAG (or of this one) shares the machine
         env = {**airflow_ready(url), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
@@ -120,24 +123,22 @@ def run() -> list[Figure]:
             assert created_bf.returncode == 0, created_bf.stderr[-2000:]
             assert _airflow(env, "dags", "unpause", DAILY).returncode == 0  # after: the backfill holds yesterday
             _wait_until(lambda: _backfill_completed(metadata), timeout_s=3 * LIMIT_S)
-            with db.connect(url) as conn:
-                wall = time.monotonic() - began
-                rows = conn.execute("select dbt_vars ->> 'rebuild_from', status,"
-                                    " extract(epoch from finished_at - started_at), detail -> 'relanded' is not null"
-                                    " and detail -> 'relanded' <> 'null' from control.pipeline_runs"
-                                    " where dag_id = %s and run_type = 'backfill' order by 1", (DAILY,)).fetchall()
+            wall = time.monotonic() - began
+            with db.connect(metadata) as conn:  # each run's wall time in Airflow, by its event day
+                took = dict(conn.execute(
+                    "select logical_date::date, extract(epoch from end_date - start_date) from dag_run"
+                    " where dag_id = %s and run_type = 'backfill' and state = 'success'", (DAILY,)).fetchall())
     finally:
         embedded.stop(tmp / "pg", "immediate")
         shutil.rmtree(tmp, ignore_errors=True)
-    succeeded = [r for r in rows if r[1] == "success"]
-    staged = [float(r[2]) for r in succeeded if not r[3]]
-    replayed = [float(r[2]) for r in succeeded if r[3]]
-    print(f"backfill: {len(succeeded)}/{DAYS} days succeeded in {wall:.0f} s; pruned {pruned.deleted_rows} rows; "
-          f"run record median {statistics.median(staged or [0]):.1f} s (in staging) vs "
-          f"{statistics.median(replayed or [0]):.1f} s (re-landed from the archive)")
+    staged = [float(s) for day, s in took.items() if day not in relanded]
+    replayed = [float(s) for day, s in took.items() if day in relanded]
+    print(f"backfill: {len(took)}/{DAYS} days succeeded in {wall:.0f} s; pruned {pruned.deleted_rows} rows; median run "
+          f"{statistics.median(staged or [0]):.1f} s for a day in staging ({len(staged)}), "
+          f"{statistics.median(replayed or [0]):.1f} s re-landed from the archive ({len(replayed)})")
     ratio = statistics.median(replayed) / statistics.median(staged) if staged and replayed else float("nan")
     return [
         Figure(f"segment_daily backfill, {DAYS} days x {EVENTS_PER_DAY:,} events (real scheduler), wall time",
-               wall, "s", f"<= {LIMIT_S} s", wall <= LIMIT_S and len(succeeded) == DAYS),
-        Figure("  per-day cost, re-landed from the archive / in staging (median run record)", ratio, "x", "", None),
+               wall, "s", f"<= {LIMIT_S} s", wall <= LIMIT_S and len(took) == DAYS),
+        Figure("  per-day cost, re-landed from the archive / in staging (median run)", ratio, "x", "", None),
     ]

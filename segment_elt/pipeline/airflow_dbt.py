@@ -75,11 +75,15 @@ def dbt_task_group(group_id: str, vars_template: str):
 def dbt_build_task(task_id: str, vars_template: str):
     """The whole project as one `dbt build` task: one task process per run instead of one per model
     (for runs that rebuild days, where Airflow's per-task start-up would cost more than the build)."""
+    from cosmos import cache
     from cosmos.operators.local import DbtBuildLocalOperator
 
     project_config, profile_config, execution_config = _configs()
     return DbtBuildLocalOperator(
         task_id=task_id,
+        # Without a cache dir (a task group gets one, a lone operator not) cosmos hands dbt no
+        # partial parse state: each run parsed from scratch (bench_backfill: 30 s -> 23 s a day).
+        cache_dir=cache._obtain_cache_dir_path(cache_identifier=f"segment_elt__{task_id}"),
         project_dir=str(project_config.dbt_project_path),
         manifest_filepath=str(project_config.manifest_path),
         env=project_config.env_vars,
