@@ -3,8 +3,7 @@
 
 Every 10 minutes: take everything staged since the last successful run, build the dbt project
 (staging -> identity resolution -> marts; one task per model), then send what changed back to
-Segment. Backfill runs (`airflow backfill create --dag-id segment_rollups --from-date A
---to-date B --max-active-runs 1`) recompute the event days of their range from what is stored.
+Segment. Backfill segment_daily instead: backfill runs of this DAG skip at once, saying so.
 A failed or skipped run loses nothing: the next run catches up from the last success. The run's
 record is its dbt build's: a failing outbound sync is recorded per connection
 (control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
@@ -52,8 +51,11 @@ def segment_rollups():
         with db.connect() as conn:
             kind = runs.run_kind(run.run_type)
             planned = runs.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
+            if kind == "backfill":  # skips at once: no record, no wait for the writer role
+                log.warning("plan: %s", planned.reason)
+                return planned.as_dict()
             start(conn, ROLLUPS, context, kind, planned)
-            late = runs.late_by(conn) if kind != "backfill" else None
+            late = runs.late_by(conn)
         log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
         if late:
             log.warning("late: %s", late)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from segment_elt.pipeline.dag_ids import ROLLUPS, WRITERS
+from segment_elt.pipeline.dag_ids import DAILY, ROLLUPS, WRITERS
 from segment_elt.settings import settings
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,11 @@ def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.dat
     """Plan a segment_rollups run.
 
     Scheduled and manual runs build incrementally from the last success (skipping dbt only when
-    nothing is new and the marts were refreshed within IDLE_REFRESH). Backfill runs recompute the
-    event day their interval starts, once per day: the run of the day's first interval does it.
+    nothing is new and the marts were refreshed within IDLE_REFRESH). Backfill runs skip: days
+    are rebuilt by segment_daily, one run per day instead of 144 (backfill_pointer says so).
     """
+    if run_type == "backfill":
+        return Plan(False, reason=backfill_pointer(interval_start))
     now = now or dt.datetime.now(dt.timezone.utc)
     last = _last_success(conn, ROLLUPS)
     since = last[0] if last and last[0] else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
@@ -92,16 +94,16 @@ def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.dat
         "select max(loaded_at), count(*) from raw.segment_events where loaded_at > %s", (since,)
     ).fetchone()
     high = (high_water or since).isoformat() if (high_water or last) else None
-    if run_type == "backfill" and interval_start is not None:
-        start = interval_start.astimezone(dt.timezone.utc)
-        midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        if start - midnight >= dt.timedelta(minutes=10):
-            return Plan(False, {}, staged, high, f"backfill: {start:%Y-%m-%d} is rebuilt by its first interval")
-        day = start.date().isoformat()
-        return Plan(True, {"rebuild_from": day, "rebuild_to": day}, staged, high, f"backfill: rebuild {day}")
     if staged == 0 and last and now - last[1] < IDLE_REFRESH:
         return Plan(False, {}, 0, high, "nothing staged since the last success")
     return Plan(True, {}, staged, high, f"{staged} rows staged since the last success")
+
+
+def backfill_pointer(interval_start: dt.datetime | None) -> str:
+    """The log line of a segment_rollups backfill run: what to run instead."""
+    day = f"{interval_start.astimezone(dt.UTC):%Y-%m-%d}" if interval_start else "YYYY-MM-DD"
+    return (f"backfill: {ROLLUPS} no longer rebuilds past days, skipping; backfill {DAILY} instead (one run per day): "
+            f"airflow backfill create --dag-id {DAILY} --from-date {day} --to-date {day} --max-active-runs 1")
 
 
 class WriterBusy(RuntimeError):

@@ -9,7 +9,7 @@ import sys
 
 import pendulum
 
-EXPECTED = {"segment_rollups", "segment_replay", "segment_reconcile", "segment_maintenance"}
+EXPECTED = {"segment_rollups", "segment_daily", "segment_replay", "segment_reconcile", "segment_maintenance"}
 
 
 def test_dags_import_with_owner_retries_tags(dags):
@@ -35,6 +35,10 @@ def test_schedules(dags):
     maintenance = dags["segment_maintenance"].timetable
     info = maintenance.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
     assert info.data_interval.end - info.data_interval.start == dt.timedelta(days=1)
+    daily = dags["segment_daily"].timetable.next_dagrun_info(last_automated_data_interval=None,
+                                                              restriction=_restriction(start))
+    assert daily.data_interval.start.time() == dt.time(0)  # one UTC event day a run
+    assert daily.data_interval.end - daily.data_interval.start == dt.timedelta(days=1)
 
 
 def _restriction(start):
@@ -48,6 +52,9 @@ def test_manual_dags_have_typed_params(dags):
     assert set(replay.keys()) == {"connection_id", "start_date", "end_date"}
     assert replay.get_param("start_date").schema["format"] == "date"
     assert set(dags["segment_reconcile"].params.keys()) == {"connection_id"}
+    daily = dags["segment_daily"].params
+    assert set(daily.keys()) == {"start_date", "end_date"}
+    assert daily.get_param("end_date").schema["format"] == "date"
 
 
 def test_dbt_models_are_visible_tasks(dags):

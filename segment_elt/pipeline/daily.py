@@ -1,0 +1,131 @@
+"""What a segment_daily run rebuilds: event days, recomputed from everything stored.
+
+A run rebuilds the event days it is given (its data interval's day, or a manual run's
+`start_date`..`end_date`) in one dbt build (`rebuild_from`/`rebuild_to`), which also absorbs late
+events and refreshes the time-relative indicators. Days whose events may have been received
+before the staging retention cutoff are first re-landed from the archive (segment_replay's code,
+idempotent), so a day older than retention is rebuilt from the archive without a manual replay.
+
+Which receive days can hold events of event day D: the marts date an event by its reported time
+when that lies within [received - 5 years, received + 1 day] (plausible_event_at), so from D - 1
+(a clock up to a day ahead) onwards. Of those, only the ones older than the retention cutoff can
+have lost rows from staging; younger ones are staged whole. So a rebuild of D..E re-lands the
+receive days D - 1 .. the cutoff's day, and none when D - 1 is after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from segment_elt.control.errors import UserError
+from segment_elt.ingest.archive import Archive
+from segment_elt.pipeline import replay
+
+log = logging.getLogger(__name__)
+MAX_DAYS = replay.MAX_DAYS
+# The earliest receive day that can hold an event of day D is D - EARLY (see the module docstring).
+EARLY = dt.timedelta(days=1)
+# A scheduled run is created at midnight for the day before; it starts work this much later (00:30
+# UTC), once Segment's retries and batched clients have delivered the day's last events.
+SETTLE = dt.timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Days:
+    """Inclusive UTC event days."""
+
+    first: dt.date
+    last: dt.date
+
+    @property
+    def count(self) -> int:
+        return (self.last - self.first).days + 1
+
+    def __iter__(self):
+        return (self.first + dt.timedelta(days=i) for i in range(self.count))
+
+    def dbt_vars(self) -> dict:
+        return {"rebuild_from": self.first.isoformat(), "rebuild_to": self.last.isoformat()}
+
+
+def days_of_run(interval_start: dt.datetime | None, interval_end: dt.datetime | None,
+                start_date: str | None = None, end_date: str | None = None) -> Days:
+    """The event days a run rebuilds: `start_date`..`end_date` when given (both or neither),
+    else the UTC days its data interval covers (one day for the daily schedule and its backfills).
+    Raises UserError for params a person typed wrong."""
+    if start_date or end_date:
+        try:
+            first, last = dt.date.fromisoformat(start_date or ""), dt.date.fromisoformat(end_date or "")
+        except ValueError:
+            raise UserError(f"start_date and end_date must both be dates YYYY-MM-DD, got {start_date!r} and "
+                            f"{end_date!r}") from None
+    elif interval_start is None or interval_end is None:
+        raise UserError("this run has no data interval: give start_date and end_date")
+    else:
+        first = interval_start.astimezone(dt.UTC).date()
+        last = max(first, (interval_end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)).date())
+    if last < first:
+        raise UserError(f"end_date {last} is before start_date {first}")
+    if (last - first).days >= MAX_DAYS:
+        raise UserError(f"rebuild at most {MAX_DAYS} days in one run")
+    return Days(first, last)
+
+
+def settles_at(run_kind: str, interval_end: dt.datetime | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When a scheduled run may start rebuilding its day, or None when it may now. Backfill and
+    manual runs name past days: they start at once."""
+    if run_kind != "scheduled" or interval_end is None:
+        return None
+    at = interval_end + SETTLE
+    return at if (now or dt.datetime.now(dt.UTC)) < at else None
+
+
+def receive_days_to_reland(days: Days, retention_days: int, now: dt.datetime | None = None) -> Days | None:
+    """The receive days whose archived requests a rebuild of `days` re-lands, or None when every
+    receive day that can hold their events is still in staging (see the module docstring)."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
+    last_prunable = (cutoff - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()  # rows received < cutoff
+    first = days.first - EARLY
+    return Days(first, last_prunable) if first <= last_prunable else None
+
+
+def reland(conn: psycopg.Connection, archive: Archive, receive_days: Days) -> replay.Replayed:
+    """Re-land the archived requests of every connection received on `receive_days`; raises
+    replay.ReplayIncomplete (after landing the rest) when some objects cannot be read intact."""
+    total = replay.Replayed()
+    connections = conn.execute("select connection_id, org_id from control.connections order by 1").fetchall()
+    failures = []
+    for connection_id, org_id in connections:
+        try:
+            done = replay.replay(conn, archive, connection_id, org_id, receive_days.first, receive_days.last)
+        except replay.ReplayIncomplete as exc:
+            failures.append(str(exc))
+            done = exc.done
+        total.add(done)
+        log.info("re-landed %s, receive days %s..%s: %s", connection_id, receive_days.first, receive_days.last,
+                 done.as_dict())
+    if failures:
+        raise replay.ReplayIncomplete("; ".join(failures), total)
+    return total
+
+
+def events_per_day(conn: psycopg.Connection, days: Days) -> dict[str, int]:
+    """Staged events per event day of `days` (every day listed, 0 when empty), for the progress log."""
+    counts = dict.fromkeys((day.isoformat() for day in days), 0)
+    if conn.execute("select to_regclass('staging.stg_segment__events')").fetchone()[0] is not None:
+        for day, n in conn.execute(
+            "select event_date, count(*) from staging.stg_segment__events where event_date between %s and %s"
+            " group by 1", (days.first, days.last),
+        ):
+            counts[day.isoformat()] = n
+    return counts
+
+
+def progress_lines(counts: dict[str, int]) -> list[str]:
+    """'day 2026-10-01 (1/3): 10000 events' per rebuilt day."""
+    total = len(counts)
+    return [f"day {day} ({i}/{total}): {n} events" for i, (day, n) in enumerate(counts.items(), start=1)]
