@@ -6,12 +6,13 @@ import datetime as dt
 import inspect
 import json
 
+import pytest
 import requests
 
 from segment_elt.control import connections, crypto, entities
 from segment_elt.ingest import landing, signing
 from segment_elt.local import samples
-from segment_elt.pipeline.transform import run_dbt
+from segment_elt.pipeline.transform import DbtFailed, run_dbt
 from tests.dbt.harness import copy_project, write_rules
 from tests.receiver.conftest import make_hook
 
@@ -60,8 +61,15 @@ def test_cli_and_identity_rule_inputs_cannot_inject_sql(db, tmp_path):
     connections.allowlist(db, created.connection_id, add=[hostile])
     assert connections.allowlist(db, created.connection_id) == [hostile]
     project = copy_project(tmp_path)
+    # a trait key may hold anything: the models run with it
+    write_rules(project, [dict(connection_id=created.connection_id, chain="account", position=1,
+                               source="payload:properties.x", target="account.trait:" + hostile)], {})
+    run_dbt(["build"], project_dir=project)
+    assert db.execute("select to_regclass('app.accounts')").fetchone()[0] is not None
+    # a payload path may not: the rules file's own checks refuse it, harmlessly
     write_rules(project, [dict(connection_id=created.connection_id, chain="account", position=1,
                                source=f"payload:{hostile}", target="account.trait:" + hostile)], {})
-    run_dbt(["build"], project_dir=project)
+    with pytest.raises(DbtFailed, match="identity_rule_sources_are_known"):
+        run_dbt(["build"], project_dir=project)
     assert db.execute("select to_regclass('app.accounts')").fetchone()[0] is not None
     assert db.execute("select count(*) from control.allowlist").fetchone()[0] == 1

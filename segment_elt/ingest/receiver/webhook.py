@@ -13,8 +13,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.archive import ArchiveUnavailable, object_key
-from segment_elt.ingest.receiver import metrics
 from segment_elt.ingest.receiver.backends import REREAD_AFTER_S, Backends, Connection, DatabaseUnavailable
+from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, EVENTS, LATENCY, RATE_LIMITED_EVENTS, REQUESTS
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("receiver")
@@ -44,8 +44,8 @@ def receive(connection_id: str):
         events, accepted = land_request(backends, connection_id, sent)
         status, body, retry_after = 200, {"accepted": accepted, "duplicates": events - accepted}, None
         reason = "accepted"
-        metrics.EVENTS.labels("landed").inc(accepted)
-        metrics.EVENTS.labels("duplicate").inc(events - accepted)
+        EVENTS.labels("landed").inc(accepted)
+        EVENTS.labels("duplicate").inc(events - accepted)
     except Refused as refused:
         status, body, retry_after = refused.status, {"error": refused.message}, refused.retry_after
         reason = refused.reason
@@ -58,8 +58,8 @@ def receive(connection_id: str):
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     seconds = time.perf_counter() - started
-    metrics.REQUESTS.labels(str(status), reason).inc()
-    metrics.LATENCY.observe(seconds)
+    REQUESTS.labels(str(status), reason).inc()
+    LATENCY.observe(seconds)
     ms = round(seconds * 1000, 2)
     log.info("webhook", extra={"fields": {"connection": connection_id[:64], "status": status, "events": events, "ms": ms}})
     return response
@@ -106,7 +106,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         backends.forget(connection_id)
         raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
     if outcome == "limited":
-        metrics.RATE_LIMITED_EVENTS.inc(len(events))
+        RATE_LIMITED_EVENTS.inc(len(events))
         raise Refused(429, "rate_limited", f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s", max(1, math.ceil(wait_s)))
 
     received_at = dt.datetime.now(dt.timezone.utc)
@@ -121,7 +121,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
         _refund(backends, connection.org_id, len(events))
         backend, which = ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
-        metrics.BACKEND_ERRORS.labels(backend).inc()
+        BACKEND_ERRORS.labels(backend).inc()
         log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which, "reason": str(exc)[:300]}})
         raise Refused(503, f"{backend}_unavailable", f"{which} unavailable; retry later", unavailable) from None
     return len(events), new
