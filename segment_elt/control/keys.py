@@ -31,7 +31,7 @@ def unreadable(conn: psycopg.Connection) -> list[str]:
 def reencrypt_all(conn: psycopg.Connection) -> int:
     """Rewrite every stored secret with the first key, in one transaction; returns how many. Fails,
     writing nothing, when any secret cannot be decrypted, naming it."""
-    crypto.key_count()  # every key well-formed, even with nothing stored yet
+    crypto.check_keys()  # every key well-formed, even with nothing stored yet
     bad = unreadable(conn)
     if bad:
         raise crypto.SecretKeyError(f"{crypto.UNDECRYPTABLE}: {', '.join(bad[:5])}"

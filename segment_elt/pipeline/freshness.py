@@ -43,7 +43,7 @@ def check(url: str | None = None) -> list[SourceAge]:
     ages = [_age(result, stale_hours) for result in results.results if result.node.resource_type == "source"]
     for age in ages:
         (log.warning if age.status != "pass" else log.info)("%s", age.line)
-    stale = [age.line for age in ages if age.status != "pass" and age.status != "warn"]
+    stale = [age.line for age in ages if age.status not in ("pass", "warn")]
     if stale:
         raise SourceStale("; ".join(stale))
     return ages
