@@ -95,7 +95,13 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         text, events = landing.parse_body(body)
     except landing.BadBody as exc:
         raise Refused(400, "bad_body", str(exc)) from None
+    return land_events(backends, connection, body, text, events)
 
+
+def land_events(backends: Backends, connection: Connection, body: bytes, text: str, events: list[dict]) -> tuple[int, int]:
+    """Cap, archive and stage the events of one authenticated request (`body` is what the archive
+    keeps, `text` its decoded form); returns (events, events new to staging) or raises Refused."""
+    connection_id, unavailable = connection.connection_id, backends.settings.retry_after_s
     try:
         outcome, _, wait_s = backends.run(
             lambda c: c.execute("select * from control.take_tokens(%s, %s)", (connection_id, len(events))).fetchone()
