@@ -109,7 +109,7 @@ def saturation(url: str, secret: str, per_request: int, seconds: int = DURATION_
     return _python_load(url, bodies, seconds)
 
 
-def _wrk(url: str, bodies, seconds: int) -> float:
+def _wrk(url: str, bodies, seconds: int, connections: int = 32) -> float:
     path = "/" + url.split("/", 3)[3]
     lines = ["bodies = {}", "sigs = {}"]
     for i, (body, sig) in enumerate(bodies, start=1):
@@ -127,7 +127,7 @@ done = function(summary, latency, requests) io.write("NON200 " .. bad .. "\\n") 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines))
     base = url.split("/webhooks")[0]
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", script.name, base],
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script.name, base],
                          capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     rate = float(next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[1])

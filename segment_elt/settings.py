@@ -54,8 +54,12 @@ class Settings(BaseSettings):
     # the receiver's gunicorn (receiver/gunicorn.conf.py); workers unset: twice the CPUs
     receiver_bind: str = Field("127.0.0.1:8080", min_length=1, validation_alias="RECEIVER_BIND")
     receiver_workers: int | None = Field(None, ge=1, validation_alias="RECEIVER_WORKERS")
-    receiver_threads: int = Field(1, ge=1, validation_alias="RECEIVER_THREADS")
+    receiver_threads: int = Field(64, ge=1, validation_alias="RECEIVER_THREADS")
     receiver_timeout_s: int = Field(30, ge=1, validation_alias="RECEIVER_TIMEOUT")
+    # group commit (docs/receiver.md#group-commit): writers per process, and a group's limits
+    receiver_group_writers: int = Field(2, ge=1, le=64, validation_alias="RECEIVER_GROUP_WRITERS")
+    receiver_group_max_requests: int = Field(200, ge=1, validation_alias="RECEIVER_GROUP_MAX_REQUESTS")
+    receiver_group_max_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="RECEIVER_GROUP_MAX_BYTES")
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     receiver_loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", validation_alias="RECEIVER_LOGLEVEL")

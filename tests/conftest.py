@@ -121,13 +121,13 @@ def s3_archive_url(moto_s3, monkeypatch) -> str:
 
 @pytest.fixture
 def receiver_factory(tmp_path):
-    """Start receivers under gunicorn with the test's environment: factory(workers=2, threads=1, env={})."""
+    """Start receivers under gunicorn with the test's environment: factory(workers=2, env={})."""
     started = []
 
-    def factory(workers: int = 2, threads: int = 1, env: dict | None = None):
+    def factory(workers: int = 2, env: dict | None = None):
         keys = ("DATABASE_URL", "ARCHIVE_URL", "AWS_ENDPOINT_URL", "SEGMENT_ELT_FERNET_KEY", "SEGMENT_ELT_LOCAL_DIR")
         base = {k: os.environ[k] for k in keys if k in os.environ}
-        receiver = start_receiver({**base, **(env or {})}, tmp_path, workers, threads)
+        receiver = start_receiver({**base, **(env or {})}, tmp_path, workers)
         started.append(receiver)
         return receiver
 

@@ -57,10 +57,10 @@ class Receiver:
                 self.proc.wait()
 
 
-def start_receiver(env: dict, log_dir: Path, workers: int = 2, threads: int = 1) -> Receiver:
+def start_receiver(env: dict, log_dir: Path, workers: int = 2) -> Receiver:
+    """The receiver with its production settings (RECEIVER_* in env override them)."""
     port = free_port()
-    full_env = {**os.environ, **env, "RECEIVER_BIND": f"127.0.0.1:{port}", "RECEIVER_WORKERS": str(workers),
-                "RECEIVER_THREADS": str(threads)}
+    full_env = {**os.environ, "RECEIVER_WORKERS": str(workers), **env, "RECEIVER_BIND": f"127.0.0.1:{port}"}
     log = log_dir / f"receiver-{port}.log"
     proc = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "receiver" / "gunicorn.conf.py")],

@@ -225,6 +225,59 @@ create table control.rejects (
 create index rejects_newest_idx on control.rejects (connection_id, rejected_at desc);
 """,
     ),
+    (
+        7,
+        "group commit: one token take for the requests of a group",
+        r"""
+drop function control.take_tokens(text, integer);
+
+-- take_tokens for each of a group's requests in order, under one lock of the org's bucket:
+-- exactly what as many take_tokens calls one after the other would answer.
+create function control.take_tokens_each(p_connection_id text, p_events integer[])
+returns table (n integer, outcome text, retry_after_s double precision)
+language plpgsql as $$
+declare
+    v_org text;
+    v_cap double precision;
+    v_tokens double precision;
+    v_at timestamptz;
+    v_now timestamptz := clock_timestamp();
+begin
+    select c.org_id, o.rate_limit_per_minute into v_org, v_cap
+      from control.connections as c
+      join control.orgs as o on o.org_id = c.org_id
+     where c.connection_id = p_connection_id and c.deleted_at is null;
+    if not found then
+        return query select g.n::integer, 'gone'::text, null::double precision
+                       from generate_series(1, cardinality(p_events)) as g (n);
+        return;
+    end if;
+    select b.tokens, b.updated_at into v_tokens, v_at
+      from control.rate_buckets as b where b.org_id = v_org for update;
+    if not found then
+        insert into control.rate_buckets as b (org_id, tokens, updated_at)
+        values (v_org, v_cap, v_now)
+        on conflict on constraint rate_buckets_pkey do nothing;
+        select b.tokens, b.updated_at into v_tokens, v_at
+          from control.rate_buckets as b where b.org_id = v_org for update;
+    end if;
+    v_tokens := least(v_cap, v_tokens + greatest(0, extract(epoch from v_now - v_at)) * v_cap / 60.0);
+    for i in 1 .. cardinality(p_events) loop
+        n := i;
+        if v_tokens >= p_events[i] or v_tokens >= v_cap then
+            v_tokens := v_tokens - p_events[i];
+            outcome := 'ok';
+            retry_after_s := 0;
+        else
+            outcome := 'limited';
+            retry_after_s := (least(p_events[i]::double precision, v_cap) - v_tokens) * 60.0 / v_cap;
+        end if;
+        return next;
+    end loop;
+    update control.rate_buckets as b set tokens = v_tokens, updated_at = v_now where b.org_id = v_org;
+end $$;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,4 +1,7 @@
-"""The raw archive: the exact body of every accepted request, one object per request.
+"""The raw archive: the exact body of every accepted request, with its receive time.
+
+The receiver writes one object per group of requests it commits together (group_object); objects
+written before group commit hold one request's body as it came (requests_in reads both).
 
 ARCHIVE_URL is `s3://bucket/prefix` (boto3; honours AWS_ENDPOINT_URL for S3-compatible
 servers) or `file:///absolute/dir`. Keys follow docs/receiver.md#archive-key-layout so a date range can be
@@ -13,6 +16,7 @@ import base64
 import datetime as dt
 import errno
 import hashlib
+import json
 import logging
 import os
 import random
@@ -39,6 +43,32 @@ def object_key(prefix: str, org_id: str, connection_id: str, received_at: dt.dat
     name = f"{ms}-{hashlib.sha256(body).hexdigest()[:16]}.json"
     parts = [f"org={org_id}", f"connection={connection_id}", f"dt={at:%Y-%m-%d}", f"hour={at:%H}", name]
     return "/".join([prefix, *parts] if prefix else parts)
+
+
+GROUP_MARK = b'{"segment_elt_group":1,'
+
+
+def group_object(requests: list[tuple[dt.datetime, str]]) -> bytes:
+    """The archive object of a group: its requests' receive times and exact bodies, in order.
+
+        {"segment_elt_group":1,"requests":[{"received_at":"2026-12-02T04:31:07.123456+00:00","body":"..."}, ...]}
+
+    `body` is the request body as a JSON string: request bodies are UTF-8, so encoding the string
+    as UTF-8 gives back the exact bytes received.
+    """
+    parts = (json.dumps({"received_at": at.isoformat(timespec="microseconds"), "body": text}, ensure_ascii=False)
+             for at, text in requests)
+    return GROUP_MARK + b'"requests":[' + ",".join(parts).encode() + b"]}"
+
+
+def requests_in(key: str, body: bytes) -> list[tuple[dt.datetime, bytes]]:
+    """(received at, exact body) of each request an archive object holds, in either layout."""
+    if not body.startswith(GROUP_MARK):
+        return [(received_at_of(key), body)]
+    try:
+        return [(dt.datetime.fromisoformat(r["received_at"]), r["body"].encode()) for r in json.loads(body)["requests"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArchiveCorrupt(f"not a readable group object: {exc}") from None
 
 
 def day_prefix(prefix: str, org_id: str, connection_id: str, day: dt.date) -> str:

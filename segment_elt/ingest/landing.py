@@ -1,7 +1,7 @@
 """Landing events into raw.segment_events: the envelope only, idempotent on (connection, messageId).
 
-Shared by the receiver (live requests) and the replay DAG (archived requests), so both give
-the same rows for the same bytes.
+Shared by the receiver (live requests, a group at a time) and the replay DAG (archived
+objects, a group at a time), so both give the same rows for the same bytes.
 """
 
 from __future__ import annotations
@@ -114,12 +114,77 @@ def insert_events(
     statement = _OBJECT if text.lstrip().startswith("{") else _ARRAY
     with conn.cursor() as cur:
         try:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit:
-                cur.execute(statement, params)  # one round trip, atomic on its own
-            else:
-                with conn.transaction():  # a savepoint, so a refusal leaves the caller's work intact
-                    cur.execute(statement, params)
+            _execute_atomically(conn, cur, statement, params)
         except psycopg.DataError:
             params["payloads"] = [json.dumps(_storable(e), ensure_ascii=False) for e in events]
             cur.execute(_SANITISED, params)
         return cur.rowcount
+
+
+_INSERT_GROUP = """
+insert into raw.segment_events
+    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
+select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, r.received_at, %(archive_key)s, e.value
+from unnest(%(bodies)s::jsonb[], %(received_ats)s::timestamptz[]) with ordinality as r (body, received_at, n)
+cross join lateral jsonb_array_elements(
+    case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end
+) with ordinality as e (value, i)
+join unnest(%(request_nos)s::bigint[], %(event_nos)s::bigint[], %(message_ids)s::text[], %(event_types)s::text[])
+    as m (n, i, message_id, event_type) on m.n = r.n and m.i = e.i
+on conflict (connection_id, message_id) do nothing
+returning message_id
+"""
+
+
+def insert_group(
+    conn: psycopg.Connection,
+    *,
+    connection_id: str,
+    org_id: str,
+    archive_key: str,
+    requests: list[tuple[dt.datetime, str, list[dict]]],
+) -> list[int]:
+    """Insert the events of a group of requests (received time, body text, events) archived under one
+    key, all or nothing; returns how many events of each request were new.
+
+    One statement: PostgreSQL parses each exact body text into jsonb. An event whose messageId an
+    earlier request of the group already carries counts as that request's duplicate, as if the
+    requests had landed one after the other. When PostgreSQL refuses a body (see insert_events),
+    the requests land one by one in one transaction instead.
+    """
+    first_seen: dict[str, tuple[int, int]] = {}
+    request_nos, event_nos, message_ids, event_types = [], [], [], []
+    for n, (_, _, events) in enumerate(requests, start=1):
+        for i, event in enumerate(events, start=1):
+            mid = message_id(event)
+            if mid not in first_seen:
+                first_seen[mid] = (n, i)
+                request_nos.append(n)
+                event_nos.append(i)
+                message_ids.append(mid)
+                event_types.append(event_type(event))
+    params = {
+        "connection_id": connection_id, "org_id": org_id, "archive_key": archive_key,
+        "bodies": [text for _, text, _ in requests], "received_ats": [at for at, _, _ in requests],
+        "request_nos": request_nos, "event_nos": event_nos, "message_ids": message_ids, "event_types": event_types,
+    }
+    new = [0] * len(requests)
+    with conn.cursor() as cur:
+        try:
+            _execute_atomically(conn, cur, _INSERT_GROUP, params)
+        except psycopg.DataError:
+            with conn.transaction():
+                return [insert_events(conn, connection_id=connection_id, org_id=org_id, text=text, events=events,
+                                      received_at=at, archive_key=archive_key) for at, text, events in requests]
+        for (mid,) in cur.fetchall():
+            new[first_seen[mid][0] - 1] += 1
+    return new
+
+
+def _execute_atomically(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict) -> None:
+    """One statement that either happens in full or leaves the caller's transaction as it was."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit:
+        cur.execute(statement, params)  # one round trip, atomic on its own
+    else:
+        with conn.transaction():  # a savepoint, so a refusal leaves the caller's work intact
+            cur.execute(statement, params)

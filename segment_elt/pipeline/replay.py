@@ -2,7 +2,8 @@
 
 The archive holds the exact body of every accepted request under
 org=/connection=/dt=/hour= keys, so a date range of one connection is a few prefix listings.
-Each object is parsed and landed as the receiver would have, with its original receive time;
+Each object (a group of requests, or one request in the layout before group commit) is parsed
+and landed as the receiver would have, each request with its original receive time;
 events already staged are left as they are. An object whose key raw.segment_events still holds
 is not read again: its events landed in one statement and retention prunes them whole, so they
 are all there (this keeps re-landing the same receive days, as consecutive daily rebuilds of
@@ -24,7 +25,7 @@ from segment_elt.ingest.archive import (
     ArchiveCorrupt,
     ArchiveUnavailable,
     day_prefix,
-    received_at_of,
+    requests_in,
     verify_body,
 )
 
@@ -93,14 +94,14 @@ def replay(conn: psycopg.Connection, archive: Archive, connection_id: str, org_i
             try:
                 body = archive.get(key)
                 verify_body(key, body)
-                text, events = landing.parse_body(body)
+                requests = [(at, *landing.parse_body(raw)) for at, raw in requests_in(key, body)]
             except (ArchiveUnavailable, ArchiveCorrupt, landing.BadBody) as exc:
                 log.error("cannot replay %s: %s", key, exc)
                 done.failed_keys.append(key)
                 continue
-            done.events += len(events)
-            done.new += landing.insert_events(conn, connection_id=connection_id, org_id=org_id, text=text,
-                                              events=events, received_at=received_at_of(key), archive_key=key)
+            done.events += sum(len(events) for _, _, events in requests)
+            done.new += sum(landing.insert_group(conn, connection_id=connection_id, org_id=org_id, archive_key=key,
+                                                 requests=requests))
         day += dt.timedelta(days=1)
     if done.failed_keys:
         shown = ", ".join(done.failed_keys[:5]) + (" ..." if len(done.failed_keys) > 5 else "")

@@ -29,10 +29,12 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from segment_elt.ingest.receiver import health, metrics, webhook
     from segment_elt.ingest.receiver.backends import Backends
+    from segment_elt.ingest.receiver.groups import GroupCommitter
     from segment_elt.ingest.receiver.rejects import RejectsLog
 
     app.extensions["segment_elt"] = backends = Backends(app.config["DATABASE_URL"], app.config["ARCHIVE_URL"], settings)
     app.extensions["segment_elt.rejects"] = RejectsLog(backends)
+    app.extensions["segment_elt.groups"] = GroupCommitter(backends)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)

@@ -21,8 +21,6 @@ class DatabaseUnavailable(RuntimeError):
 # How long a process trusts its cached copy of a connection's secrets: a rotation's end (or a
 # grace period running out) is seen within this; a new secret at once (see webhook.land_request).
 SECRETS_TTL_S = 10.0
-# A request whose signature matches no cached secret re-reads them, at most this often.
-REREAD_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)

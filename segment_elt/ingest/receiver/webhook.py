@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 import re
 import time
 
@@ -12,23 +10,13 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
-from segment_elt.ingest.archive import ArchiveUnavailable, object_key
-from segment_elt.ingest.receiver.backends import REREAD_AFTER_S, Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, EVENTS, LATENCY, RATE_LIMITED_EVENTS, REQUESTS
+from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
+from segment_elt.ingest.receiver.groups import DATABASE_DOWN, GroupCommitter, Pending, Refused
+from segment_elt.ingest.receiver.metrics import EVENTS, LATENCY, REQUESTS
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("receiver")
 CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-DATABASE_DOWN = "staging database unavailable; retry later"
-
-
-class Refused(Exception):
-    """A refusal: its status, the message the client reads, a reason code for /metrics (the
-    same for every connection) and Retry-After."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
 
 @bp.post("/webhooks/segment/<path:connection_id>")
@@ -83,8 +71,11 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
     signature = request.headers.get("X-Signature")
     if not _signed_by(connection, body, signature):
-        try:  # a secret rotated since this process read it: look again (at most once a second)
-            connection = backends.connection(connection_id, reread_older_than_s=REREAD_AFTER_S) or connection
+        # A secret rotated since this process read it: look again, every time, since a 401 is final
+        # for Segment (it retries only 5xx and 429). A wrong signature costs one indexed read, as
+        # its rejects-log row does anyway.
+        try:
+            connection = backends.connection(connection_id, reread_older_than_s=0) or connection
         except DatabaseUnavailable:
             raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if not _signed_by(connection, body, signature):
@@ -99,42 +90,7 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
 
 
 def land_events(backends: Backends, connection: Connection, body: bytes, text: str, events: list[dict]) -> tuple[int, int]:
-    """Cap, archive and stage the events of one authenticated request (`body` is what the archive
-    keeps, `text` its decoded form); returns (events, events new to staging) or raises Refused."""
-    connection_id, unavailable = connection.connection_id, backends.settings.retry_after_s
-    try:
-        outcome, _, wait_s = backends.run(
-            lambda c: c.execute("select * from control.take_tokens(%s, %s)", (connection_id, len(events))).fetchone()
-        )
-    except DatabaseUnavailable:
-        raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
-    if outcome == "gone":
-        backends.forget(connection_id)
-        raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
-    if outcome == "limited":
-        RATE_LIMITED_EVENTS.inc(len(events))
-        raise Refused(429, "rate_limited", f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s", max(1, math.ceil(wait_s)))
-
-    received_at = dt.datetime.now(dt.timezone.utc)
-    archive = backends.archive
-    key = object_key(archive.prefix, connection.org_id, connection_id, received_at, body)
-    try:
-        archive.put(key, body)
-        new = backends.run(lambda c: landing.insert_events(
-            c, connection_id=connection_id, org_id=connection.org_id, text=text, events=events,
-            received_at=received_at, archive_key=key,
-        ))
-    except (ArchiveUnavailable, DatabaseUnavailable) as exc:
-        _refund(backends, connection.org_id, len(events))
-        backend, which = ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
-        BACKEND_ERRORS.labels(backend).inc()
-        log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which, "reason": str(exc)[:300]}})
-        raise Refused(503, f"{backend}_unavailable", f"{which} unavailable; retry later", unavailable) from None
-    return len(events), new
-
-
-def _refund(backends: Backends, org_id: str, events: int) -> None:
-    try:
-        backends.run(lambda c: c.execute("select control.refund_tokens(%s, %s)", (org_id, events)))
-    except DatabaseUnavailable:
-        pass  # the bucket refills by itself; a lost refund only delays the retry
+    """Cap, archive and stage the events of one authenticated request (`text` is its exact body,
+    decoded) in the next group commit; returns (events, events new to staging) or raises Refused."""
+    committer: GroupCommitter = current_app.extensions["segment_elt.groups"]
+    return len(events), committer.land(Pending(connection, text, events))

@@ -1,0 +1,171 @@
+"""Group commit: requests of one connection that arrive together share one archive object, one
+token take and one staging statement (docs/receiver.md#group-commit).
+
+Each receiver process runs a few writer threads. A request thread queues its request and waits;
+a free writer takes everything queued (up to a group's limits), and for each connection in it
+takes the tokens of every request in one statement, writes one archive object holding the
+accepted requests, stages their events in one statement, and only then wakes each request with
+its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
+its latency is one archive write; under load the writers are busy, requests queue meanwhile,
+and groups grow by themselves, so archive writes stay well below requests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from segment_elt.ingest import landing
+from segment_elt.ingest.archive import ArchiveUnavailable, group_object, object_key
+from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
+from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, RATE_LIMITED_EVENTS
+
+log = logging.getLogger("receiver")
+DATABASE_DOWN = "staging database unavailable; retry later"
+
+
+class Refused(Exception):
+    """A refusal: its status, the message the client reads, a reason code for /metrics (the
+    same for every connection) and Retry-After."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
+
+
+@dataclass(eq=False)
+class Pending:
+    """One request waiting for its group: what it lands, and, once written, its answer."""
+
+    connection: Connection
+    text: str  # the exact body, decoded (bodies are UTF-8, so its bytes come back exactly)
+    events: list[dict]
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    done: threading.Event = field(default_factory=threading.Event)
+    new: int = 0
+    refused: Refused | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.text)
+
+    def answer(self, new: int = 0, refused: Refused | None = None) -> None:
+        self.new, self.refused = new, refused
+        self.done.set()
+
+
+class GroupCommitter:
+    """The writer threads of one process (started on first use, again after a fork)."""
+
+    def __init__(self, backends: Backends):
+        self.backends = backends
+        settings = backends.settings
+        self.writers = settings.receiver_group_writers
+        self.max_requests = settings.receiver_group_max_requests
+        self.max_bytes = settings.receiver_group_max_bytes
+        self._queue: deque[Pending] = deque()
+        self._ready = threading.Condition()
+        self._pid: int | None = None
+
+    def land(self, pending: Pending) -> int:
+        """Queue the request, wait for its group to be written; returns its new events or raises Refused."""
+        with self._ready:
+            if self._pid != os.getpid():  # threads do not survive gunicorn's fork
+                self._pid = os.getpid()
+                for i in range(self.writers):
+                    threading.Thread(target=self._write_groups, name=f"group-writer-{i}", daemon=True).start()
+            self._queue.append(pending)
+            self._ready.notify()
+        pending.done.wait()
+        if pending.refused is not None:
+            raise pending.refused
+        return pending.new
+
+    def _next_group(self) -> list[Pending]:
+        with self._ready:
+            while not self._queue:
+                self._ready.wait()
+            group, size = [self._queue.popleft()], 0
+            size = group[0].size
+            while self._queue and len(group) < self.max_requests and size + self._queue[0].size <= self.max_bytes:
+                group.append(self._queue.popleft())
+                size += group[-1].size
+            return group
+
+    def _write_groups(self) -> None:
+        while True:
+            group = self._next_group()
+            by_connection: dict[str, list[Pending]] = {}
+            for pending in group:
+                by_connection.setdefault(pending.connection.connection_id, []).append(pending)
+            for requests in by_connection.values():
+                try:
+                    commit(self.backends, requests)
+                except Exception:  # never leave a request waiting, never kill the writer
+                    log.exception("group commit failed")
+                    for pending in requests:
+                        if not pending.done.is_set():
+                            pending.answer(refused=_unavailable(self.backends, "database", "staging database"))
+
+
+def commit(backends: Backends, requests: list[Pending]) -> None:
+    """Write one connection's group and answer each of its requests."""
+    connection = requests[0].connection
+    connection_id, unavailable = connection.connection_id, backends.settings.retry_after_s
+    try:
+        takes = backends.run(lambda c: c.execute(
+            "select outcome, retry_after_s from control.take_tokens_each(%s, %s)",
+            (connection_id, [len(p.events) for p in requests])).fetchall())
+    except DatabaseUnavailable:
+        for pending in requests:
+            pending.answer(refused=Refused(503, "database_unavailable", DATABASE_DOWN, unavailable))
+        return
+    accepted = []
+    for pending, (outcome, wait_s) in zip(requests, takes):
+        if outcome == "ok":
+            accepted.append(pending)
+        elif outcome == "gone":
+            backends.forget(connection_id)
+            pending.answer(refused=Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL"))
+        else:
+            RATE_LIMITED_EVENTS.inc(len(pending.events))
+            pending.answer(refused=Refused(
+                429, "rate_limited", f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s",
+                max(1, math.ceil(wait_s))))
+    if not accepted:
+        return
+    GROUP_REQUESTS.observe(len(accepted))
+    body = group_object([(p.received_at, p.text) for p in accepted])
+    key = object_key(backends.archive.prefix, connection.org_id, connection_id, accepted[0].received_at, body)
+    try:
+        backends.archive.put(key, body)
+        new = backends.run(lambda c: landing.insert_group(
+            c, connection_id=connection_id, org_id=connection.org_id, archive_key=key,
+            requests=[(p.received_at, p.text, p.events) for p in accepted]))
+    except (ArchiveUnavailable, DatabaseUnavailable) as exc:
+        _refund(backends, connection.org_id, sum(len(p.events) for p in accepted))
+        backend, which = ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
+        log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which,
+                                                        "requests": len(accepted), "reason": str(exc)[:300]}})
+        for pending in accepted:
+            pending.answer(refused=_unavailable(backends, backend, which))
+        return
+    for pending, count in zip(accepted, new):
+        pending.answer(new=count)
+
+
+def _unavailable(backends: Backends, backend: str, which: str) -> Refused:
+    BACKEND_ERRORS.labels(backend).inc()
+    return Refused(503, f"{backend}_unavailable", f"{which} unavailable; retry later", backends.settings.retry_after_s)
+
+
+def _refund(backends: Backends, org_id: str, events: int) -> None:
+    try:
+        backends.run(lambda c: c.execute("select control.refund_tokens(%s, %s)", (org_id, events)))
+    except DatabaseUnavailable:
+        pass  # the bucket refills by itself; a lost refund only delays the retry

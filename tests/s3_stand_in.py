@@ -1,0 +1,82 @@
+"""A stand-in S3 endpoint that answers every PUT after a fixed delay (a realistic in-region PUT
+takes ~40 ms) and counts them, keeping objects in memory. It speaks just enough S3 for the
+archive (put_object, get_object, head_bucket, list_objects_v2): it measures and provokes what
+waiting on S3 does to a receiver, where moto's server would be the bottleneck itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+from xml.sax.saxutils import escape
+
+
+class SlowS3(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, port: int, put_delay_s: float):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.put_delay_s, self.puts = put_delay_s, 0
+        self.objects: dict[str, bytes] = {}  # "bucket/key" -> body
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> SlowS3:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stored(self, name: str, body: bytes) -> None:
+        with self._lock:
+            self.puts += 1
+            self.objects[name] = body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _name(self) -> tuple[str, str]:
+        path = unquote(urlparse(self.path).path).lstrip("/")
+        bucket, _, key = path.partition("/")
+        return bucket, key
+
+    def do_PUT(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(self.server.put_delay_s)
+        bucket, key = self._name()
+        self.server.stored(f"{bucket}/{key}", body)
+        self._answer(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+
+    def do_HEAD(self):
+        self._answer(200)
+
+    def do_GET(self):
+        bucket, key = self._name()
+        if key:
+            body = self.server.objects.get(f"{bucket}/{key}")
+            return self._answer(200, body) if body is not None else self._answer(404, b"<Error><Code>NoSuchKey</Code></Error>")
+        prefix = parse_qs(urlparse(self.path).query).get("prefix", [""])[0]
+        keys = sorted(name.split("/", 1)[1] for name in list(self.server.objects)
+                      if name.startswith(f"{bucket}/{prefix}"))
+        contents = "".join(f"<Contents><Key>{escape(k)}</Key></Contents>" for k in keys)
+        self._answer(200, (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{bucket}</Name>'
+                           f"<IsTruncated>false</IsTruncated><KeyCount>{len(keys)}</KeyCount>{contents}"
+                           "</ListBucketResult>").encode(), {"Content-Type": "application/xml"})
