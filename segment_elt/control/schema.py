@@ -241,7 +241,7 @@ declare
     v_cap double precision;
     v_tokens double precision;
     v_at timestamptz;
-    v_now timestamptz := clock_timestamp();
+    v_now timestamptz;
 begin
     select c.org_id, o.rate_limit_per_minute into v_org, v_cap
       from control.connections as c
@@ -256,12 +256,15 @@ begin
       from control.rate_buckets as b where b.org_id = v_org for update;
     if not found then
         insert into control.rate_buckets as b (org_id, tokens, updated_at)
-        values (v_org, v_cap, v_now)
+        values (v_org, v_cap, clock_timestamp())
         on conflict on constraint rate_buckets_pkey do nothing;
         select b.tokens, b.updated_at into v_tokens, v_at
           from control.rate_buckets as b where b.org_id = v_org for update;
     end if;
-    v_tokens := least(v_cap, v_tokens + greatest(0, extract(epoch from v_now - v_at)) * v_cap / 60.0);
+    -- the clock is read once the bucket is locked: read before, it could be older than the
+    -- updated_at of a take that held the lock meanwhile, and that time would be refilled twice
+    v_now := greatest(clock_timestamp(), v_at);
+    v_tokens := least(v_cap, v_tokens + extract(epoch from v_now - v_at) * v_cap / 60.0);
     for i in 1 .. cardinality(p_events) loop
         n := i;
         if v_tokens >= p_events[i] or v_tokens >= v_cap then
