@@ -138,6 +138,8 @@ def test_hostile_inputs_get_segments_400_land_nothing_and_are_logged(api, db):
             {"type": "track", "userId": "u1", "event": "x", "properties": {"p": "y" * 30_000}}] * 20}, key),
         "a gzip bomb": post(url, "/v1/batch", bomb, key, {"Content-Encoding": "gzip"}),
         "gzip that is not": post(url, "/v1/batch", b"not gzip", key, {"Content-Encoding": "gzip"}),
+        "truncated gzip": post(url, "/v1/batch", gzip.compress(json.dumps({"batch": [
+            {"type": "track", "userId": "u1", "event": "fine"}]}).encode())[:-8], key, {"Content-Encoding": "gzip"}),
         "bad JSON": post(url, "/v1/track", b'{"userId": "u1", "event": ', key),
         "not an object": post(url, "/v1/track", [1, 2], key),
         "a track without event": post(url, "/v1/track", {"userId": "u1"}, key),
@@ -159,8 +161,10 @@ def test_hostile_inputs_get_segments_400_land_nothing_and_are_logged(api, db):
     assert "event" in cases["a track without event"].json()["message"]
     assert "element 1" in cases["a batch element without a type"].json()["message"]
     assert staged(db, cid) == []
-    logged = rejected(db, cid)  # every refusal is in the connection's rejects log (a second apart or folded)
-    assert {status for status, _ in logged} == {400} and len(logged) >= 1
+    # each refusal is in the connection's rejects log; the oversize batch and the gzip bomb share their
+    # reason, so the second of them is folded into the first unless a second passed between them
+    logged = rejected(db, cid)
+    assert {status for status, _ in logged} == {400} and len(cases) - 1 <= len(logged) <= len(cases)
     assert any("32 KB" in reason for _, reason in logged)
 
 

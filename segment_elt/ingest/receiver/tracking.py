@@ -149,6 +149,8 @@ def _read_body() -> bytes:
         raise Refused(400, "bad_body", "the body is not valid gzip (Content-Encoding: gzip)") from None
     if len(inflated) > MAX_BATCH_BYTES or inflater.unconsumed_tail:
         raise _too_large()
+    if not inflater.eof or inflater.unused_data:
+        raise Refused(400, "bad_body", "the body is not one complete gzip stream (Content-Encoding: gzip)")
     return inflated
 
 
