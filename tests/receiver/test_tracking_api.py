@@ -127,6 +127,18 @@ def test_wrong_or_missing_write_keys_get_401_and_land_nothing(api, db):
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
 
 
+def test_the_orgs_cap_holds_on_the_tracking_api(api, db):
+    url, _ = api
+    tiny = connections.create(db, "tiny", rate_limit=1)
+    event = {"type": "track", "userId": "u1", "event": "x"}
+    assert post(url, "/v1/batch", {"batch": [event, event]}, tiny.write_key).status_code == 200  # a full bucket
+    limited = post(url, "/v1/track", event, tiny.write_key)
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert len(staged(db, tiny.connection_id)) == 1  # the batch's two events share one derived messageId
+    assert rejected(db, tiny.connection_id)[0][0] == 429
+
+
 def test_hostile_inputs_get_segments_400_land_nothing_and_are_logged(api, db):
     url, created = api
     key, cid = created.write_key, created.connection_id
