@@ -76,7 +76,7 @@ def receive(kind: str):
         raw = _read_body()
         doc = _parse(raw)
         if connection is None:
-            connection = _authenticate(backends, doc.get("writeKey") if isinstance(doc, dict) else None)
+            connection = _authenticate(backends, doc.get("writeKey"))
         normalised = normalise(doc, CALLS.get(kind), dt.datetime.now(dt.timezone.utc))
         text = json.dumps(normalised[0] if kind in CALLS else normalised, separators=(",", ":"))
         events, accepted = land_events(backends, connection, text.encode(), text, normalised)
@@ -154,7 +154,7 @@ def _read_body() -> bytes:
     return inflated
 
 
-def _parse(raw: bytes):
+def _parse(raw: bytes) -> dict:
     try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
