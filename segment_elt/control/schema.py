@@ -226,7 +226,7 @@ create index rejects_newest_idx on control.rejects (connection_id, rejected_at d
 """,
     ),
     (
-        7,
+        8,
         "tracking API write keys: one per connection, found by its digest",
         r"""
 alter table control.connections
