@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   segment-elt connections list --json
   segment-elt connections resolution conn_0123 --days 30
   segment-elt connections rotate-secret conn_0123
+  segment-elt connections rotate-write-key conn_0123
   segment-elt accounts import --org acme accounts.csv --dry-run
   segment-elt pipeline run-once
 
@@ -76,6 +77,11 @@ def cmd_create(args, conn) -> None:
         f"webhook URL: {created.webhook_url}",
         f"shared secret: {created.secret}",
         "The secret is shown only now: paste it into Segment's Webhooks destination settings.",
+        "",
+        "Or send from Segment's SDKs straight to the tracking API:",
+        f"write key: {created.write_key}",
+        f"API host: {created.tracking_api_host}",
+        "The write key is shown only now: configure it with the API host as the SDK's host.",
     ]))
 
 
@@ -105,6 +111,14 @@ def cmd_rotate_secret(args, conn) -> None:
         "Segment's Webhooks destination settings now, then run",
         f"  segment-elt connections rotate-secret {args.connection_id} --finish",
         "The new secret is shown only now.",
+    ]))
+
+
+def cmd_rotate_write_key(args, conn) -> None:
+    write_key = connections.rotate_write_key(conn, args.connection_id)
+    _print({"connection_id": args.connection_id, "write_key": write_key}, args.json, "\n".join([
+        f"new write key: {write_key}",
+        "The previous write key is refused from now on: configure the new one in the SDKs. It is shown only now.",
     ]))
 
 
@@ -267,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = top.add_parser("connections", help="webhook connections: create, allowlist, cap, debug, outbound").add_subparsers(
         dest="cmd", required=True, metavar="COMMAND")
-    p = command(con, "create", cmd_create, "create a connection; prints its webhook URL and secret once",
+    p = command(con, "create", cmd_create,
+                "create a connection; prints its webhook URL and secret, and its tracking API write key, once",
                 json_output=True)
     p.add_argument("--org", required=True, help="the org (customer) the connection's events belong to")
     p.add_argument("--name", help="a label for people, e.g. 'Acme production'")
@@ -284,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-hours", type=whole_number(1, 24 * 30), default=24,
                    help="how long the previous secret keeps verifying (default 24)")
     p.add_argument("--finish", action="store_true", help="refuse the previous secret from now on")
+    p = command(con, "rotate-write-key", cmd_rotate_write_key,
+                "give the connection a new tracking API write key (prints it once); the previous one is refused",
+                json_output=True)
+    connection_id(p)
     p = command(con, "allowlist", cmd_allowlist, "show or edit the event names that reach the rollups",
                 json_output=True)
     connection_id(p)

@@ -1,8 +1,9 @@
-"""Orgs and connections: create, list, delete, secret rotation, allowlists, rate limits, recent events."""
+"""Orgs and connections: create, list, delete, secret and write key rotation, allowlists, rate limits, recent events."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_EVENT_NAME = 200
 MAX_RECENT = 10_000
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+WRITE_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 @dataclass
@@ -26,11 +28,29 @@ class Created:
     name: str | None
     webhook_url: str
     secret: str
+    write_key: str
+    tracking_api_host: str
     rate_limit_per_minute: int
 
 
 def webhook_url(connection_id: str) -> str:
     return f"{settings().public_base_url}/webhooks/segment/{connection_id}"
+
+
+def tracking_api_host() -> str:
+    """Where Segment's SDKs send (their `host`): the receiver answers /v1/track, /v1/batch ... there."""
+    return settings().public_base_url
+
+
+def write_key_digest(write_key: str) -> str:
+    """What control.connections.write_key_sha256 holds: the key identifies its connection by it."""
+    return hashlib.sha256(write_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _new_write_key() -> tuple[str, str, str]:
+    """A new write key, its Fernet token and its digest."""
+    key = "".join(secrets.choice(WRITE_KEY_ALPHABET) for _ in range(32))  # like Segment's; 190 bits
+    return key, crypto.encrypt(key), write_key_digest(key)
 
 
 def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_limit: int | None = None) -> Created:
@@ -40,6 +60,7 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
         raise UserError("--rate-limit must be a positive number of events per minute")
     connection_id = "conn_" + secrets.token_hex(12)
     secret = crypto.new_secret()
+    write_key, write_key_enc, write_key_sha256 = _new_write_key()
     with conn.transaction():
         conn.execute(
             "insert into control.orgs (org_id, rate_limit_per_minute) values (%s, %s) on conflict (org_id) do nothing",
@@ -48,11 +69,23 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
         if rate_limit is not None:
             _set_org_rate_limit(conn, org_id, rate_limit)
         conn.execute(
-            "insert into control.connections (connection_id, org_id, name, secret_enc) values (%s, %s, %s, %s)",
-            (connection_id, org_id, name, crypto.encrypt(secret)),
+            "insert into control.connections (connection_id, org_id, name, secret_enc, write_key_enc, write_key_sha256)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            (connection_id, org_id, name, crypto.encrypt(secret), write_key_enc, write_key_sha256),
         )
     cap = conn.execute("select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,)).fetchone()[0]
-    return Created(connection_id, org_id, name, webhook_url(connection_id), secret, cap)
+    return Created(connection_id, org_id, name, webhook_url(connection_id), secret, write_key, tracking_api_host(), cap)
+
+
+def rotate_write_key(conn: psycopg.Connection, connection_id: str) -> str:
+    """Give the connection a new tracking API write key (also the way a connection made before
+    write keys existed gets one); returns it. The previous key is refused from now on (a receiver
+    process that cached it stops accepting it within backends.SECRETS_TTL_S)."""
+    require_live(conn, connection_id)
+    write_key, write_key_enc, write_key_sha256 = _new_write_key()
+    conn.execute("update control.connections set write_key_enc = %s, write_key_sha256 = %s where connection_id = %s",
+                 (write_key_enc, write_key_sha256, connection_id))
+    return write_key
 
 
 @dataclass

@@ -11,6 +11,7 @@ from segment_elt.control import crypto
 STORED = (
     ("control.connections", "connection_id", "secret_enc"),
     ("control.connections", "connection_id", "previous_secret_enc"),
+    ("control.connections", "connection_id", "write_key_enc"),
     ("control.outbound", "connection_id", "write_key_enc"),
 )
 

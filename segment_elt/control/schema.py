@@ -281,6 +281,16 @@ begin
 end $$;
 """,
     ),
+    (
+        8,
+        "tracking API write keys: one per connection, found by its digest",
+        r"""
+alter table control.connections
+    add column write_key_enc text,         -- Fernet token of the tracking API write key
+    add column write_key_sha256 text;      -- hex SHA-256 of the write key: how a tracking request finds its connection
+create unique index connections_write_key_idx on control.connections (write_key_sha256);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

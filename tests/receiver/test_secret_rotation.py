@@ -73,7 +73,7 @@ def test_a_fernet_key_rotation_keeps_every_secret_readable_and_readyz_says_when_
     both = {"SEGMENT_ELT_FERNET_KEY": f"{second},{first}"}
     done = cli("keys", "reencrypt", env=both)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("re-encrypted 2 stored secrets")
+    assert done.stdout.startswith("re-encrypted 3 stored secrets")  # secret, write key, outbound write key
     # now only the new key is needed: a receiver with it alone verifies and is ready
     only_new = receiver_factory(workers=1, env={"SEGMENT_ELT_FERNET_KEY": second})
     assert requests.get(only_new.url + "/readyz", timeout=10).status_code == 200

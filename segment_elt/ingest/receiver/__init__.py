@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from segment_elt.settings import settings as read_settings
 
@@ -27,7 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     _configure_logging()
 
-    from segment_elt.ingest.receiver import health, metrics, webhook
+    from segment_elt.ingest.receiver import health, metrics, tracking, webhook
     from segment_elt.ingest.receiver.backends import Backends
     from segment_elt.ingest.receiver.groups import GroupCommitter
     from segment_elt.ingest.receiver.rejects import RejectsLog
@@ -36,15 +36,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["segment_elt.rejects"] = RejectsLog(backends)
     app.extensions["segment_elt.groups"] = GroupCommitter(backends)
     app.register_blueprint(webhook.bp)
+    app.register_blueprint(tracking.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
 
     @app.errorhandler(404)
     def not_found(_):
+        if request.path.startswith("/v1/"):
+            return tracking.unknown_path(request.path)
         return jsonify(error="not found: POST events to /webhooks/segment/<connection_id>"), 404
 
     @app.errorhandler(405)
     def method_not_allowed(_):
+        if request.path.startswith("/v1/"):
+            return tracking.error(405, "method not allowed: POST events to the tracking API")
         return jsonify(error="method not allowed: POST events to /webhooks/segment/<connection_id>"), 405
 
     @app.errorhandler(413)

@@ -39,6 +39,7 @@ class Backends:
         # connection_id -> Connection, for SECRETS_TTL_S. A deletion bites at once anyway: every
         # request's token take re-checks in PostgreSQL that the connection still exists.
         self._connections: dict[str, Connection] = {}
+        self._by_write_key: dict[str, Connection] = {}  # write key digest -> Connection, for SECRETS_TTL_S
 
     @property
     def archive(self) -> Archive:
@@ -78,22 +79,43 @@ class Backends:
         cached = self._connections.get(connection_id)
         if cached is not None and time.monotonic() - cached.read_at < reread_older_than_s:
             return cached
-        row = self.run(
-            lambda c: c.execute(
-                "select org_id, secret_enc, case when previous_secret_until > now() then previous_secret_enc end"
-                " from control.connections where connection_id = %s and deleted_at is null",
-                (connection_id,),
-            ).fetchone()
-        )
-        if row is None:
+        found = self._read("connection_id = %s", connection_id)
+        if found is None:
             self.forget(connection_id)
             return None
-        found = Connection(connection_id, row[0], tuple(crypto.decrypt(token) for token in row[1:] if token))
         self._connections[connection_id] = found
         return found
 
+    def connection_by_write_key(self, digest: str) -> Connection | None:
+        """The live connection whose tracking API write key has this SHA-256 digest, cached for
+        SECRETS_TTL_S (a rotated-out key is refused within that; an unknown key is never cached)."""
+        cached = self._by_write_key.get(digest)
+        if cached is not None and time.monotonic() - cached.read_at < SECRETS_TTL_S:
+            return cached
+        found = self._read("write_key_sha256 = %s", digest)
+        if found is None:
+            self._by_write_key.pop(digest, None)
+            return None
+        self._by_write_key[digest] = found
+        return found
+
+    def _read(self, where: str, value: str) -> Connection | None:
+        row = self.run(
+            lambda c: c.execute(
+                "select connection_id, org_id, secret_enc,"
+                " case when previous_secret_until > now() then previous_secret_enc end"
+                f" from control.connections where {where} and deleted_at is null",
+                (value,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return Connection(row[0], row[1], tuple(crypto.decrypt(token) for token in row[2:] if token))
+
     def forget(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)
+        for digest in [d for d, found in self._by_write_key.items() if found.connection_id == connection_id]:
+            self._by_write_key.pop(digest, None)
 
 
 def _first_line(exc: Exception) -> str:

@@ -86,11 +86,12 @@ def land_request(backends: Backends, connection_id: str, body: bytes) -> tuple[i
         text, events = landing.parse_body(body)
     except landing.BadBody as exc:
         raise Refused(400, "bad_body", str(exc)) from None
-    return land_events(backends, connection, body, text, events)
+    return land_events(connection, text, events)
 
 
-def land_events(backends: Backends, connection: Connection, body: bytes, text: str, events: list[dict]) -> tuple[int, int]:
-    """Cap, archive and stage the events of one authenticated request (`text` is its exact body,
-    decoded) in the next group commit; returns (events, events new to staging) or raises Refused."""
+def land_events(connection: Connection, text: str, events: list[dict]) -> tuple[int, int]:
+    """Cap, archive and stage the events of one authenticated request (`text`, what the archive
+    keeps, is its exact body decoded) in the next group commit; returns (events, events new to
+    staging) or raises Refused."""
     committer: GroupCommitter = current_app.extensions["segment_elt.groups"]
     return len(events), committer.land(Pending(connection, text, events))

@@ -1,0 +1,244 @@
+"""Segment's tracking API: POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias,
+/v1/batch and their one-letter short forms, so Segment's own SDKs can send here (docs/receiver.md).
+
+A request is authenticated by the connection's write key (HTTP Basic user, or `writeKey` in the
+body), checked against Segment's limits and required fields, normalised as Segment normalises
+before it delivers to a webhook (type from the path, batch context merged, receivedAt, clock
+skew corrected, messageId), and those normalised events land through webhook.land_events: the
+archive keeps them as one JSON document, so a replay gives the same rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import time
+import zlib
+
+from flask import Blueprint, current_app, jsonify, request
+
+from segment_elt.control.connections import write_key_digest
+from segment_elt.ingest import landing
+from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
+from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Refused
+from segment_elt.ingest.receiver.metrics import EVENTS, LATENCY, REQUESTS
+from segment_elt.ingest.receiver.webhook import land_events
+
+bp = Blueprint("tracking", __name__)
+log = logging.getLogger("receiver")
+
+MAX_EVENT_BYTES = 32 * 1024    # Segment's limit per event
+MAX_BATCH_BYTES = 500 * 1024   # and per request, after gzip is inflated
+CALLS = {"track": "track", "identify": "identify", "page": "page", "screen": "screen", "group": "group",
+         "alias": "alias", "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+BATCH = {"batch", "b"}
+TYPES = set(CALLS.values())
+# fields each type needs besides userId or anonymousId (alias: userId itself)
+REQUIRED = {"track": ("event",), "group": ("groupId",), "alias": ("previousId", "userId")}
+CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+         429: "rate_limited", 503: "unavailable"}
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding", "Access-Control-Max-Age": "86400"}
+
+
+def error(status: int, message: str):
+    """Segment's error answer: {"code": ..., "message": ...} (what its SDKs read and log)."""
+    response = jsonify(code=CODES.get(status, "error"), message=message)
+    response.status_code = status
+    return response
+
+
+def unknown_path(path: str):
+    return error(404, f"no {path[:60]}: the tracking API has /v1/track, identify, page, screen, group, alias, batch")
+
+
+@bp.after_request
+def allow_any_origin(response):
+    """Browsers may send from any origin: the write key is public by design. (Flask answers the
+    preflight OPTIONS of the route itself; this adds the CORS headers to it and to every answer.)"""
+    response.headers.update(CORS)
+    return response
+
+
+@bp.post("/v1/<kind>")
+def receive(kind: str):
+    if kind not in CALLS and kind not in BATCH:
+        return unknown_path(request.path)
+    started = time.perf_counter()
+    backends: Backends = current_app.extensions["segment_elt"]
+    connection, raw, events = None, b"", 0
+    try:
+        key = _basic_user(request.headers.get("Authorization"))
+        if key is not None:
+            connection = _authenticate(backends, key)
+        raw = _read_body()
+        doc = _parse(raw)
+        if connection is None:
+            connection = _authenticate(backends, doc.get("writeKey"))
+        normalised = normalise(doc, CALLS.get(kind), dt.datetime.now(dt.timezone.utc))
+        text = json.dumps(normalised[0] if kind in CALLS else normalised, separators=(",", ":"))
+        events, accepted = land_events(connection, text, normalised)
+        EVENTS.labels("landed").inc(accepted)
+        EVENTS.labels("duplicate").inc(events - accepted)
+        response, status, reason = jsonify(success=True), 200, "accepted"
+    except Refused as refused:
+        status, reason = refused.status, refused.reason
+        response = error(status, refused.message)
+        if refused.retry_after is not None:
+            response.headers["Retry-After"] = str(refused.retry_after)
+        if connection is not None and status != 404 and refused.message != DATABASE_DOWN:
+            current_app.extensions["segment_elt.rejects"].record(
+                connection.connection_id, status, refused.message, request.content_length or len(raw),
+                raw if status == 400 else None)
+    seconds = time.perf_counter() - started
+    REQUESTS.labels(str(status), reason).inc()
+    LATENCY.observe(seconds)
+    log.info("tracking", extra={"fields": {
+        "connection": connection.connection_id if connection else None, "path": f"/v1/{kind}", "status": status,
+        "events": events, "ms": round(seconds * 1000, 2)}})
+    return response
+
+
+def _basic_user(header: str | None) -> str | None:
+    """The user of an HTTP Basic Authorization header ("" when unreadable), None without one."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def _authenticate(backends: Backends, key) -> Connection:
+    if not isinstance(key, str) or not key:
+        raise Refused(401, "missing_write_key", "missing write key: send it as the HTTP Basic user, or as writeKey")
+    try:
+        connection = backends.connection_by_write_key(write_key_digest(key))
+    except DatabaseUnavailable:
+        raise Refused(503, "database_unavailable", DATABASE_DOWN, backends.settings.retry_after_s) from None
+    if connection is None:
+        raise Refused(401, "bad_write_key", "invalid write key: use the one `segment-elt connections create` printed")
+    return connection
+
+
+def _too_large() -> Refused:
+    return Refused(400, "too_large", f"request larger than {MAX_BATCH_BYTES // 1024} KB: send smaller batches")
+
+
+def _read_body() -> bytes:
+    """The body, gzip inflated, at most MAX_BATCH_BYTES either way (a gzip bomb stops there)."""
+    if (request.content_length or 0) > MAX_BATCH_BYTES:
+        raise _too_large()
+    raw = request.stream.read(MAX_BATCH_BYTES + 1)
+    if len(raw) > MAX_BATCH_BYTES:
+        raise _too_large()
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        raise Refused(400, "bad_body", f"Content-Encoding {encoding[:40]!r} is not supported: send gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(raw, MAX_BATCH_BYTES + 1)
+    except zlib.error:
+        raise Refused(400, "bad_body", "the body is not valid gzip (Content-Encoding: gzip)") from None
+    if len(inflated) > MAX_BATCH_BYTES or inflater.unconsumed_tail:
+        raise _too_large()
+    if not inflater.eof or inflater.unused_data:
+        raise Refused(400, "bad_body", "the body is not one complete gzip stream (Content-Encoding: gzip)")
+    return inflated
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise Refused(400, "bad_body", f"body is not valid UTF-8 (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise Refused(400, "bad_body", f"body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(doc, dict):
+        raise Refused(400, "bad_body", "body must be a JSON object")
+    return doc
+
+
+def normalise(doc: dict, kind: str | None, received_at: dt.datetime) -> list[dict]:
+    """The events of a call (`kind` its type) or of a batch (kind None), as Segment delivers them;
+    raises Refused(400) naming the first event over a limit or missing a field."""
+    if kind is not None:
+        raw_events, context, sent_at = [doc], None, None
+    else:
+        raw_events, context, sent_at = doc.get("batch"), doc.get("context"), doc.get("sentAt")
+        if not isinstance(raw_events, list) or not raw_events:
+            raise Refused(400, "bad_body", "a batch needs a non-empty array `batch` of events")
+    received = _iso(received_at)
+    out = []
+    for index, event in enumerate(raw_events):
+        where = f"batch element {index}: " if kind is None else ""
+        if not isinstance(event, dict):
+            raise Refused(400, "bad_body", f"{where}an event must be a JSON object")
+        event = {k: v for k, v in event.items() if k != "writeKey"}
+        try:
+            size = len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        except (ValueError, RecursionError):
+            raise Refused(400, "bad_body", f"{where}the event cannot be read as JSON") from None
+        if size > MAX_EVENT_BYTES:
+            raise Refused(400, "too_large", f"{where}event larger than {MAX_EVENT_BYTES // 1024} KB ({size} bytes)")
+        event_type = kind or event.get("type")
+        if event_type not in TYPES:
+            raise Refused(400, "bad_body", f"{where}`type` must be one of track, identify, page, screen, group, alias")
+        missing = [f for f in REQUIRED.get(event_type, ()) if not _present(event.get(f))]
+        if not (_present(event.get("userId")) or _present(event.get("anonymousId"))):
+            missing.insert(0, "userId or anonymousId")
+        if missing:
+            raise Refused(400, "missing_field", f"{where}a {event_type} call needs {', '.join(missing)}")
+        event["type"] = event_type
+        if isinstance(context, dict):
+            own = event.get("context")
+            event["context"] = {**context, **own} if isinstance(own, dict) else context
+        event["messageId"] = landing.message_id(event)  # as sent: a retried request keeps derived ids
+        _correct_clock(event, event.get("sentAt", sent_at), received_at)
+        event["receivedAt"] = received
+        out.append(event)
+    return out
+
+
+def _present(value) -> bool:
+    return (isinstance(value, str) and value != "") or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _correct_clock(event: dict, sent_at, received_at: dt.datetime) -> None:
+    """Segment's clock skew correction: timestamp = receivedAt - (sentAt - the client's timestamp),
+    the client's value kept as originalTimestamp; no client timestamp: receivedAt. A time that is
+    not ISO 8601 is left as sent."""
+    original = event.get("timestamp", event.get("originalTimestamp"))
+    if sent_at is not None:
+        event["sentAt"] = sent_at
+    if original is None:
+        event["timestamp"] = _iso(received_at)
+        return
+    event["originalTimestamp"] = original
+    happened, sent = _instant(original), _instant(sent_at)
+    try:
+        event["timestamp"] = _iso(received_at - (sent - happened)) if happened and sent else original
+    except OverflowError:  # a time near year 1 or 9999
+        event["timestamp"] = original
+
+
+def _instant(value) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
