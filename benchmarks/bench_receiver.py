@@ -1,8 +1,13 @@
-"""Receiver figures: latency at a fixed 200 requests/s and saturation throughput (single events and
-100-event arrays on the webhook, 100-event batches on the tracking API's /v1/batch), with the file
-archive and with the S3 archive on moto's server.
+"""Receiver figures, each measured beside the minimal receiver (benchmarks/minimal_receiver.py) in
+one run, on the same PostgreSQL, gunicorn and load generator:
 
-Saturation load comes from `wrk` (Debian package `wrk`) when installed, else from Python processes;
+- file archive: single-event requests/s of both and their ratio; latency at a fixed 200
+  requests/s; 100-event arrays on the webhook and 100-event batches on the tracking API's /v1/batch;
+- S3 stand-in answering every PUT after 40 ms (tests/s3_stand_in.py, a realistic in-region PUT):
+  the same, plus the PUTs a saturating load took;
+- moto's S3 server (the real S3 protocol, itself the bottleneck): single events and arrays.
+
+Saturation load comes from `wrk` (Debian package `wrk`) when installed, else from Python threads;
 the fixed-rate latency from a paced Python client. Every accepted request is durable in both the
 archive (fsync'd file or S3 PUT) and PostgreSQL (committed) before its 200.
 """
@@ -27,41 +32,62 @@ from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
 from segment_elt.local import embedded, samples
-from tests.helpers import MotoS3, free_port, start_receiver
+from tests.helpers import ROOT, VENV_BIN, MotoS3, free_port, start_receiver, wait_http
+from tests.s3_stand_in import SlowS3Process
 
 DURATION_S = int(os.environ.get("BENCH_SECONDS", 10))
+WORKERS = int(os.environ.get("RECEIVER_WORKERS", 2 * os.cpu_count()))
+PUT_DELAY_MS = 40
+# Little's law: 2,000 requests/s that each wait ~45 ms on S3 need ~100 in flight
+S3_CONNECTIONS = 256
+FERNET_KEY = "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI="
 
 
 @contextmanager
-def stack(archive: str):
-    """An embedded PostgreSQL, an archive and a receiver; yields (hook url, secret, write key)."""
+def database():
+    """An embedded PostgreSQL for one run; yields (url, a scratch directory)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
-    os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
+    os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", FERNET_KEY)
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    moto = None
     try:
         url = embedded.start(tmp / "pg", server_port=embedded.free_port())
-        env = {"DATABASE_URL": url, "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"]}
-        if archive == "s3":
-            moto = MotoS3(free_port())
-            moto.start()
-            boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="bench")
-            env.update(ARCHIVE_URL="s3://bench/raw", AWS_ENDPOINT_URL=moto.endpoint)
-        else:
-            env["ARCHIVE_URL"] = (tmp / "archive").as_uri()
         with db.connect(url) as conn:
             schema.upgrade(conn)
-            created = connections.create(conn, "bench", rate_limit=1_000_000_000)
-        receiver = start_receiver(env, tmp, workers=int(os.environ.get("RECEIVER_WORKERS", 2 * os.cpu_count())))
-        try:
-            yield receiver.webhook(created.connection_id), created.secret, created.write_key
-        finally:
-            receiver.stop()
+            conn.execute("create table minimal_events (connection_id text, archive_key text, payload jsonb)")
+        yield url, tmp
     finally:
-        if moto:
-            moto.stop()
         embedded.stop(tmp / "pg", "immediate")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def receiver(database_url: str, tmp: Path, archive_env: dict):
+    """The project's receiver with its production settings; yields (webhook url, secret, write key)."""
+    env = {"DATABASE_URL": database_url, "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"], **archive_env}
+    with db.connect(database_url) as conn:
+        created = connections.create(conn, "bench", rate_limit=1_000_000_000)
+    started = start_receiver(env, tmp, workers=WORKERS)
+    try:
+        yield started.webhook(created.connection_id), created.secret, created.write_key
+    finally:
+        started.stop()
+
+
+@contextmanager
+def minimal(database_url: str, tmp: Path, archive: str, extra_env: dict | None = None):
+    """The minimal receiver under the same gunicorn (sync workers); yields (webhook url, secret)."""
+    port, secret = free_port(), "minimal-secret"
+    env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "MINIMAL_SECRET": secret,
+           "MINIMAL_ARCHIVE": archive}
+    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+                             "--log-level", "warning", "benchmarks.minimal_receiver:create_app()"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "minimal.log").open("wb"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", proc=proc)
+        yield f"http://127.0.0.1:{port}/webhooks/segment/bench", secret
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def _bodies(secret: str, n: int, per_request: int) -> list[tuple[bytes, dict]]:
@@ -107,7 +133,7 @@ def fixed_rate(url: str, secret: str, rate: int = 200, seconds: int = DURATION_S
             with lock:
                 latencies.append(took)
 
-    threads = [threading.Thread(target=worker, args=(k, 8)) for k in range(8)]
+    threads = [threading.Thread(target=worker, args=(k, 32)) for k in range(32)]
     for t in threads:
         t.start()
     for t in threads:
@@ -116,11 +142,11 @@ def fixed_rate(url: str, secret: str, rate: int = 200, seconds: int = DURATION_S
     return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
 
 
-def saturation(url: str, bodies: list[tuple[bytes, dict]], seconds: int = DURATION_S) -> float:
+def saturation(url: str, bodies: list[tuple[bytes, dict]], connections: int = 32, seconds: int = DURATION_S) -> float:
     """Accepted requests per second at saturation."""
     if shutil.which("wrk"):
-        return _wrk(url, bodies, seconds)
-    return _python_load(url, bodies, seconds)
+        return _wrk(url, bodies, seconds, connections)
+    return _python_load(url, bodies, seconds, connections)
 
 
 def _wrk(url: str, bodies, seconds: int, connections: int = 32) -> float:
@@ -150,7 +176,7 @@ done = function(summary, latency, requests) io.write("NON200 " .. bad .. "\\n") 
     return rate * (1 - non200 / total) if total else 0.0
 
 
-def _python_load(url: str, bodies, seconds: int) -> float:
+def _python_load(url: str, bodies, seconds: int, connections: int) -> float:
     done = [0]
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -162,9 +188,9 @@ def _python_load(url: str, bodies, seconds: int) -> float:
             if session.post(url, data=body, headers=headers).status_code == 200:
                 with lock:
                     done[0] += 1
-            i += 16
+            i += connections
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
@@ -174,20 +200,68 @@ def _python_load(url: str, bodies, seconds: int) -> float:
 
 def run() -> list[Figure]:
     figures = []
-    for archive in ("file", "s3"):
-        with stack(archive) as (url, secret, write_key):
-            p50, p99 = fixed_rate(url, secret)
-            single = saturation(url, _bodies(secret, 3000, 1))
-            batch = saturation(url, _bodies(secret, 400, 100)) * 100
-            tracking = saturation(url.split("/webhooks")[0] + "/v1/batch", _tracking_bodies(write_key, 400, 100)) * 100
-        target = archive == "file"
+    with database() as (url, tmp):
+        minimal_dir = tmp / "minimal"
+        minimal_dir.mkdir()
+        with minimal(url, tmp, str(minimal_dir)) as (hook, secret):
+            baseline = saturation(hook, _bodies(secret, 3000, 1))
+        with receiver(url, tmp, {"ARCHIVE_URL": (tmp / "archive").as_uri()}) as (hook, secret, write_key):
+            p50, p99 = fixed_rate(hook, secret)
+            single = saturation(hook, _bodies(secret, 3000, 1))
+            arrays = saturation(hook, _bodies(secret, 400, 100)) * 100
+            tracking = saturation(_tracking_url(hook), _tracking_bodies(write_key, 400, 100)) * 100
         figures += [
-            Figure(f"receiver p50 at 200 req/s ({archive} archive)", p50, "ms", "<= 5 ms" if target else "", p50 <= 5 if target else None),
-            Figure(f"receiver p99 at 200 req/s ({archive} archive)", p99, "ms"),
-            Figure(f"receiver saturation, single events ({archive} archive)", single, "req/s",
-                   ">= 2,000 req/s" if target else "", single >= 2000 if target else None),
-            Figure(f"receiver saturation, 100-event arrays ({archive} archive)", batch, "events/s",
-                   ">= 20,000 events/s" if target else "", batch >= 20000 if target else None),
-            Figure(f"receiver saturation, /v1/batch of 100 events ({archive} archive)", tracking, "events/s"),
+            Figure("minimal receiver, single events (file)", baseline, "req/s"),
+            Figure("receiver, single events (file archive)", single, "req/s"),
+            Figure("receiver / minimal receiver, single events (file)", single / baseline, "x", ">= 1.5x",
+                   single / baseline >= 1.5),
+            Figure("receiver p50 at 200 req/s (file archive)", p50, "ms", "<= 5 ms", p50 <= 5),
+            Figure("receiver p99 at 200 req/s (file archive)", p99, "ms"),
+            Figure("receiver, 100-event arrays (file archive)", arrays, "events/s"),
+            Figure("receiver, /v1/batch of 100 events (file archive)", tracking, "events/s"),
+        ]
+
+        stand_in = SlowS3Process(free_port(), PUT_DELAY_MS / 1000)
+        s3 = {"ARCHIVE_URL": "s3://bench/raw", "AWS_ENDPOINT_URL": stand_in.endpoint}
+        slow = f"S3 +{PUT_DELAY_MS} ms"
+        try:
+            with minimal(url, tmp, "s3://bench/minimal", s3) as (hook, secret):
+                baseline = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
+            with receiver(url, tmp, s3) as (hook, secret, write_key):
+                p50, p99 = fixed_rate(hook, secret)
+                puts = stand_in.puts
+                single = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
+                per_put = single * DURATION_S / max(stand_in.puts - puts, 1)
+                arrays = saturation(hook, _bodies(secret, 400, 100), S3_CONNECTIONS) * 100
+                tracking = saturation(_tracking_url(hook), _tracking_bodies(write_key, 400, 100), S3_CONNECTIONS) * 100
+        finally:
+            stand_in.stop()
+        figures += [
+            Figure(f"minimal receiver, single events ({slow})", baseline, "req/s"),
+            Figure(f"receiver, single events ({slow})", single, "req/s", ">= 2,000 req/s", single >= 2000),
+            Figure(f"receiver, requests per PUT at saturation ({slow})", per_put, "requests", ">= 20", per_put >= 20),
+            Figure(f"receiver p50 at 200 req/s ({slow})", p50, "ms", "<= 60 ms", p50 <= 60),
+            Figure(f"receiver p99 at 200 req/s ({slow})", p99, "ms", "<= 200 ms", p99 <= 200),
+            Figure(f"receiver, 100-event arrays ({slow})", arrays, "events/s", ">= 40,000 events/s", arrays >= 40000),
+            Figure(f"receiver, /v1/batch of 100 events ({slow})", tracking, "events/s"),
+        ]
+
+        moto = MotoS3(free_port())
+        moto.start()
+        try:
+            boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="bench")
+            with receiver(url, tmp, {"ARCHIVE_URL": "s3://bench/raw", "AWS_ENDPOINT_URL": moto.endpoint}) as (
+                    hook, secret, _):
+                single = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
+                arrays = saturation(hook, _bodies(secret, 400, 100), S3_CONNECTIONS) * 100
+        finally:
+            moto.stop()
+        figures += [
+            Figure("receiver, single events (moto S3 server)", single, "req/s"),
+            Figure("receiver, 100-event arrays (moto S3 server)", arrays, "events/s"),
         ]
     return figures
+
+
+def _tracking_url(hook: str) -> str:
+    return hook.split("/webhooks")[0] + "/v1/batch"

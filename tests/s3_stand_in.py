@@ -69,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200)
 
     def do_GET(self):
+        if self.path == "/_puts":  # the count, for a stand-in running in its own process
+            return self._answer(200, str(self.server.puts).encode())
         bucket, key = self._name()
         if key:
             body = self.server.objects.get(f"{bucket}/{key}")
@@ -80,3 +82,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{bucket}</Name>'
                            f"<IsTruncated>false</IsTruncated><KeyCount>{len(keys)}</KeyCount>{contents}"
                            "</ListBucketResult>").encode(), {"Content-Type": "application/xml"})
+
+
+class SlowS3Process:
+    """The stand-in in its own process (`python -m tests.s3_stand_in PORT DELAY_S`), so that a
+    benchmark's client threads do not share its interpreter."""
+
+    def __init__(self, port: int, put_delay_s: float):
+        import subprocess
+        import sys
+
+        from tests.helpers import ROOT, wait_http
+
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.s3_stand_in", str(port), str(put_delay_s)], cwd=ROOT)
+        wait_http(self.endpoint + "/_puts", proc=self.proc)
+
+    @property
+    def puts(self) -> int:
+        import requests
+
+        return int(requests.get(self.endpoint + "/_puts", timeout=5).text)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+if __name__ == "__main__":
+    import sys
+
+    SlowS3(int(sys.argv[1]), float(sys.argv[2])).serve_forever()

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from segment_elt.control import connections
 from segment_elt.ingest import landing
@@ -23,6 +24,11 @@ from segment_elt.pipeline import replay
 from tests.helpers import free_port
 from tests.receiver.conftest import make_hook
 from tests.s3_stand_in import SlowS3
+
+
+def scrape_families(base: str):
+    answer = requests.get(base + "/metrics", timeout=10)
+    return [sample for family in text_string_to_metric_families(answer.text) for sample in family.samples]
 
 AT = dt.datetime(2026, 12, 1, 10, 30, tzinfo=dt.timezone.utc)
 
@@ -136,6 +142,9 @@ def test_concurrent_requests_share_archive_objects_and_each_gets_its_answer(db, 
     assert sorted(json.loads(body)["messageId"] for _, body in archived) == sorted(e["messageId"] for e in events)
     times = {json.loads(body)["messageId"]: at for at, body in archived}
     assert all(times[mid] == at for mid, at, _ in rows)  # each request keeps its own receive time
+    metrics = {(s.name, s.labels.get("le")): s.value for s in scrape_families(hook.receiver.url)}
+    assert metrics[("segment_elt_receiver_group_requests_sum", None)] == 40
+    assert metrics[("segment_elt_receiver_group_requests_count", None)] == slow_s3.puts  # one group, one PUT
 
 
 def test_a_request_over_the_cap_in_a_group_gets_429_and_lands_nothing(db, slow_s3, receiver_factory):
