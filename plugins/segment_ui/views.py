@@ -60,7 +60,11 @@ def connections_page(items: list[dict], run: dict | None) -> str:
 
 
 DEBUGGER_SCRIPT = """
-function cell(v){const t=document.createElement('td');t.textContent=(v===null||v===undefined)?'-':String(v);return t}
+function cell(v){
+  const t=document.createElement('td');
+  if(v&&v.href){const a=document.createElement('a');a.href=v.href;a.textContent=v.text;t.appendChild(a)}
+  else t.textContent=(v===null||v===undefined)?'-':String(v);
+  return t}
 function fill(id, rows, keys){
   const body=document.querySelector('#'+id+' tbody'); if(!body) return;
   body.replaceChildren(...rows.map(r=>{const tr=document.createElement('tr');
@@ -72,7 +76,8 @@ async function refresh(){
     if(!r.ok){document.getElementById('status').textContent='refresh failed: HTTP '+r.status;return}
     const d=await r.json();
     fill('accepted', d.accepted, ['received_at','event_type','event_name',r=>r.in_allowlist?'yes':'no',
-      'external_group_id','external_user_id','account_id','matched_by']);
+      'external_group_id','external_user_id',r=>r.account_id?{href:ACCOUNTS+encodeURIComponent(r.account_id),
+      text:r.account_id}:null,'matched_by']);
     fill('rejected', d.rejected, ['rejected_at','status','reason','repeats','body_bytes']);
     document.getElementById('status').textContent='updated '+new Date().toISOString().slice(11,19)+' UTC';
   }catch(err){document.getElementById('status').textContent='refresh failed: '+err}
@@ -96,7 +101,8 @@ def debugger_page(data: dict, event_name: str, show: str, allowlist: list[str], 
             "received", "type", "event name", "in allowlist", "externalGroupId", "externalUserId",
             "resolved account", "matched_by"],
             [[e(r["received_at"]), e(r["event_type"]), e(r["event_name"]), e(r["in_allowlist"]),
-              e(r["external_group_id"]), e(r["external_user_id"]), e(r["account_id"]), e(r["matched_by"])]
+              e(r["external_group_id"]), e(r["external_user_id"]), _account(data["org_id"], r["account_id"]),
+              e(r["matched_by"])]
              for r in data["accepted"]])
     if show != "accepted":
         body += "<h2>Newest rejected requests</h2>" + live_table(
@@ -115,8 +121,14 @@ def debugger_page(data: dict, event_name: str, show: str, allowlist: list[str], 
              f'{": " + escape(", ".join(seen)) if seen else " (none)"}.</p></div>'
              f'<form method="post" action="{PREFIX}/connections/{q(cid)}/reconcile"><button type="submit" '
              f'id="reconcile">Reconcile this connection</button></form>')
-    script = f"const SOURCE={json.dumps(source)};const REFRESH_MS={refresh_s * 1000};" + DEBUGGER_SCRIPT
+    accounts = f"{PREFIX}/accounts/{q(data['org_id'])}/"
+    script = (f"const SOURCE={json.dumps(source)};const ACCOUNTS={json.dumps(accounts)};"
+              f"const REFRESH_MS={refresh_s * 1000};" + DEBUGGER_SCRIPT)
     return page(f"Debugger · {data['org_id']}", body, "/connections", script)
+
+
+def _account(org_id: str, account_id: str | None) -> str:
+    return link(f"/accounts/{q(org_id)}/{q(account_id)}", account_id) if account_id else e(None)
 
 
 def live_table(table_id: str, headings: list[str], rows: list[list[str]]) -> str:

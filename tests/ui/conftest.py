@@ -1,4 +1,4 @@
-"""One real `airflow api-server` per test module with the Segment page plugin loaded, over a real
+"""One real `airflow api-server` for all the UI tests with the Segment page plugin loaded, over a real
 PostgreSQL holding events landed through the real receiver and marts built by dbt.
 
 Users (SimpleAuthManager): admin (everything), user (reads, triggers runs, edits DAGs),
@@ -65,7 +65,7 @@ class Airflow:
         return session
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def landed(pg_server, tmp_path_factory) -> Landed:
     """A connection of org acme with DAYS days of sample events, a rejected request, and built marts."""
     from segment_elt.pipeline.transform import run_dbt
@@ -95,7 +95,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
     receiver.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def airflow(landed, tmp_path_factory) -> Airflow:
     """`airflow api-server` with the project's plugins folder, its DAGs serialized, three users."""
     home = tmp_path_factory.mktemp("ui-airflow")
