@@ -9,7 +9,7 @@ permission: 403. The data comes from segment_elt.control.page_queries.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import psycopg
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
@@ -44,9 +44,9 @@ def database():
         yield conn
 
 
-def airflow_base() -> str:
-    """Where the REST API and the UI answer: the api-server's own [api] base_url."""
-    return conf.get("api", "base_url", fallback="").rstrip("/") or reconcile.api_url()
+def ui_path(path: str) -> str:
+    """A path of Airflow's UI, under the path of [api] base_url (so it holds behind a proxy prefix)."""
+    return urlsplit(conf.get("api", "base_url", fallback="")).path.rstrip("/") + path
 
 
 def create_app() -> FastAPI:
@@ -124,9 +124,8 @@ def create_app() -> FastAPI:
         with database() as conn:
             page_queries.connections.require_live(conn, connection_id)
         token = bearer.credentials if bearer else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
-        base = airflow_base()
-        run_id = reconcile.trigger_as(base, token, connection_id)
-        run_url = f"{base}/dags/{RECONCILE}/runs/{quote(run_id, safe='')}"
+        run_id = reconcile.trigger_as(reconcile.api_url(), token, connection_id)
+        run_url = ui_path(f"/dags/{RECONCILE}/runs/{quote(run_id, safe='')}")
         if "json" in request.headers.get("accept", ""):
             return JSONResponse({"dag_id": RECONCILE, "dag_run_id": run_id, "url": run_url})
         return HTMLResponse(views.reconcile_page(connection_id, run_id, run_url))

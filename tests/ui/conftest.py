@@ -91,6 +91,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
                           headers=samples.headers("not-the-secret", b"{}"), timeout=10)
     assert wrong.status_code == 401
     run_dbt(["build", "--quiet"], url=database_url)
+    run_dbt(["docs", "generate", "--quiet"], url=database_url)  # what the cosmos dbt docs plugin serves
     yield landed
     receiver.stop()
 
@@ -104,7 +105,7 @@ def airflow(landed, tmp_path_factory) -> Airflow:
     passwords = {name: f"{name}-pw" for name in USERS}
     (home / "passwords.json").write_text(json.dumps(passwords))
     env = {**os.environ, **airflow_env(f"sqlite:///{home}/airflow.db"),
-           "AIRFLOW_HOME": str(home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url,
+           "AIRFLOW_HOME": str(home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url, "AIRFLOW_API_URL": url,
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in USERS.items()),
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),

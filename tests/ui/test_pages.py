@@ -146,7 +146,7 @@ def test_reconcile_needs_run_permission_and_creates_a_run(airflow, landed):
     answer = airflow.session("user").post(path, headers={"accept": "application/json"}, timeout=30)
     assert answer.status_code == 200, answer.text
     run_id = answer.json()["dag_run_id"]
-    assert answer.json()["url"] == f"{airflow.url}/dags/segment_reconcile/runs/{quote(run_id, safe='')}"
+    assert answer.json()["url"] == f"/dags/segment_reconcile/runs/{quote(run_id, safe='')}"
     run = requests.get(f"{airflow.url}/api/v2/dags/segment_reconcile/dagRuns/{run_id}",
                        headers={"Authorization": f"Bearer {airflow.token('admin')}"}, timeout=10).json()
     assert run["conf"] == {"connection_id": landed.connection_id} and run["run_type"] == "manual"
@@ -172,3 +172,15 @@ def test_allowlist_edit_needs_edit_permission(airflow, landed):
     assert "Invite Sent" not in names and "Report Created" in names
     bad = client.post(path, data={"add": "x" * 300}, headers={"accept": "application/json"}, timeout=10)
     assert bad.status_code == 400 and "invalid" in bad.json()["error"]
+
+
+def test_dbt_docs_are_served_by_cosmos_to_signed_in_readers(airflow):
+    path = f"{airflow.url}/cosmos/segment_elt/dbt_docs_index.html"
+    assert requests.get(path, timeout=10).status_code == 401
+    assert requests.get(path, cookies={"_token": "forged"}, timeout=10).status_code == 403
+    answer = airflow.session("viewer").get(path, timeout=20)
+    assert answer.status_code == 200 and "dbt" in answer.text.lower()
+    views = requests.get(f"{airflow.url}/api/v2/plugins", headers={"Authorization": f"Bearer {airflow.token('admin')}"},
+                         timeout=10).json()["plugins"]
+    cosmos = next(p for p in views if p["name"] == "cosmos")
+    assert [v["href"] for v in cosmos["external_views"]] == ["/cosmos/segment_elt/dbt_docs_index.html"]
