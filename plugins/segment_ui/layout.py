@@ -21,7 +21,8 @@ table{border-collapse:collapse;margin:.4em 0} th,td{border-bottom:1px solid #e4e
 vertical-align:top} th{background:#f5f7fa;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.92em} .muted{color:#7b8794} .bad{color:#c62828;font-weight:600} .ok{color:#2e7d32}
 .box{border:1px solid #d9e2ec;border-radius:6px;padding:.6em 1em;margin:.6em 0;background:#fafbfc}
-form.inline{display:inline} button{cursor:pointer} .legend span{margin-right:1em;white-space:nowrap}
+form.inline{display:inline} td small{display:block;max-width:14em;font-size:.85em}
+code.url{display:inline-block;max-width:22em;word-break:break-all} button{cursor:pointer} .legend span{margin-right:1em;white-space:nowrap}
 .legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:-1px}
 """
 
@@ -70,8 +71,8 @@ def chart(daily: list[dict], since: dt.date, today: dt.date, only: str | None = 
     counts = {(r["event_date"], r["event_name"]): r["event_count"] for r in daily}
     totals = [sum(counts.get((d, n), 0) for n in names) for d in days]
     top = max(totals + [1])
-    width, height, left, bottom = 720, 220, 40, 20
-    bar = (width - left) / len(days)
+    width, height, left, right, bottom = 720, 220, 40, 24, 20
+    bar = (width - left - right) / len(days)
     parts = [f'<svg id="daily-chart" viewBox="0 0 {width} {height + bottom}" width="{width}" height="{height + bottom}"'
              f' role="img" aria-label="daily events">',
              f'<text x="0" y="12" font-size="11">{top}</text><text x="0" y="{height}" font-size="11">0</text>',

@@ -27,8 +27,8 @@ def error_page(message: str) -> str:
 def _rollups(run: dict | None) -> str:
     if run is None:
         return '<p class="muted" id="rollups">segment_rollups has not run yet.</p>'
-    marts = run["detail"].get("mart_rows") if isinstance(run["detail"], dict) else None
-    rows = f", marts: {e(', '.join(f'{k} {v}' for k, v in marts.items()))}" if marts else ""
+    marts = run["detail"].get("marts")  # row counts the rollups run recorded (runs.mart_counts)
+    rows = f"; marts: {e(', '.join(f'{k} {v:,}' for k, v in marts.items()))}" if marts else ""
     status = f'<span class="{"ok" if run["status"] == "success" else "bad"}">{e(run["status"])}</span>'
     return (f'<p class="box" id="rollups">Last segment_rollups run: {status}, started {e(run["started_at"])}, '
             f'finished {e(run["finished_at"])}, {e(run["staged_rows"])} staged rows{rows}</p>')
@@ -38,21 +38,21 @@ def connections_page(items: list[dict], run: dict | None) -> str:
     rows = []
     for c in items:
         cid = c["connection_id"]
-        rejected = e(c["rejected_1h"]) + (f' <span class="bad">{e(c["top_reject_reason"])}</span>'
+        rejected = e(c["rejected_1h"]) + (f'<small class="bad">{e(c["top_reject_reason"])}</small>'
                                           if c["top_reject_reason"] else "")
         outbound = ("disabled" if not c["outbound_enabled"] else "enabled") if c["outbound_region"] else "off"
         if c["outbound_last_status"]:
             outbound += f', last {e(c["outbound_last_status"])} {e(c["outbound_last_at"])}'
         rows.append([
-            f'{link(f"/connections/{q(cid)}/debugger", cid)}<br><span class="muted">{e(c["name"])}</span>',
-            e(c["org_id"]), f'<code>{e(c["webhook_url"])}</code>', e(c["events_today"]), e(c["events_7d"]),
+            f'{link(f"/connections/{q(cid)}/debugger", cid)}<small class="muted">{e(c["name"])}</small>',
+            e(c["org_id"]), f'<code class="url">{e(c["webhook_url"])}</code>', e(c["events_today"]), e(c["events_7d"]),
             e(c["last_received_at"]), rejected, e(c["rate_limit_per_minute"]), e(c["allowlisted_events"]), outbound,
             f'<form class="inline" method="post" action="{PREFIX}/connections/{q(cid)}/reconcile">'
             f'<button type="submit">Reconcile</button></form>',
         ])
     body = _rollups(run) + table(
         ["connection", "org", "webhook URL", "events today", "events 7 d", "last event received",
-         "rejected 1 h (top reason)", "rate limit / min", "allowlist", "outbound", ""],
+         "rejected 1 h, top reason", "events / min", "allow- list", "outbound", ""],
         rows, "No connections yet: segment-elt connections create --org ORG", {3, 4, 7, 8}, 'id="connections"')
     body += ('<p class="muted">Events today / 7 d are allowlisted events by event day and the last event received '
              'is the newest in the marts, both as of the last rollups run; the debugger shows staging live.</p>')

@@ -179,6 +179,7 @@ def _components(conn: psycopg.Connection, indicators: list[dict], health: dict |
         rest = sum(weights[k]["weight"] * v for k, v in scores.items())
         scores["users"] = min(1.0, max(0.0, (float(health["health_score"]) / 100 * total - rest)
                                        / weights["users"]["weight"]))
+        measures["users"] = round(scores["users"] * weights["users"]["target"], 1)  # capped at the target
     out = []
     for name in ("activity", "breadth", "users", "recency"):
         if name in weights:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from segment_elt.local import samples
-from tests.ui.conftest import ACCOUNT, ORG
+from tests.ui.conftest import ACCOUNT, ORG, ROLLUPS_RUN
 
 
 def page(airflow, path: str) -> str:
@@ -43,8 +43,10 @@ def test_connections_view(airflow, landed):
     with psycopg.connect(landed.database_url) as conn:
         today, week, newest = conn.execute(
             "select count(*) filter (where event_date = (now() at time zone 'UTC')::date),"
-            " count(*) filter (where event_date > (now() at time zone 'UTC')::date - 7), max(received_at)"
-            " from analytics.product_events where connection_id = %s", (landed.connection_id,)).fetchone()
+            " count(*) filter (where event_date > (now() at time zone 'UTC')::date - 7),"
+            " (select max(received_at) from analytics.recent_events where connection_id = %s)"
+            " from analytics.product_events where connection_id = %s",
+            (landed.connection_id, landed.connection_id)).fetchone()
     assert item["connection_id"] == landed.connection_id and item["org_id"] == ORG
     assert item["webhook_url"].endswith(f"/webhooks/segment/{landed.connection_id}")
     assert landed.secret not in answer.text
@@ -53,9 +55,15 @@ def test_connections_view(airflow, landed):
     assert item["rejected_1h"] == 1 and item["top_reject_reason"]
     assert item["rate_limit_per_minute"] == 600 and item["allowlisted_events"] == 5
     run = answer.json()["last_rollups_run"]
-    assert run is None or run["status"]
+    with psycopg.connect(landed.database_url) as conn:
+        staged, events = conn.execute("select (select count(*) from raw.segment_events where received_at <"
+                                      " (select started_at from control.pipeline_runs where run_id = %s)),"
+                                      " (select count(*) from analytics.product_events)", (ROLLUPS_RUN,)).fetchone()
+    assert (run["run_id"], run["status"], run["staged_rows"]) == (ROLLUPS_RUN, "success", staged)
+    assert run["finished_at"] and run["detail"]["marts"]["product_events"] == events
     html = airflow.session("viewer").get(page(airflow, "/connections"), timeout=10)
     assert html.status_code == 200 and landed.connection_id in html.text and "Reconcile" in html.text
+    assert f"product_events {events:,}" in html.text
     assert landed.secret not in html.text
 
 
