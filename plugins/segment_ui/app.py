@@ -34,12 +34,16 @@ EDIT = Depends(requires_access_dag("PUT", param_dag_id=ROLLUPS))
 REFRESH_S = 3
 
 
+class DatabaseUnavailable(Exception):
+    """The project's database (DATABASE_URL) does not answer: 503, in one line."""
+
+
 @contextmanager
 def database():
     try:
         conn = db.connect(timeout_s=5, application_name="segment-ui")
     except psycopg.OperationalError as exc:
-        raise UserError(f"the database is not reachable: {str(exc).splitlines()[0]}") from None
+        raise DatabaseUnavailable(f"the database is not reachable: {str(exc).strip().splitlines()[-1]}") from None
     with conn:
         yield conn
 
@@ -52,11 +56,13 @@ def ui_path(path: str) -> str:
 def create_app() -> FastAPI:
     app = FastAPI(title="Segment", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.exception_handler(UserError)
-    def user_error(request: Request, exc: UserError):
+    def one_line(request: Request, message: str, status: int):
         if request.url.path.startswith(f"{views.PREFIX}/api/") or "json" in request.headers.get("accept", ""):
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return HTMLResponse(views.error_page(str(exc)), status_code=400)
+            return JSONResponse({"error": message}, status_code=status)
+        return HTMLResponse(views.error_page(message), status_code=status)
+
+    app.add_exception_handler(UserError, lambda request, exc: one_line(request, str(exc), 400))
+    app.add_exception_handler(DatabaseUnavailable, lambda request, exc: one_line(request, str(exc), 503))
 
     @app.get("/", dependencies=[READ])
     def index():
