@@ -51,6 +51,8 @@ def _median_ms(call) -> float:
 
 
 def _seq_scans(conn) -> int:
+    time.sleep(1.1)  # a backend reports its table statistics at most once a second, when a transaction ends
+    conn.execute("select 1")
     conn.execute("select pg_stat_clear_snapshot()")
     return conn.execute("select seq_scan from pg_stat_user_tables where schemaname = 'raw'"
                         " and relname = 'segment_events'").fetchone()[0]
@@ -87,6 +89,9 @@ def measure(total: int) -> dict[str, float]:
                     page_queries.seen_event_names(conn, cid), 3)),
             }
             figures["seq_scans"] = _seq_scans(conn) - before
+            conn.execute("select * from raw.segment_events limit 1")  # one seq scan: the counter must see it
+            if _seq_scans(conn) - before != figures["seq_scans"] + 1:
+                raise RuntimeError("pg_stat_user_tables did not count a sequential scan; the figure would mean nothing")
             figures["staged"] = conn.execute("select count(*) from raw.segment_events").fetchone()[0]
         return figures
     finally:
