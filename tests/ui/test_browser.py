@@ -129,4 +129,10 @@ def test_sign_in_and_use_every_view(browser, airflow, landed, shots):
     driver.find_element(By.CSS_SELECTOR, "#connections button[type=submit]").click()
     run_link = wait(driver, ec.presence_of_element_located((By.ID, "run-link")))
     assert "/dags/segment_reconcile/runs/" in run_link.get_attribute("href")
+    run_id = run_link.text
     shoot(driver, shots, "reconcile")
+    run_link.click()  # the run's page in Airflow's UI
+    driver.switch_to.default_content()
+    wait(driver, ec.url_contains("/dags/segment_reconcile/runs/"))
+    wait(driver, ec.text_to_be_present_in_element((By.TAG_NAME, "body"), run_id))
+    shoot(driver, shots, "reconcile-run")
