@@ -204,9 +204,23 @@ def outbound_page(items: list[dict]) -> str:
 
 def reconcile_page(connection_id: str, run_id: str, run_url: str) -> str:
     body = (f'<p id="triggered">Triggered <code>segment_reconcile</code> for <code>{e(connection_id)}</code>: run '
-            f'<a href="{escape(run_url)}" target="_top" id="run-link">{e(run_id)}</a>.</p>'
+            f'<a href="{escape(run_url)}" id="run-link">{e(run_id)}</a>.</p>'
             f'<p>{link("/connections", "Back to the connections")}</p>')
-    return page("Reconcile", body, "/connections")
+    return page("Reconcile", body, "/connections", OPEN_IN_AIRFLOW_SCRIPT)
+
+
+# Airflow shows the page in a sandboxed iframe that may not navigate the top window; being of the
+# same origin, it asks Airflow's own router (history + popstate) to open the run instead.
+OPEN_IN_AIRFLOW_SCRIPT = """
+document.getElementById('run-link').addEventListener('click', function (event) {
+  try {
+    if (window.top === window) return;
+    window.top.history.pushState({}, '', this.getAttribute('href'));
+    window.top.dispatchEvent(new PopStateEvent('popstate'));
+    event.preventDefault();
+  } catch (err) { /* another origin: follow the link inside the frame */ }
+});
+"""
 
 
 RULES_HELP = """

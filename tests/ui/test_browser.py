@@ -131,7 +131,8 @@ def test_sign_in_and_use_every_view(browser, airflow, landed, shots):
     assert "/dags/segment_reconcile/runs/" in run_link.get_attribute("href")
     run_id = run_link.text
     shoot(driver, shots, "reconcile")
-    run_link.click()  # the run's page in Airflow's UI
+    driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe"))
+    driver.find_element(By.ID, "run-link").click()  # the run's page in Airflow's UI
     driver.switch_to.default_content()
     wait(driver, ec.url_contains("/dags/segment_reconcile/runs/"))
     wait(driver, ec.text_to_be_present_in_element((By.TAG_NAME, "body"), run_id))
