@@ -26,14 +26,17 @@ def _browser_paths() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+PATHS = _browser_paths()
+MISSING = "no chromium + chromedriver on PATH (apt-get install chromium chromium-driver)"
+# Skipped before the API server starts; under CI the browser fixture fails instead.
+pytestmark = pytest.mark.skipif(PATHS is None and os.environ.get("SEGMENT_ELT_CI") != "1", reason=MISSING)
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    paths = _browser_paths()
+def browser():
+    paths = PATHS
     if paths is None:
-        reason = "no chromium + chromedriver on PATH (apt-get install chromium chromium-driver)"
-        if os.environ.get("SEGMENT_ELT_CI") == "1":
-            pytest.fail(f"browser tests are mandatory in CI: {reason}")
-        pytest.skip(reason)
+        pytest.fail(f"browser tests are mandatory in CI (SEGMENT_ELT_CI=1): {MISSING}")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
