@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 from segment_elt.settings import settings
+
+DBT_DOCS_SLUG = "segment_elt"  # the docs answer at /cosmos/segment_elt/dbt_docs_index.html
 
 
 def airflow_env(metadata_url: str | None = None) -> dict[str, str]:
@@ -30,12 +33,18 @@ def airflow_env(metadata_url: str | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__COSMOS__ENABLE_CACHE": "True",
+        "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": dbt_docs_projects(current.dbt_project_dir / "target"),
         "DO_NOT_TRACK": "1",
         "SCARF_ANALYTICS": "false",
     }
     if metadata_url:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
     return env
+
+
+def dbt_docs_projects(target_dir) -> str:
+    """astronomer-cosmos' dbt docs plugin setting: the project's docs (`dbt docs generate` writes them to target/)."""
+    return json.dumps({DBT_DOCS_SLUG: {"dir": str(target_dir), "index": "index.html", "name": "dbt docs (segment-elt)"}})
 
 
 def postgres_metadata_url(database_url: str) -> str:

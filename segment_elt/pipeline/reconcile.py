@@ -43,21 +43,26 @@ def trigger(connection_id: str) -> str | None:
     if token.status_code in (401, 403):
         raise UserError(f"Airflow at {base} refused the credentials of user {credentials[0]!r} "
                         f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD")
-    _require_ok(token, "log in")
+    _require_ok(token, "log in", base)
+    return trigger_as(base, token.json()["access_token"], connection_id)
+
+
+def trigger_as(base: str, token: str, connection_id: str) -> str:
+    """Trigger segment_reconcile through the REST API at `base` as the user of `token`; its run id."""
     answer = requests.post(
         f"{base}/api/v2/dags/{RECONCILE}/dagRuns",
-        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        headers={"Authorization": f"Bearer {token}"},
         json={"logical_date": None, "conf": {"connection_id": connection_id}},
         timeout=10,
     )
-    _require_ok(answer, f"trigger {RECONCILE}")
+    _require_ok(answer, f"trigger {RECONCILE}", base)
     return answer.json()["dag_run_id"]
 
 
-def _require_ok(answer: requests.Response, doing: str) -> None:
+def _require_ok(answer: requests.Response, doing: str, base: str) -> None:
     if not answer.ok:
         said = " ".join(answer.text.split())[:200]
-        raise UserError(f"Airflow at {api_url()} did not {doing} (HTTP {answer.status_code}): {said}")
+        raise UserError(f"Airflow at {base} did not {doing} (HTTP {answer.status_code}): {said}")
 
 
 def run_here(connection_id: str) -> None:

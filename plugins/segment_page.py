@@ -1,0 +1,21 @@
+"""The Segment page in Airflow's UI: the FastAPI app of segment_ui at /segment, with nav entries, and the
+dbt docs of astronomer-cosmos' plugin behind the auth manager (docs/ui.md)."""
+
+from airflow.plugins_manager import AirflowPlugin
+from segment_ui.app import create_app
+from segment_ui.docs_guard import RequireDagReader
+from segment_ui.layout import PREFIX
+
+
+class SegmentPagePlugin(AirflowPlugin):
+    name = "segment_page"
+    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "Segment page"}]
+    fastapi_root_middlewares = [{"middleware": RequireDagReader, "name": "dbt docs need a DAG reader"}]
+    external_views = [
+        {"name": "Connections", "href": f"{PREFIX}/connections", "url_route": "segment-connections",
+         "category": "Segment", "destination": "nav"},
+        {"name": "Identity", "href": f"{PREFIX}/identity", "url_route": "segment-identity",
+         "category": "Segment", "destination": "nav"},
+        {"name": "Outbound", "href": f"{PREFIX}/outbound", "url_route": "segment-outbound",
+         "category": "Segment", "destination": "nav"},
+    ]

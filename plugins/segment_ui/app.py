@@ -1,0 +1,150 @@
+"""The Segment page: a FastAPI app the Airflow API server mounts at /segment (docs/ui.md).
+
+Every route is authorised by Airflow's auth manager: reading needs DAG read access, Reconcile
+needs DAG run create access on segment_reconcile, editing an allowlist needs DAG edit access on
+segment_rollups (what reaches the rollups). Not signed in: 401; signed in without the
+permission: 403. The data comes from segment_elt.control.page_queries.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from urllib.parse import quote, urlencode, urlsplit
+
+import psycopg
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.configuration import conf
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from segment_elt import db
+from segment_elt.control import page_queries, resolution
+from segment_elt.control.errors import UserError
+from segment_elt.pipeline import reconcile
+from segment_elt.pipeline.dag_ids import RECONCILE, ROLLUPS
+from segment_elt.settings import settings
+from segment_ui import views
+
+READ = Depends(requires_access_dag("GET"))
+TRIGGER = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=RECONCILE))
+EDIT = Depends(requires_access_dag("PUT", param_dag_id=ROLLUPS))
+REFRESH_S = 3
+
+
+class DatabaseUnavailable(Exception):
+    """The project's database (DATABASE_URL) does not answer: 503, in one line."""
+
+
+@contextmanager
+def database():
+    try:
+        conn = db.connect(timeout_s=5, application_name="segment-ui")
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"the database is not reachable: {str(exc).strip().splitlines()[-1]}") from None
+    with conn:
+        yield conn
+
+
+def ui_path(path: str) -> str:
+    """A path of Airflow's UI, under the path of [api] base_url (so it holds behind a proxy prefix)."""
+    return urlsplit(conf.get("api", "base_url", fallback="")).path.rstrip("/") + path
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Segment", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def one_line(request: Request, message: str, status: int):
+        if request.url.path.startswith(f"{views.PREFIX}/api/") or "json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": message}, status_code=status)
+        return HTMLResponse(views.error_page(message), status_code=status)
+
+    app.add_exception_handler(UserError, lambda request, exc: one_line(request, str(exc), 400))
+    app.add_exception_handler(DatabaseUnavailable, lambda request, exc: one_line(request, str(exc), 503))
+
+    @app.get("/", dependencies=[READ])
+    def index():
+        return RedirectResponse(f"{views.PREFIX}/connections", status_code=303)
+
+    @app.get("/connections", response_class=HTMLResponse, dependencies=[READ])
+    def connections_page():
+        with database() as conn:
+            return views.connections_page(page_queries.connections_overview(conn),
+                                          page_queries.last_rollups_run(conn))
+
+    @app.get("/api/connections", dependencies=[READ])
+    def connections_json():
+        with database() as conn:
+            return JSONResponse(views.jsonable({"connections": page_queries.connections_overview(conn),
+                                                "last_rollups_run": page_queries.last_rollups_run(conn)}))
+
+    @app.get("/connections/{connection_id}/debugger", response_class=HTMLResponse, dependencies=[READ])
+    def debugger_page(connection_id: str, event_name: str = "", show: str = "all"):
+        with database() as conn:
+            data = page_queries.debugger(conn, connection_id, event_name or None, show)
+            return views.debugger_page(data, event_name, show, page_queries.allowlist(conn, connection_id),
+                                       page_queries.seen_event_names(conn, connection_id), REFRESH_S)
+
+    @app.get("/api/connections/{connection_id}/debugger", dependencies=[READ])
+    def debugger_json(connection_id: str, event_name: str = "", show: str = "all"):
+        with database() as conn:
+            return JSONResponse(views.jsonable(page_queries.debugger(conn, connection_id, event_name or None, show)))
+
+    @app.get("/accounts/{org_id}/{account_id}", response_class=HTMLResponse, dependencies=[READ])
+    def account_page(org_id: str, account_id: str, event_name: str = ""):
+        with database() as conn:
+            return views.account_page(page_queries.account_view(conn, org_id, account_id), event_name or None)
+
+    @app.get("/api/accounts/{org_id}/{account_id}", dependencies=[READ])
+    def account_json(org_id: str, account_id: str):
+        with database() as conn:
+            return JSONResponse(views.jsonable(page_queries.account_view(conn, org_id, account_id)))
+
+    @app.get("/identity", response_class=HTMLResponse, dependencies=[READ])
+    def identity_page(days: int = resolution.DEFAULT_DAYS):
+        with database() as conn:
+            reports, missing = [], None
+            for item in page_queries.connections.list_connections(conn):
+                try:
+                    reports.append(resolution.report(conn, item["connection_id"], days))
+                except UserError as exc:
+                    missing = str(exc)
+                    break
+            return views.identity_page(reports, days, missing)
+
+    @app.get("/identity/rules", response_class=HTMLResponse, dependencies=[READ])
+    def identity_rules_page():
+        rules = settings().dbt_project_dir / "seeds" / "identity_rules.csv"
+        return views.rules_page(rules.read_text() if rules.exists() else None)
+
+    @app.get("/outbound", response_class=HTMLResponse, dependencies=[READ])
+    def outbound_page():
+        with database() as conn:
+            return views.outbound_page(page_queries.outbound_view(conn))
+
+    @app.post("/connections/{connection_id}/reconcile", dependencies=[TRIGGER])
+    def reconcile_action(connection_id: str, request: Request,
+                         bearer: HTTPAuthorizationCredentials | None = Depends(HTTPBearer(auto_error=False))):
+        with database() as conn:
+            page_queries.connections.require_live(conn, connection_id)
+        token = bearer.credentials if bearer else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+        run_id = reconcile.trigger_as(reconcile.api_url(), token, connection_id)
+        run_url = ui_path(f"/dags/{RECONCILE}/runs/{quote(run_id, safe='')}")
+        if "json" in request.headers.get("accept", ""):
+            return JSONResponse({"dag_id": RECONCILE, "dag_run_id": run_id, "url": run_url})
+        return HTMLResponse(views.reconcile_page(connection_id, run_id, run_url))
+
+    @app.post("/connections/{connection_id}/allowlist", dependencies=[EDIT])
+    def allowlist_action(connection_id: str, request: Request, add: str = Form(""), remove: str = Form("")):
+        with database() as conn:
+            names = page_queries.connections.allowlist(
+                conn, connection_id, add=[add] if add else [], remove=[remove] if remove else [])
+        if "json" in request.headers.get("accept", ""):
+            return JSONResponse({"connection_id": connection_id, "allowlist": names})
+        back = f"{views.PREFIX}/connections/{quote(connection_id, safe='')}/debugger?{urlencode({'show': 'all'})}"
+        return RedirectResponse(back, status_code=303)
+
+    return app
+

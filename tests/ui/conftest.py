@@ -1,0 +1,135 @@
+"""One real `airflow api-server` for all the UI tests with the Segment page plugin loaded, over a real
+PostgreSQL holding events landed through the real receiver and marts built by dbt.
+
+Users (SimpleAuthManager): admin (everything), user (reads, triggers runs, edits DAGs),
+viewer (reads only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from segment_elt.control import connections, entities
+from segment_elt.local import samples
+from segment_elt.local.airflow_env import airflow_env
+from segment_elt.pipeline import runs
+from segment_elt.pipeline.dag_ids import ROLLUPS
+from tests.helpers import ROOT, Receiver, free_port, start_receiver, wait_http
+
+ORG = "acme"
+ALLOWLIST = ["Report Created", "Dashboard Viewed", "$page", "$identify", "$group"]
+ACCOUNT = dict(account_id="acct-acme", name="Acme", external_id="acme-ext-1", ps_id=None, vitally_id=None, traits={})
+USERS = {"admin": "admin", "user": "user", "viewer": "viewer"}  # name -> role
+DAYS = 12  # days of sample events, so the chart has bars
+ROLLUPS_RUN = "manual__ui-tests"
+
+
+@dataclass
+class Landed:
+    database_url: str
+    archive_url: str
+    receiver: Receiver
+    connection_id: str
+    secret: str
+
+    def post(self, event: dict) -> requests.Response:
+        body = json.dumps(event).encode()
+        return requests.post(self.receiver.webhook(self.connection_id), data=body,
+                             headers=samples.headers(self.secret, body), timeout=10)
+
+
+@dataclass
+class Airflow:
+    url: str
+    passwords: dict[str, str]
+    proc: subprocess.Popen
+    log: Path
+
+    def token(self, username: str) -> str:
+        answer = requests.post(f"{self.url}/auth/token", json={"username": username,
+                                                               "password": self.passwords[username]}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+    def session(self, username: str) -> requests.Session:
+        """A client signed in as `username` the way the UI is: the JWT in Airflow's cookie."""
+        session = requests.Session()
+        session.cookies.set("_token", self.token(username))
+        return session
+
+
+@pytest.fixture(scope="package")
+def landed(pg_server, tmp_path_factory) -> Landed:
+    """A connection of org acme with DAYS days of sample events, a rejected request, and built marts."""
+    from segment_elt.pipeline.transform import run_dbt
+
+    database_url = pg_server.create_database()
+    base = tmp_path_factory.mktemp("ui-landed")
+    archive_url = (base / "archive").as_uri()
+    env = {"DATABASE_URL": database_url, "ARCHIVE_URL": archive_url}
+    receiver = start_receiver(env, base, workers=1, threads=4)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        created = connections.create(conn, ORG, "Acme web")
+        connections.allowlist(conn, created.connection_id, add=ALLOWLIST)
+        entities.upsert(conn, ORG, entities.ACCOUNTS, [ACCOUNT])
+    landed = Landed(database_url, archive_url, receiver, created.connection_id, created.secret)
+    now = dt.datetime.now(dt.timezone.utc)
+    for day in range(DAYS):
+        events = samples.workday(seed=day, now=now - dt.timedelta(days=day))
+        body, first = samples.batch_body(events)
+        answer = requests.post(receiver.webhook(created.connection_id), data=body,
+                               headers=samples.headers(created.secret, first), timeout=15)
+        assert answer.status_code == 200, answer.text
+    wrong = requests.post(receiver.webhook(created.connection_id), data=b"{}",
+                          headers=samples.headers("not-the-secret", b"{}"), timeout=10)
+    assert wrong.status_code == 401
+    run_dbt(["build", "--quiet"], url=database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # the record a segment_rollups run leaves
+        conn.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, staged_rows)"
+                     " select %s, %s, 'manual', count(*) from raw.segment_events", (ROLLUPS, ROLLUPS_RUN))
+        runs.finish_run(conn, ROLLUPS, ROLLUPS_RUN, "success", {"marts": runs.mart_counts(conn)})
+    run_dbt(["docs", "generate", "--quiet"], url=database_url)  # what the cosmos dbt docs plugin serves
+    yield landed
+    receiver.stop()
+
+
+@pytest.fixture(scope="package")
+def airflow(landed, tmp_path_factory) -> Airflow:
+    """`airflow api-server` with the project's plugins folder, its DAGs serialized, three users."""
+    home = tmp_path_factory.mktemp("ui-airflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    passwords = {name: f"{name}-pw" for name in USERS}
+    (home / "passwords.json").write_text(json.dumps(passwords))
+    env = {**os.environ, **airflow_env(f"sqlite:///{home}/airflow.db"),
+           "AIRFLOW_HOME": str(home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url, "AIRFLOW_API_URL": url,
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in USERS.items()),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+           "DATABASE_URL": landed.database_url, "ARCHIVE_URL": landed.archive_url}
+    airflow_cli = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow_cli, "db", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([*airflow_cli, "dags", "reserialize"], env=env, check=True, capture_output=True)
+    log = home / "api-server.log"
+    proc = subprocess.Popen([*airflow_cli, "api-server", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"{url}/api/v2/monitor/health", timeout_s=120, proc=proc)
+        yield Airflow(url, passwords, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
