@@ -68,7 +68,9 @@ def receiver(database_url: str, tmp: Path, archive_env: dict):
         created = connections.create(conn, "bench", rate_limit=1_000_000_000)
     started = start_receiver(env, tmp, workers=WORKERS)
     try:
-        yield started.webhook(created.connection_id), created.secret, created.write_key
+        hook = started.webhook(created.connection_id)
+        saturation(hook, _bodies(created.secret, 500, 1), 64, seconds=2)  # every worker's connections and clients made
+        yield hook, created.secret, created.write_key
     finally:
         started.stop()
 

@@ -41,6 +41,10 @@ def on_starting(server):
         stale.unlink()
 
 
+def post_worker_init(worker):
+    worker.wsgi.extensions["segment_elt.groups"].start()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -73,4 +73,4 @@ def test_a_bad_receiver_setting_stops_gunicorn_with_one_line():
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "receiver: RECEIVER_THREADS='many' is not usable: input should be a valid integer, unable to parse string as an"
-        " integer (default 1)"]
+        " integer (default 64)"]

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -226,22 +227,28 @@ class S3Archive:
         self._timeout_s = timeout_s
         self._client = None
         self._pid = None
+        self._making = threading.Lock()
 
     @property
     def client(self):
-        # One client per process: a client must not cross gunicorn's fork.
-        if self._client is None or self._pid != os.getpid():
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=self._timeout_s,
-                read_timeout=self._timeout_s,
-                retries={"total_max_attempts": 1},  # Segment retries a 503; answer fast instead
-                max_pool_connections=32,
-            )
-            self._client, self._pid = boto3.session.Session().client("s3", config=config), os.getpid()
+        # One client per process: a client must not cross gunicorn's fork. Making one takes
+        # ~0.5 s, so the receiver's threads make it once, together.
+        with self._making:
+            if self._client is None or self._pid != os.getpid():
+                self._client, self._pid = self._new_client(), os.getpid()
         return self._client
+
+    def _new_client(self):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=self._timeout_s,
+            read_timeout=self._timeout_s,
+            retries={"total_max_attempts": 1},  # Segment retries a 503; answer fast instead
+            max_pool_connections=32,
+        )
+        return boto3.session.Session().client("s3", config=config)
 
     def _call(self, what: str, fn, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError

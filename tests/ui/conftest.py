@@ -77,7 +77,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
     base = tmp_path_factory.mktemp("ui-landed")
     archive_url = (base / "archive").as_uri()
     env = {"DATABASE_URL": database_url, "ARCHIVE_URL": archive_url}
-    receiver = start_receiver(env, base, workers=1, threads=4)
+    receiver = start_receiver(env, base, workers=1)
     with psycopg.connect(database_url, autocommit=True) as conn:
         created = connections.create(conn, ORG, "Acme web")
         connections.allowlist(conn, created.connection_id, add=ALLOWLIST)

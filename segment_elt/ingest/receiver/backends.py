@@ -10,7 +10,7 @@ import psycopg
 
 from segment_elt import db
 from segment_elt.control import crypto
-from segment_elt.ingest.archive import Archive, open_archive
+from segment_elt.ingest.archive import Archive, ArchiveUnavailable, open_archive
 from segment_elt.settings import Settings
 
 
@@ -46,6 +46,15 @@ class Backends:
         if self._archive is None:
             self._archive = open_archive(self.archive_url, self.settings.archive_timeout_s)
         return self._archive
+
+    def warm_up(self) -> None:
+        """Make this thread's database connection and the archive's client now rather than in a
+        request (an S3 client takes ~0.5 s); a backend that is down is left for the requests."""
+        try:
+            self.run(lambda c: c.execute("select 1"))
+            self.archive.check()
+        except (DatabaseUnavailable, ArchiveUnavailable):
+            pass
 
     def _fresh(self) -> psycopg.Connection:
         try:

@@ -72,13 +72,22 @@ class GroupCommitter:
         self._ready = threading.Condition()
         self._pid: int | None = None
 
+    def start(self) -> None:
+        """Start this process's writers (gunicorn's post_worker_init calls it; the first request
+        does otherwise), each with its database connection and the archive client made."""
+        with self._ready:
+            self._start()
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():  # threads do not survive gunicorn's fork
+            self._pid = os.getpid()
+            for i in range(self.writers):
+                threading.Thread(target=self._write_groups, name=f"group-writer-{i}", daemon=True).start()
+
     def land(self, pending: Pending) -> int:
         """Queue the request, wait for its group to be written; returns its new events or raises Refused."""
         with self._ready:
-            if self._pid != os.getpid():  # threads do not survive gunicorn's fork
-                self._pid = os.getpid()
-                for i in range(self.writers):
-                    threading.Thread(target=self._write_groups, name=f"group-writer-{i}", daemon=True).start()
+            self._start()
             self._queue.append(pending)
             self._ready.notify()
         pending.done.wait()
@@ -98,6 +107,7 @@ class GroupCommitter:
             return group
 
     def _write_groups(self) -> None:
+        self.backends.warm_up()
         while True:
             group = self._next_group()
             by_connection: dict[str, list[Pending]] = {}
