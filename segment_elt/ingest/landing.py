@@ -124,8 +124,9 @@ def insert_events(
 _INSERT_GROUP = """
 insert into raw.segment_events
     (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, r.received_at, %(archive_key)s, e.value
-from unnest(%(bodies)s::jsonb[], %(received_ats)s::timestamptz[]) with ordinality as r (body, received_at, n)
+select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, t.received_at, %(archive_key)s, e.value
+from jsonb_array_elements(%(bodies)s::jsonb) with ordinality as r (body, n)
+join unnest(%(received_ats)s::timestamptz[]) with ordinality as t (received_at, n) on t.n = r.n
 cross join lateral jsonb_array_elements(
     case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end
 ) with ordinality as e (value, i)
@@ -165,7 +166,10 @@ def insert_group(
                 event_types.append(event_type(event))
     params = {
         "connection_id": connection_id, "org_id": org_id, "archive_key": archive_key,
-        "bodies": [text for _, text, _ in requests], "received_ats": [at for at, _, _ in requests],
+        # one JSON array of the bodies, parsed by PostgreSQL in one go: a text[] parameter would
+        # make psycopg escape every quote of every body in Python first
+        "bodies": "[" + ",".join(text for _, text, _ in requests) + "]",
+        "received_ats": [at for at, _, _ in requests],
         "request_nos": request_nos, "event_nos": event_nos, "message_ids": message_ids, "event_types": event_types,
     }
     new = [0] * len(requests)
