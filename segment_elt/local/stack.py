@@ -82,17 +82,24 @@ def receiver(bind: str):
         yield url
 
 
+def generate_dbt_docs(url: str) -> None:
+    """The dbt docs the cosmos plugin serves in Airflow's UI, into dbt_project/target. Without
+    compiling: compiling runs the identity rules checks, which read seeds a fresh database lacks."""
+    from segment_elt.pipeline.transform import run_dbt
+
+    run_dbt(["docs", "generate", "--no-compile", "--quiet"], url)
+
+
 def airflow_ready(url: str) -> dict[str, str]:
     """Environment of the Airflow processes, with a migrated metadata DB and the dbt pool."""
     from segment_elt.pipeline.airflow_dbt import POOL, ensure_manifest
-    from segment_elt.pipeline.transform import run_dbt
 
     ensure_metadata_database(url)
     env = stack_env(url)
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     full = {**os.environ, **env}
     ensure_manifest()
-    run_dbt(["docs", "generate", "--quiet"], url)  # the dbt docs the cosmos plugin serves in Airflow's UI
+    generate_dbt_docs(url)
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=full, check=True, capture_output=True)
     subprocess.run([str(BIN / "airflow"), "pools", "set", POOL, "1", "dbt models run one at a time"],
                    env=full, check=True, capture_output=True)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from segment_elt.local.stack import generate_dbt_docs
 from segment_elt.pipeline.transform import dbt_env, run_dbt
 from segment_elt.settings import settings
 
@@ -18,6 +19,14 @@ def test_build_with_tests_and_docs(database_url):
     assert any(r.node.resource_type == "unit_test" for r in results)
     run_dbt(["docs", "generate"])
     assert (settings().dbt_project_dir / "target" / "catalog.json").exists()
+
+
+def test_the_docs_airflow_serves_generate_on_a_fresh_database(database_url):
+    # make up / make demo generate them before the first build, when no seed is loaded yet
+    generate_dbt_docs(database_url)
+    manifest = json.loads((settings().dbt_project_dir / "target" / "manifest.json").read_text())
+    assert "model.segment_elt.account_health" in manifest["nodes"]
+    assert (settings().dbt_project_dir / "target" / "index.html").exists()
 
 
 def test_sqlfluff_is_clean_on_first_and_incremental_runs(database_url):

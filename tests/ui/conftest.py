@@ -22,6 +22,7 @@ import requests
 from segment_elt.control import connections, entities
 from segment_elt.local import samples
 from segment_elt.local.airflow_env import airflow_env
+from segment_elt.local.stack import generate_dbt_docs
 from segment_elt.pipeline import runs
 from segment_elt.pipeline.dag_ids import ROLLUPS
 from tests.helpers import ROOT, Receiver, free_port, start_receiver, wait_http
@@ -98,7 +99,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
         conn.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, staged_rows)"
                      " select %s, %s, 'manual', count(*) from raw.segment_events", (ROLLUPS, ROLLUPS_RUN))
         runs.finish_run(conn, ROLLUPS, ROLLUPS_RUN, "success", {"marts": runs.mart_counts(conn)})
-    run_dbt(["docs", "generate", "--quiet"], url=database_url)  # what the cosmos dbt docs plugin serves
+    generate_dbt_docs(database_url)
     yield landed
     receiver.stop()
 
