@@ -67,19 +67,33 @@ def _timed_build(url: str, *extra: str) -> float:
     return time.monotonic() - began
 
 
+def start_big_database(tmp: Path) -> str:
+    """An embedded PostgreSQL sized for millions of events, with the schema; returns its URL."""
+    url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings={
+        "shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"})
+    with db.connect(url) as conn:
+        schema.upgrade(conn)
+    return url
+
+
+def bench_org(conn) -> str:
+    """Org `bench`: a connection with the generated event names allowlisted and 200 accounts;
+    returns the connection id."""
+    cid = connections.create(conn, "bench").connection_id
+    connections.allowlist(conn, cid, add=["Report Created", "Invite Sent", "Export Downloaded", "$page"])
+    entities.upsert(conn, "bench", entities.ACCOUNTS, [
+        dict(account_id=f"acct-{i}", name=f"Account {i}", external_id=f"ext-{i}", ps_id=None,
+             vitally_id=None, traits={}) for i in range(200)])
+    return cid
+
+
 def measure(history: int, new: int = 100_000, full_rebuild: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
-        url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings={"shared_buffers": "1GB", "work_mem": "64MB",
-                                                   "maintenance_work_mem": "512MB", "max_wal_size": "8GB"})
+        url = start_big_database(tmp)
         with db.connect(url, timeout_s=3600) as conn:
-            schema.upgrade(conn)
-            cid = connections.create(conn, "bench").connection_id
-            connections.allowlist(conn, cid, add=["Report Created", "Invite Sent", "Export Downloaded", "$page"])
-            entities.upsert(conn, "bench", entities.ACCOUNTS, [
-                dict(account_id=f"acct-{i}", name=f"Account {i}", external_id=f"ext-{i}", ps_id=None,
-                     vitally_id=None, traits={}) for i in range(200)])
+            cid = bench_org(conn)
             _generate(conn, cid, 0, history)
             conn.execute("analyze raw.segment_events")
         figures = {}

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_pipeline import GENERATE, PER_DAY
+from benchmarks.bench_pipeline import GENERATE, PER_DAY, bench_org, start_big_database
 from benchmarks.figures import Figure
 from segment_elt import db
-from segment_elt.control import connections, entities, page_queries, schema
+from segment_elt.control import page_queries
 from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 
@@ -62,17 +62,10 @@ def measure(total: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
-        url = embedded.start(tmp / "pg", server_port=embedded.free_port(),
-                             settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB",
-                                       "max_wal_size": "8GB"})
+        url = start_big_database(tmp)
         end = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
         with db.connect(url, timeout_s=3600) as conn:
-            schema.upgrade(conn)
-            cid = connections.create(conn, "bench").connection_id
-            connections.allowlist(conn, cid, add=["Report Created", "Invite Sent", "Export Downloaded", "$page"])
-            entities.upsert(conn, "bench", entities.ACCOUNTS, [
-                dict(account_id=f"acct-{i}", name=f"Account {i}", external_id=f"ext-{i}", ps_id=None,
-                     vitally_id=None, traits={}) for i in range(200)])
+            cid = bench_org(conn)
             _stage(conn, cid, total, end)
             conn.execute("analyze raw.segment_events")
         run_dbt(["build", "--exclude", "resource_type:test"], url)

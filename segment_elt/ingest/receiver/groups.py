@@ -60,7 +60,7 @@ class Pending:
 
 
 class GroupCommitter:
-    """The writer threads of one process (started on first use, again after a fork)."""
+    """The writer threads of one process (started as the worker boots, or by its first request)."""
 
     def __init__(self, backends: Backends):
         self.backends = backends
@@ -99,7 +99,7 @@ class GroupCommitter:
         with self._ready:
             while not self._queue:
                 self._ready.wait()
-            group, size = [self._queue.popleft()], 0
+            group = [self._queue.popleft()]
             size = group[0].size
             while self._queue and len(group) < self.max_requests and size + self._queue[0].size <= self.max_bytes:
                 group.append(self._queue.popleft())
