@@ -2,8 +2,8 @@
 events, run by the real scheduler (scheduler, DAG processor and API server as `make up` runs them)
 on the embedded PostgreSQL; the oldest third of the days is past retention, its staged rows
 pruned, so those runs re-land it from the archive. BENCH_BACKFILL_DAYS / BENCH_BACKFILL_EVENTS
-scale it down. The same days are then rebuilt by one range run (start_date/end_date), pruned again
-first, for comparison."""
+scale it down. For comparison, the same days are then rebuilt by one range run (start_date/end_date),
+and one day by a run of its own, once in staging and once past retention (pruned again first)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ import datetime as dt
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import tempfile
-import time
-from contextlib import ExitStack
 from pathlib import Path
-
-import requests
 
 from benchmarks.figures import Figure
 from segment_elt import db
@@ -26,10 +20,10 @@ from segment_elt.control import connections, schema
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import embedded, samples
-from segment_elt.local.stack import BIN, airflow_ready, process
 from segment_elt.pipeline import maintenance
 from segment_elt.pipeline.dag_ids import DAILY
 from segment_elt.pipeline.transform import run_dbt
+from tests.airflow_stack import scheduler_stack
 
 DAYS = int(os.environ.get("BENCH_BACKFILL_DAYS", "30"))
 EVENTS_PER_DAY = int(os.environ.get("BENCH_BACKFILL_EVENTS", "10000"))
@@ -49,45 +43,6 @@ def _land_days(conn, archive, created, first: dt.date) -> None:
             archive.put(key, body)
             landing.insert_events(conn, connection_id=created.connection_id, org_id=created.org_id,
                                   text=body.decode(), events=events, received_at=at, archive_key=key)
-
-
-def _airflow(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env}, capture_output=True, text=True,
-                          check=False)
-
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=2)
-    except requests.RequestException:
-        return False
-    return True
-
-
-def _parsed(metadata_url: str) -> bool:
-    """Whether the DAG processor has stored segment_daily in the metadata database."""
-    with db.connect(metadata_url) as conn:
-        return conn.execute("select 1 from serialized_dag where dag_id = %s", (DAILY,)).fetchone() is not None
-
-
-def _backfill_completed(metadata_url: str) -> bool:
-    """Whether Airflow has marked the backfill complete (every run it made has ended)."""
-    with db.connect(metadata_url) as conn:
-        return conn.execute("select completed_at is not null from backfill where dag_id = %s", (DAILY,)).fetchone()[0]
-
-
-def _manual_run_state(metadata_url: str) -> str | None:
-    with db.connect(metadata_url) as conn:
-        row = conn.execute("select state from dag_run where dag_id = %s and run_type = 'manual'", (DAILY,)).fetchone()
-    return row and row[0]
-
-
-def _wait_until(ready, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the Airflow stack did not come up; see its logs")
-        time.sleep(2)
 
 
 def run() -> list[Figure]:
@@ -114,47 +69,41 @@ def run() -> list[Figure]:
                 "select distinct (received_at at time zone 'UTC')::date from raw.segment_events")}
         relanded = {first + dt.timedelta(days=d) for d in range(DAYS)} - kept  # their staged rows were pruned
         os.environ["AIRFLOW_PORT"] = str(embedded.free_port())  # the API server, which task processes call
-        # DAGs paused: no scheduled run of another DAG (or of this one) shares the machine
-        env = {**airflow_ready(url), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
-        with ExitStack() as stack:
-            for name, args in (("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"]),
-                               ("api-server", ["api-server", "--host", "127.0.0.1",
-                                               "--port", os.environ["AIRFLOW_PORT"]])):
-                stack.enter_context(process([str(BIN / "airflow"), *args], env, name))
-            _wait_until(lambda: _answers(f"http://127.0.0.1:{os.environ['AIRFLOW_PORT']}/api/v2/version"))
-            metadata = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")
-            _wait_until(lambda: _parsed(metadata))
-            began = time.monotonic()
-            created_bf = _airflow(env, "backfill", "create", "--dag-id", DAILY, "--from-date", first.isoformat(),
-                                  "--to-date", last.isoformat(), "--max-active-runs", "1")
-            assert created_bf.returncode == 0, created_bf.stderr[-2000:]
-            assert _airflow(env, "dags", "unpause", DAILY).returncode == 0  # after: the backfill holds yesterday
-            _wait_until(lambda: _backfill_completed(metadata), timeout_s=3 * LIMIT_S)
-            wall = time.monotonic() - began
-            with db.connect(metadata) as conn:  # each run's wall time in Airflow, by its event day
-                took = dict(conn.execute(
-                    "select logical_date::date, extract(epoch from end_date - start_date) from dag_run"
-                    " where dag_id = %s and run_type = 'backfill' and state = 'success'", (DAILY,)).fetchall())
-            with db.connect(url, timeout_s=3600) as conn:  # the same days again, as one range run
-                maintenance.prune(conn, archive, retention)
-            began = time.monotonic()
-            conf = json.dumps({"start_date": first.isoformat(), "end_date": last.isoformat()})
-            assert _airflow(env, "dags", "trigger", DAILY, "--conf", conf).returncode == 0
-            _wait_until(lambda: _manual_run_state(metadata) in ("success", "failed"), timeout_s=3 * LIMIT_S)
-            range_wall, range_state = time.monotonic() - began, _manual_run_state(metadata)
+        with scheduler_stack(url, DAILY) as stack:
+            wall = stack.backfill(DAILY, first, last, timeout_s=3 * LIMIT_S)
+            took = {day: seconds for day, (state, seconds, _) in stack.runs(DAILY).items() if state == "success"}
+            with db.connect(stack.metadata_url) as conn:  # where the time goes: each task's median duration
+                tasks = conn.execute(
+                    "select ti.task_id, ti.state, percentile_cont(0.5) within group (order by ti.duration), count(*)"
+                    " from task_instance ti join dag_run r on r.run_id = ti.run_id and r.dag_id = ti.dag_id"
+                    " where ti.dag_id = %s and r.run_type = 'backfill' group by 1, 2 order by 1, 2",
+                    (DAILY,)).fetchall()
+            with db.connect(url) as conn:
+                builds = conn.execute("select count(*) from control.pipeline_runs where dag_id = %s"
+                                      " and status = 'success'", (DAILY,)).fetchone()[0]
+                maintenance.prune(conn, archive, retention)  # the same days again, as one range run
+            range_state, range_wall = stack.trigger(DAILY, {"start_date": first.isoformat(),
+                                                            "end_date": last.isoformat()}, 3 * LIMIT_S)
+            per_day = {}  # one day's own run: in staging, and past retention (pruned again, so re-landed)
+            for which, day in (("staging", last), ("archive", first)):
+                with db.connect(url) as conn:
+                    maintenance.prune(conn, archive, retention)
+                per_day[which] = stack.trigger(DAILY, {"start_date": day.isoformat(), "end_date": day.isoformat()})[1]
     finally:
         embedded.stop(tmp / "pg", "immediate")
         shutil.rmtree(tmp, ignore_errors=True)
-    staged = [float(s) for day, s in took.items() if day not in relanded]
-    replayed = [float(s) for day, s in took.items() if day in relanded]
-    print(f"backfill: {len(took)}/{DAYS} days succeeded in {wall:.0f} s; pruned {pruned.deleted_rows} rows; median run "
-          f"{statistics.median(staged or [0]):.1f} s for a day in staging ({len(staged)}), "
-          f"{statistics.median(replayed or [0]):.1f} s re-landed from the archive ({len(replayed)})")
-    ratio = statistics.median(replayed) / statistics.median(staged) if staged and replayed else float("nan")
+    print(f"backfill: {len(took)}/{DAYS} runs succeeded in {wall:.0f} s with {builds} dbt builds; pruned "
+          f"{pruned.deleted_rows} rows; each run (s): {', '.join(f'{d:%m-%d} {took[d]:.0f}' for d in sorted(took))}")
+    print("backfill tasks (state, median s, count): "
+          + ", ".join(f"{task} {state} {float(median or 0):.1f} ({n})" for task, state, median, n in tasks))
+    print(f"one day's own run: {per_day['staging']:.0f} s in staging, {per_day['archive']:.0f} s re-landed from the "
+          f"archive ({len(relanded)} of the {DAYS} days were past retention)")
     return [
         Figure(f"segment_daily backfill, {DAYS} days x {EVENTS_PER_DAY:,} events (real scheduler), wall time",
                wall, "s", f"<= {LIMIT_S} s", wall <= LIMIT_S and len(took) == DAYS),
-        Figure("  per-day cost, re-landed from the archive / in staging (median run)", ratio, "x", "", None),
+        Figure("  dbt builds the backfill's runs made", builds, "builds"),
+        Figure("  one day's own run, re-landed from the archive / in staging", per_day["archive"] / per_day["staging"],
+               "x"),
         Figure(f"segment_daily range run (start_date/end_date), the same {DAYS} days in one build, wall time",
                range_wall, "s", f"<= {LIMIT_S} s", range_wall <= LIMIT_S and range_state == "success"),
     ]

@@ -11,12 +11,21 @@ when that lies within [received - 5 years, received + 1 day] (plausible_event_at
 (a clock up to a day ahead) onwards. Of those, only the ones older than the retention cutoff can
 have lost rows from staging; younger ones are staged whole. So a rebuild of D..E re-lands the
 receive days D - 1 .. the cutoff's day, and none when D - 1 is after it.
+
+Backfills are rebuilt several days per build. Airflow makes one run per day and, with
+`--max-active-runs 1`, starts them one after the other; Airflow's start-up per run is small next
+to a dbt build, so a backfill run takes into its build the neighbouring days whose runs are still
+queued (up to SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD days in all) and records them as covered. When
+such a run starts, it finds its day covered by a successful build that began after its own last
+attempt, and ends at once, naming that build. Days of a failed build are rebuilt one per run
+until each succeeds again, so a day that fails, fails alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -24,6 +33,7 @@ import psycopg
 from segment_elt.control.errors import UserError
 from segment_elt.ingest.archive import Archive
 from segment_elt.pipeline import replay
+from segment_elt.pipeline.dag_ids import DAILY
 
 log = logging.getLogger(__name__)
 MAX_DAYS = replay.MAX_DAYS
@@ -91,6 +101,58 @@ def receive_days_to_reland(days: Days, retention_days: int, now: dt.datetime | N
     last_prunable = (cutoff - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()  # rows received < cutoff
     first = days.first - EARLY
     return Days(first, last_prunable) if first <= last_prunable else None
+
+
+def covering_run(conn: psycopg.Connection, run_id: str, day: dt.date) -> str | None:
+    """The successful build that rebuilt `day` for this backfill run, or None: one that found the
+    run queued, took the day (detail.covered) and began after the run's previous attempt (a
+    cleared run that already ran rebuilds its day itself). Called with the run's record open."""
+    row = conn.execute(
+        """
+        with attempts as (
+            select started_at from control.pipeline_runs where dag_id = %(dag)s and run_id = %(run)s
+        )
+        select run_id from control.pipeline_runs
+        where dag_id = %(dag)s and status = 'success' and detail->'covered' ? %(day)s
+          and started_at > coalesce((select max(started_at) from attempts
+                                     where started_at < (select max(started_at) from attempts)), '-infinity')
+        order by started_at desc limit 1
+        """,
+        {"dag": DAILY, "run": run_id, "day": day.isoformat()},
+    ).fetchone()
+    return row and row[0]
+
+
+def failed_days(conn: psycopg.Connection, days: Days) -> set[dt.date]:
+    """Days of `days` that a failed build attempted after their last successful one."""
+    rows = conn.execute(
+        """
+        with built as (
+            select status, started_at, (dbt_vars->>'rebuild_from')::date as first, (dbt_vars->>'rebuild_to')::date as last
+            from control.pipeline_runs where dag_id = %s and status in ('success', 'failed')
+        )
+        select day::date from generate_series(%s::date, %s::date, interval '1 day') day
+        where (select max(started_at) from built where status = 'failed' and day between first and last)
+            > coalesce((select max(started_at) from built where status = 'success' and day between first and last),
+                       '-infinity')
+        """,
+        (DAILY, days.first, days.last),
+    ).fetchall()
+    return {day for (day,) in rows}
+
+
+def backfill_days(day: dt.date, queued: Callable[[dt.date], bool], failed: set[dt.date], max_days: int) -> Days:
+    """The days a backfill run of `day` rebuilds: its own, then the neighbouring days (later ones
+    first, then earlier ones, for `--run-backwards`) whose runs are `queued` and not `failed`,
+    as long as they are contiguous, at most `max_days` in all."""
+    first = last = day
+    for step in (1, -1):
+        while (last - first).days + 1 < max_days:
+            nxt = (last if step > 0 else first) + dt.timedelta(days=step)
+            if nxt in failed or not queued(nxt):
+                break
+            first, last = min(first, nxt), max(last, nxt)
+    return Days(first, last)
 
 
 def reland(conn: psycopg.Connection, archive: Archive, receive_days: Days) -> replay.Replayed:

@@ -236,6 +236,17 @@ def sole_writer(lock_conn: psycopg.Connection, say: Callable[[str], None] = prin
         lock_conn.execute("select pg_advisory_unlock(%s::int, %s::int)", WRITER_LOCK)
 
 
+def widen_run(conn: psycopg.Connection, dag_id: str, run_id: str, dbt_vars: dict, detail: dict) -> None:
+    """Record, on the run's open record, the wider build it now does (a backfill run taking the
+    days of queued runs into its own build)."""
+    conn.execute(
+        "update control.pipeline_runs set dbt_vars = %s::jsonb, detail = detail || %s::jsonb"
+        " where status = 'running' and (dag_id, run_id, started_at) = (select dag_id, run_id, started_at"
+        " from control.pipeline_runs where dag_id = %s and run_id = %s order by started_at desc limit 1)",
+        (json.dumps(dbt_vars), json.dumps(detail), dag_id, run_id),
+    )
+
+
 def finish_run(conn: psycopg.Connection, dag_id: str, run_id: str, status: str, detail: dict | None = None) -> dict:
     """Close the run's newest record if still open; returns its figures (rows, duration) for the log.
 

@@ -98,3 +98,48 @@ def test_days_of_a_run():
             assert says in str(exc) and "\n" not in str(exc)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_backfill_runs_share_builds_and_the_days_of_a_failed_build_go_one_per_run(db):
+    """What each run of a backfill decides (segment_daily's plan, without Airflow): the first run
+    takes the days of the queued runs into its build and those runs end at once; a cleared run
+    that already ran rebuilds its day; after a failed build its days go one per run."""
+    day = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(9)]
+    queued = set(day[1:])
+
+    def attempt(d: dt.date, status: str = "success", most: int = 31) -> str | daily_days.Days:
+        """One backfill run of day d: what the plan task decides, its record closed with `status`."""
+        run_id = f"backfill__{d}"
+        queued.discard(d)
+        runs.start_run(db, daily_days.DAILY, run_id, "backfill",
+                       runs.Plan(True, daily_days.Days(d, d).dbt_vars()), run_is_live=lambda *_: False)
+        if covered_by := daily_days.covering_run(db, run_id, d):
+            runs.finish_run(db, daily_days.DAILY, run_id, "skipped", {"rebuilt_by": covered_by})
+            return covered_by
+        window = daily_days.Days(d - dt.timedelta(days=most - 1), d + dt.timedelta(days=most - 1))
+        days = daily_days.backfill_days(d, queued.__contains__, daily_days.failed_days(db, window), most)
+        runs.widen_run(db, daily_days.DAILY, run_id, days.dbt_vars(), {"covered": [x.isoformat() for x in days if x != d]})
+        runs.finish_run(db, daily_days.DAILY, run_id, status)
+        return days
+
+    assert attempt(day[0], most=3) == daily_days.Days(day[0], day[2])  # at most 3 days in one build
+    assert attempt(day[1]) == attempt(day[2]) == f"backfill__{day[0]}"
+    assert attempt(day[1]) == daily_days.Days(day[1], day[1])  # cleared after it ended: its own build
+    queued.discard(day[5])  # a gap: day 5's run was not made (--reprocess-behavior none)
+    assert attempt(day[3], status="failed") == daily_days.Days(day[3], day[4])
+    assert daily_days.failed_days(db, daily_days.Days(day[0], day[8])) == {day[3], day[4]}
+    # the failed build covered day 4 but did not succeed: day 4's run rebuilds it, alone
+    assert attempt(day[4]) == daily_days.Days(day[4], day[4])
+    assert daily_days.failed_days(db, daily_days.Days(day[0], day[8])) == {day[3]}
+    assert attempt(day[6]) == daily_days.Days(day[6], day[8])
+    assert attempt(day[7]) == attempt(day[8]) == f"backfill__{day[6]}"
+    assert attempt(day[3]) == daily_days.Days(day[3], day[3])  # the failed day, cleared: alone, and now it succeeds
+    assert daily_days.failed_days(db, daily_days.Days(day[0], day[8])) == set()
+    queued.update(day[:3])  # a backfill run backwards (--run-backwards): the earlier days' runs are queued
+    assert attempt(day[3]) == daily_days.Days(day[0], day[3])
+    statuses = db.execute("select run_id, status, detail->>'rebuilt_by' from control.pipeline_runs"
+                          " where status = 'skipped' order by started_at").fetchall()
+    assert statuses == [(f"backfill__{day[1]}", "skipped", f"backfill__{day[0]}"),
+                        (f"backfill__{day[2]}", "skipped", f"backfill__{day[0]}"),
+                        (f"backfill__{day[7]}", "skipped", f"backfill__{day[6]}"),
+                        (f"backfill__{day[8]}", "skipped", f"backfill__{day[6]}")]
