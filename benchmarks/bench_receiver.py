@@ -36,7 +36,10 @@ from tests.helpers import ROOT, VENV_BIN, MotoS3, free_port, start_receiver, wai
 from tests.s3_stand_in import SlowS3Process
 
 DURATION_S = int(os.environ.get("BENCH_SECONDS", 10))
-WORKERS = int(os.environ.get("RECEIVER_WORKERS", 2 * os.cpu_count()))
+# the receiver's default (one per core, receiver/gunicorn.conf.py); the minimal receiver's sync
+# workers need two per core to overlap their waits on fsync and PostgreSQL
+WORKERS = int(os.environ.get("RECEIVER_WORKERS", os.cpu_count()))
+MINIMAL_WORKERS = 2 * os.cpu_count()
 PUT_DELAY_MS = 40
 # Little's law: 2,000 requests/s that each wait ~45 ms on S3 need ~100 in flight
 S3_CONNECTIONS = 256
@@ -81,7 +84,7 @@ def minimal(database_url: str, tmp: Path, archive: str, extra_env: dict | None =
     port, secret = free_port(), "minimal-secret"
     env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "MINIMAL_SECRET": secret,
            "MINIMAL_ARCHIVE": archive}
-    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(MINIMAL_WORKERS), "-b", f"127.0.0.1:{port}",
                              "--log-level", "warning", "benchmarks.minimal_receiver:create_app()"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "minimal.log").open("wb"))
     try:
