@@ -130,8 +130,9 @@ join unnest(%(received_ats)s::timestamptz[]) with ordinality as t (received_at, 
 cross join lateral jsonb_array_elements(
     case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end
 ) with ordinality as e (value, i)
-join unnest(%(request_nos)s::bigint[], %(event_nos)s::bigint[], %(message_ids)s::text[], %(event_types)s::text[])
-    as m (n, i, message_id, event_type) on m.n = r.n and m.i = e.i
+join (
+    select (v->>0)::bigint, (v->>1)::bigint, v->>2, v->>3 from jsonb_array_elements(%(marks)s::jsonb) as v
+) as m (n, i, message_id, event_type) on m.n = r.n and m.i = e.i
 on conflict (connection_id, message_id) do nothing
 returning message_id
 """
@@ -154,23 +155,21 @@ def insert_group(
     the requests land one by one in one transaction instead.
     """
     first_seen: dict[str, tuple[int, int]] = {}
-    request_nos, event_nos, message_ids, event_types = [], [], [], []
+    marks = []  # [request number, event number, messageId, type] of each event to insert
     for n, (_, _, events) in enumerate(requests, start=1):
         for i, event in enumerate(events, start=1):
             mid = message_id(event)
             if mid not in first_seen:
                 first_seen[mid] = (n, i)
-                request_nos.append(n)
-                event_nos.append(i)
-                message_ids.append(mid)
-                event_types.append(event_type(event))
+                marks.append((n, i, mid, event_type(event)))
     params = {
         "connection_id": connection_id, "org_id": org_id, "archive_key": archive_key,
-        # one JSON array of the bodies, parsed by PostgreSQL in one go: a text[] parameter would
-        # make psycopg escape every quote of every body in Python first
+        # JSON texts PostgreSQL parses in one go, the bodies and the events' marks: array
+        # parameters would make psycopg escape every element in Python first (the bodies'
+        # every quote). messageIds and types are printable without NUL, so jsonb holds them.
         "bodies": "[" + ",".join(text for _, text, _ in requests) + "]",
+        "marks": json.dumps(marks, separators=(",", ":")),
         "received_ats": [at for at, _, _ in requests],
-        "request_nos": request_nos, "event_nos": event_nos, "message_ids": message_ids, "event_types": event_types,
     }
     new = [0] * len(requests)
     with conn.cursor() as cur:
