@@ -118,7 +118,9 @@ def minimal(database_url: str, tmp: Path, archive: str, extra_env: dict | None =
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "minimal.log").open("wb"))
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc=proc)
-        yield f"http://127.0.0.1:{port}/webhooks/segment/bench", secret, proc.pid
+        hook = f"http://127.0.0.1:{port}/webhooks/segment/bench"
+        saturation(hook, _bodies(secret, 500, 1), 64, seconds=2)  # every worker booted, as for the receiver
+        yield hook, secret, proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
