@@ -1,8 +1,9 @@
 """Receiver figures, each measured beside the minimal receiver (benchmarks/minimal_receiver.py) in
 one run, on the same PostgreSQL, gunicorn and load generator:
 
-- file archive: single-event requests/s of both and their ratio; latency at a fixed 200
-  requests/s; 100-event arrays on the webhook and 100-event batches on the tracking API's /v1/batch;
+- file archive: single-event requests/s of both and their ratio, and the CPU time their gunicorn
+  processes spend per request (user + system, from /proc: unlike requests/s it holds when other
+  work shares the machine); latency at a fixed 200 requests/s; 100-event arrays on the webhook and 100-event batches on the tracking API's /v1/batch;
 - S3 stand-in answering every PUT after 40 ms (tests/s3_stand_in.py, a realistic in-region PUT):
   the same, plus the PUTs a saturating load took;
 - moto's S3 server (the real S3 protocol, itself the bottleneck): single events and arrays.
@@ -36,11 +37,42 @@ from tests.helpers import ROOT, VENV_BIN, MotoS3, free_port, start_receiver, wai
 from tests.s3_stand_in import SlowS3Process
 
 DURATION_S = int(os.environ.get("BENCH_SECONDS", 10))
-WORKERS = int(os.environ.get("RECEIVER_WORKERS", 2 * os.cpu_count()))
+# the receiver's default (one per core, receiver/gunicorn.conf.py); the minimal receiver's sync
+# workers need two per core to overlap their waits on fsync and PostgreSQL
+WORKERS = int(os.environ.get("RECEIVER_WORKERS", os.cpu_count()))
+MINIMAL_WORKERS = 2 * os.cpu_count()
 PUT_DELAY_MS = 40
 # Little's law: 2,000 requests/s that each wait ~45 ms on S3 need ~100 in flight
 S3_CONNECTIONS = 256
 FERNET_KEY = "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI="
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a gunicorn master and its workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def saturation_cpu(url: str, bodies: list[tuple[bytes, dict]], server_pid: int,
+                   connections: int = 32) -> tuple[float, float]:
+    """Accepted requests/s at saturation, and the server's CPU microseconds per accepted request."""
+    before = cpu_seconds(process_tree(server_pid))
+    rate = saturation(url, bodies, connections)
+    after = cpu_seconds(process_tree(server_pid))
+    spent = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return rate, spent * 1e6 / max(rate * DURATION_S, 1)
 
 
 @contextmanager
@@ -62,7 +94,7 @@ def database():
 
 @contextmanager
 def receiver(database_url: str, tmp: Path, archive_env: dict):
-    """The project's receiver with its production settings; yields (webhook url, secret, write key)."""
+    """The project's receiver with its production settings; yields (webhook url, secret, write key, gunicorn's pid)."""
     env = {"DATABASE_URL": database_url, "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"], **archive_env}
     with db.connect(database_url) as conn:
         created = connections.create(conn, "bench", rate_limit=1_000_000_000)
@@ -70,23 +102,25 @@ def receiver(database_url: str, tmp: Path, archive_env: dict):
     try:
         hook = started.webhook(created.connection_id)
         saturation(hook, _bodies(created.secret, 500, 1), 64, seconds=2)  # every worker's connections and clients made
-        yield hook, created.secret, created.write_key
+        yield hook, created.secret, created.write_key, started.proc.pid
     finally:
         started.stop()
 
 
 @contextmanager
 def minimal(database_url: str, tmp: Path, archive: str, extra_env: dict | None = None):
-    """The minimal receiver under the same gunicorn (sync workers); yields (webhook url, secret)."""
+    """The minimal receiver under the same gunicorn (sync workers); yields (webhook url, secret, gunicorn's pid)."""
     port, secret = free_port(), "minimal-secret"
     env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "MINIMAL_SECRET": secret,
            "MINIMAL_ARCHIVE": archive}
-    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(MINIMAL_WORKERS), "-b", f"127.0.0.1:{port}",
                              "--log-level", "warning", "benchmarks.minimal_receiver:create_app()"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "minimal.log").open("wb"))
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc=proc)
-        yield f"http://127.0.0.1:{port}/webhooks/segment/bench", secret
+        hook = f"http://127.0.0.1:{port}/webhooks/segment/bench"
+        saturation(hook, _bodies(secret, 500, 1), 64, seconds=2)  # every worker booted, as for the receiver
+        yield hook, secret, proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
@@ -205,11 +239,11 @@ def run() -> list[Figure]:
     with database() as (url, tmp):
         minimal_dir = tmp / "minimal"
         minimal_dir.mkdir()
-        with minimal(url, tmp, str(minimal_dir)) as (hook, secret):
-            baseline = saturation(hook, _bodies(secret, 3000, 1))
-        with receiver(url, tmp, {"ARCHIVE_URL": (tmp / "archive").as_uri()}) as (hook, secret, write_key):
+        with minimal(url, tmp, str(minimal_dir)) as (hook, secret, pid):
+            baseline, baseline_cpu = saturation_cpu(hook, _bodies(secret, 3000, 1), pid)
+        with receiver(url, tmp, {"ARCHIVE_URL": (tmp / "archive").as_uri()}) as (hook, secret, write_key, pid):
             p50, p99 = fixed_rate(hook, secret)
-            single = saturation(hook, _bodies(secret, 3000, 1))
+            single, single_cpu = saturation_cpu(hook, _bodies(secret, 3000, 1), pid)
             arrays = saturation(hook, _bodies(secret, 400, 100)) * 100
             tracking = saturation(_tracking_url(hook), _tracking_bodies(write_key, 400, 100)) * 100
         figures += [
@@ -217,6 +251,11 @@ def run() -> list[Figure]:
             Figure("receiver, single events (file archive)", single, "req/s"),
             Figure("receiver / minimal receiver, single events (file)", single / baseline, "x", ">= 1.5x",
                    single / baseline >= 1.5),
+            Figure("minimal receiver CPU per request, single events (file)", baseline_cpu, "µs"),
+            Figure("receiver CPU per request, single events (file archive)", single_cpu, "µs"),
+            # 1.5x the requests on the same cores needs at most 1/1.5 of the CPU per request
+            Figure("receiver / minimal receiver CPU per request (file)", single_cpu / baseline_cpu, "x", "<= 0.67x",
+                   single_cpu / baseline_cpu <= 1 / 1.5),
             Figure("receiver p50 at 200 req/s (file archive)", p50, "ms", "<= 5 ms", p50 <= 5),
             Figure("receiver p99 at 200 req/s (file archive)", p99, "ms"),
             Figure("receiver, 100-event arrays (file archive)", arrays, "events/s"),
@@ -227,9 +266,9 @@ def run() -> list[Figure]:
         s3 = {"ARCHIVE_URL": "s3://bench/raw", "AWS_ENDPOINT_URL": stand_in.endpoint}
         slow = f"S3 +{PUT_DELAY_MS} ms"
         try:
-            with minimal(url, tmp, "s3://bench/minimal", s3) as (hook, secret):
+            with minimal(url, tmp, "s3://bench/minimal", s3) as (hook, secret, _):
                 baseline = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
-            with receiver(url, tmp, s3) as (hook, secret, write_key):
+            with receiver(url, tmp, s3) as (hook, secret, write_key, _):
                 p50, p99 = fixed_rate(hook, secret)
                 puts = stand_in.puts
                 single = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
@@ -253,7 +292,7 @@ def run() -> list[Figure]:
         try:
             boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="bench")
             with receiver(url, tmp, {"ARCHIVE_URL": "s3://bench/raw", "AWS_ENDPOINT_URL": moto.endpoint}) as (
-                    hook, secret, _):
+                    hook, secret, _, _):
                 single = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
                 arrays = saturation(hook, _bodies(secret, 400, 100), S3_CONNECTIONS) * 100
         finally:

@@ -14,7 +14,9 @@ except SettingsError as exc:
     sys.exit(f"receiver: {exc}")
 
 bind = current.receiver_bind
-workers = current.receiver_workers or multiprocessing.cpu_count() * 2
+# One process per core: each runs many request threads, and fewer processes make bigger groups
+# (fewer archive writes and statements per request, less CPU: docs/receiver.md#sizing).
+workers = current.receiver_workers or multiprocessing.cpu_count()
 threads = current.receiver_threads
 worker_class = "gthread" if threads > 1 else "sync"
 # Segment gives up after 10 s; every backend call is bounded well inside that (SEGMENT_ELT_*_TIMEOUT_S).

@@ -124,14 +124,16 @@ def insert_events(
 _INSERT_GROUP = """
 insert into raw.segment_events
     (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, t.received_at, %(archive_key)s, e.value
-from jsonb_array_elements(%(bodies)s::jsonb) with ordinality as r (body, n)
-join unnest(%(received_ats)s::timestamptz[]) with ordinality as t (received_at, n) on t.n = r.n
-cross join lateral jsonb_array_elements(
-    case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end
-) with ordinality as e (value, i)
-join unnest(%(request_nos)s::bigint[], %(event_nos)s::bigint[], %(message_ids)s::text[], %(event_types)s::text[])
-    as m (n, i, message_id, event_type) on m.n = r.n and m.i = e.i
+select %(connection_id)s, %(org_id)s, e.mark->>0, e.mark->>1, r.received_at, %(archive_key)s, e.value
+from rows from (
+    jsonb_array_elements(%(bodies)s::jsonb), jsonb_array_elements(%(marks)s::jsonb),
+    unnest(%(received_ats)s::timestamptz[])
+) as r (body, marks, received_at)
+cross join lateral rows from (
+    jsonb_array_elements(case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end),
+    jsonb_array_elements(r.marks)
+) as e (value, mark)
+where e.mark <> 'null'
 on conflict (connection_id, message_id) do nothing
 returning message_id
 """
@@ -153,24 +155,25 @@ def insert_group(
     requests had landed one after the other. When PostgreSQL refuses a body (see insert_events),
     the requests land one by one in one transaction instead.
     """
-    first_seen: dict[str, tuple[int, int]] = {}
-    request_nos, event_nos, message_ids, event_types = [], [], [], []
-    for n, (_, _, events) in enumerate(requests, start=1):
-        for i, event in enumerate(events, start=1):
+    first_seen: dict[str, int] = {}  # messageId -> the request number that lands it
+    marks = []  # per request, per event: [messageId, type], or None when an earlier event of the group has its id
+    for n, (_, _, events) in enumerate(requests):
+        marks.append(own := [])
+        for event in events:
             mid = message_id(event)
-            if mid not in first_seen:
-                first_seen[mid] = (n, i)
-                request_nos.append(n)
-                event_nos.append(i)
-                message_ids.append(mid)
-                event_types.append(event_type(event))
+            if mid in first_seen:
+                own.append(None)
+            else:
+                first_seen[mid] = n
+                own.append((mid, event_type(event)))
     params = {
         "connection_id": connection_id, "org_id": org_id, "archive_key": archive_key,
-        # one JSON array of the bodies, parsed by PostgreSQL in one go: a text[] parameter would
-        # make psycopg escape every quote of every body in Python first
+        # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
+        # parameters would make psycopg escape every element in Python first (the bodies' every
+        # quote). messageIds and types are printable without NUL, so jsonb holds them.
         "bodies": "[" + ",".join(text for _, text, _ in requests) + "]",
+        "marks": json.dumps(marks, separators=(",", ":")),
         "received_ats": [at for at, _, _ in requests],
-        "request_nos": request_nos, "event_nos": event_nos, "message_ids": message_ids, "event_types": event_types,
     }
     new = [0] * len(requests)
     with conn.cursor() as cur:
@@ -181,7 +184,7 @@ def insert_group(
                 return [insert_events(conn, connection_id=connection_id, org_id=org_id, text=text, events=events,
                                       received_at=at, archive_key=archive_key) for at, text, events in requests]
         for (mid,) in cur.fetchall():
-            new[first_seen[mid][0] - 1] += 1
+            new[first_seen[mid]] += 1
     return new
 
 

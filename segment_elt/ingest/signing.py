@@ -16,7 +16,7 @@ _WS = " \t\r\n"
 
 
 def sign(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+    return hmac.digest(secret.encode(), body, hashlib.sha1).hex()
 
 
 def first_element_bytes(body: bytes) -> bytes | None:

@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(tracking.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.wsgi_app = webhook.FastPath(app)  # the webhook's hot path ahead of Flask
 
     @app.errorhandler(404)
     def not_found(_):
@@ -64,7 +65,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         if isinstance(exc, HTTPException):
             return jsonify(error=exc.description or exc.name), exc.code
         logging.getLogger("receiver").exception("unexpected error")
-        response = jsonify(error="temporarily unable to accept events; retry later")
+        response = jsonify(error=webhook.UNEXPECTED)
         response.headers["Retry-After"] = str(settings.retry_after_s)
         return response, 503
 

@@ -46,17 +46,27 @@ class Pending:
     text: str  # the exact body, decoded (bodies are UTF-8, so its bytes come back exactly)
     events: list[dict]
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
-    done: threading.Event = field(default_factory=threading.Event)
     new: int = 0
     refused: Refused | None = None
+    answered: bool = False
+    # held until the answer: a bare lock is the cheapest one-shot wake-up (an Event is a Condition)
+    _unanswered: threading.Lock = field(default_factory=lambda: _held(threading.Lock()))
 
     @property
     def size(self) -> int:
         return len(self.text)
 
     def answer(self, new: int = 0, refused: Refused | None = None) -> None:
-        self.new, self.refused = new, refused
-        self.done.set()
+        self.new, self.refused, self.answered = new, refused, True
+        self._unanswered.release()
+
+    def wait(self) -> None:
+        self._unanswered.acquire()
+
+
+def _held(lock: threading.Lock) -> threading.Lock:
+    lock.acquire()
+    return lock
 
 
 class GroupCommitter:
@@ -90,7 +100,7 @@ class GroupCommitter:
             self._start()
             self._queue.append(pending)
             self._ready.notify()
-        pending.done.wait()
+        pending.wait()
         if pending.refused is not None:
             raise pending.refused
         return pending.new
@@ -119,7 +129,7 @@ class GroupCommitter:
                 except Exception:  # never leave a request waiting, never kill the writer
                     log.exception("group commit failed")
                     for pending in requests:
-                        if not pending.done.is_set():
+                        if not pending.answered:
                             pending.answer(refused=_unavailable(self.backends, "database", "staging database"))
 
 

@@ -34,6 +34,25 @@ LATENCY = Histogram("segment_elt_receiver_request_seconds", "Webhook request tim
                     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
+_REQUESTS_BY: dict[tuple[int, str], object] = {}
+_LANDED, _DUPLICATE = EVENTS.labels("landed"), EVENTS.labels("duplicate")
+
+
+def count_request(status: int, reason: str) -> None:
+    """REQUESTS, with each (status, reason) child looked up once per process."""
+    child = _REQUESTS_BY.get((status, reason))
+    if child is None:
+        child = _REQUESTS_BY[(status, reason)] = REQUESTS.labels(str(status), reason)
+    child.inc()
+
+
+def count_events(landed: int, duplicates: int) -> None:
+    if landed:
+        _LANDED.inc(landed)
+    if duplicates:
+        _DUPLICATE.inc(duplicates)
+
+
 @bp.get("/metrics")
 def metrics():
     registry = REGISTRY  # one process (the app outside gunicorn)

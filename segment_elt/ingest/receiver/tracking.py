@@ -14,7 +14,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import logging
 import time
 import zlib
 
@@ -24,11 +23,10 @@ from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Refused
-from segment_elt.ingest.receiver.metrics import EVENTS, LATENCY, REQUESTS
-from segment_elt.ingest.receiver.webhook import land_events
+from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
+from segment_elt.ingest.receiver.webhook import land_events, log_line
 
 bp = Blueprint("tracking", __name__)
-log = logging.getLogger("receiver")
 
 MAX_EVENT_BYTES = 32 * 1024    # Segment's limit per event
 MAX_BATCH_BYTES = 500 * 1024   # and per request, after gzip is inflated
@@ -80,9 +78,8 @@ def receive(kind: str):
             connection = _authenticate(backends, doc.get("writeKey"))
         normalised = normalise(doc, CALLS.get(kind), dt.datetime.now(dt.timezone.utc))
         text = json.dumps(normalised[0] if kind in CALLS else normalised, separators=(",", ":"))
-        events, accepted = land_events(connection, text, normalised)
-        EVENTS.labels("landed").inc(accepted)
-        EVENTS.labels("duplicate").inc(events - accepted)
+        events, accepted = land_events(current_app.extensions["segment_elt.groups"], connection, text, normalised)
+        count_events(accepted, events - accepted)
         response, status, reason = jsonify(success=True), 200, "accepted"
     except Refused as refused:
         status, reason = refused.status, refused.reason
@@ -94,11 +91,10 @@ def receive(kind: str):
                 connection.connection_id, status, refused.message, request.content_length or len(raw),
                 raw if status == 400 else None)
     seconds = time.perf_counter() - started
-    REQUESTS.labels(str(status), reason).inc()
+    count_request(status, reason)
     LATENCY.observe(seconds)
-    log.info("tracking", extra={"fields": {
-        "connection": connection.connection_id if connection else None, "path": f"/v1/{kind}", "status": status,
-        "events": events, "ms": round(seconds * 1000, 2)}})
+    log_line("tracking", connection=connection.connection_id if connection else None, path=f"/v1/{kind}",
+             status=status, events=events, ms=round(seconds * 1000, 2))
     return response
 
 
