@@ -236,14 +236,19 @@ def sole_writer(lock_conn: psycopg.Connection, say: Callable[[str], None] = prin
         lock_conn.execute("select pg_advisory_unlock(%s::int, %s::int)", WRITER_LOCK)
 
 
+# The run's newest record, while it is open: the one widen_run and finish_run write.
+_OPEN_RECORD = """status = 'running' and (dag_id, run_id, started_at) = (
+    select dag_id, run_id, started_at from control.pipeline_runs
+    where dag_id = %(dag_id)s and run_id = %(run_id)s order by started_at desc limit 1)"""
+
+
 def widen_run(conn: psycopg.Connection, dag_id: str, run_id: str, dbt_vars: dict, detail: dict) -> None:
     """Record, on the run's open record, the wider build it now does (a backfill run taking the
     days of queued runs into its own build)."""
     conn.execute(
-        "update control.pipeline_runs set dbt_vars = %s::jsonb, detail = detail || %s::jsonb"
-        " where status = 'running' and (dag_id, run_id, started_at) = (select dag_id, run_id, started_at"
-        " from control.pipeline_runs where dag_id = %s and run_id = %s order by started_at desc limit 1)",
-        (json.dumps(dbt_vars), json.dumps(detail), dag_id, run_id),
+        "update control.pipeline_runs set dbt_vars = %(dbt_vars)s::jsonb, detail = detail || %(detail)s::jsonb"
+        f" where {_OPEN_RECORD}",
+        {"dbt_vars": json.dumps(dbt_vars), "detail": json.dumps(detail), "dag_id": dag_id, "run_id": run_id},
     )
 
 
@@ -253,14 +258,10 @@ def finish_run(conn: psycopg.Connection, dag_id: str, run_id: str, status: str, 
     A closed record is never rewritten: the rollups run's status is its dbt build's, whatever a
     later task (the outbound sync, recorded per connection in control.outbound_runs) does."""
     row = conn.execute(
-        """
-        update control.pipeline_runs set finished_at = clock_timestamp(), status = %s, detail = detail || %s::jsonb
-        where status = 'running' and (dag_id, run_id, started_at) = (
-            select dag_id, run_id, started_at from control.pipeline_runs
-            where dag_id = %s and run_id = %s order by started_at desc limit 1)
-        returning staged_rows, extract(epoch from finished_at - started_at), high_water
-        """,
-        (status, json.dumps(detail or {}), dag_id, run_id),
+        "update control.pipeline_runs set finished_at = clock_timestamp(), status = %(status)s,"
+        f" detail = detail || %(detail)s::jsonb where {_OPEN_RECORD}"
+        " returning staged_rows, extract(epoch from finished_at - started_at), high_water",
+        {"status": status, "detail": json.dumps(detail or {}), "dag_id": dag_id, "run_id": run_id},
     ).fetchone()
     figures = {"dag_id": dag_id, "run_id": run_id, "status": status, "staged_rows": row[0] if row else None,
                "duration_s": round(float(row[1]), 1) if row else None, **(detail or {})}

@@ -67,8 +67,7 @@ def answer(extensions: dict, connection_id: str, signature: str | None, content_
     seconds = time.perf_counter() - started
     count_request(status, reason)
     LATENCY.observe(seconds)
-    if log.isEnabledFor(logging.INFO):
-        log_line("webhook", connection=connection_id[:64], status=status, events=events, ms=round(seconds * 1000, 2))
+    log_line("webhook", connection=connection_id[:64], status=status, events=events, ms=round(seconds * 1000, 2))
     return status, payload, headers
 
 
@@ -79,7 +78,9 @@ def json_body(**fields) -> bytes:
 
 def log_line(msg: str, **fields) -> None:
     """The receiver's line per answered request: a record made directly, without logging's
-    caller lookup (a third of the cost of log.info with extra)."""
+    caller lookup (a third of the cost of log.info with extra); none when the logger is set above INFO."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     record = logging.LogRecord("receiver", logging.INFO, "", 0, msg, None, None)
     record.fields = fields
     log.handle(record)
