@@ -14,11 +14,10 @@ except SettingsError as exc:
     sys.exit(f"receiver: {exc}")
 
 bind = current.receiver_bind
-# One process per core: each runs many request threads, and fewer processes make bigger groups
-# (fewer archive writes and statements per request, less CPU: docs/receiver.md#sizing).
+# One process per core, each an event loop (uvicorn's worker: docs/receiver.md#worker-model);
+# fewer processes make bigger groups (fewer archive writes and statements per request, less CPU).
 workers = current.receiver_workers or multiprocessing.cpu_count()
-threads = current.receiver_threads
-worker_class = "gthread" if threads > 1 else "sync"
+worker_class = "uvicorn_worker.UvicornWorker"
 # Segment gives up after 10 s; every backend call is bounded well inside that (SEGMENT_ELT_*_TIMEOUT_S).
 timeout = current.receiver_timeout_s
 graceful_timeout = 10
@@ -26,8 +25,7 @@ keepalive = 5
 accesslog = None  # the app logs one structured line per request
 errorlog = "-"
 loglevel = current.receiver_loglevel
-limit_request_field_size = 16384
-wsgi_app = "receiver:create_app()"
+wsgi_app = "receiver:create_asgi_app()"
 control_socket_disable = True  # several receivers may run on one host (tests, benchmarks)
 
 # /metrics sums every worker's counters from files here (prometheus_client's multiprocess mode):
@@ -41,10 +39,6 @@ def on_starting(server):
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
-
-
-def post_worker_init(worker):
-    worker.wsgi.extensions["segment_elt.groups"].start()
 
 
 def child_exit(server, worker):

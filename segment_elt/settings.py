@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     receiver_threads: int = Field(64, ge=1, validation_alias="RECEIVER_THREADS")
     receiver_timeout_s: int = Field(30, ge=1, validation_alias="RECEIVER_TIMEOUT")
     # group commit (docs/receiver.md#group-commit): writers per process, and a group's limits
-    receiver_group_writers: int = Field(2, ge=1, le=64, validation_alias="RECEIVER_GROUP_WRITERS")
+    receiver_group_writers: int = Field(3, ge=1, le=64, validation_alias="RECEIVER_GROUP_WRITERS")
     receiver_group_max_requests: int = Field(200, ge=1, validation_alias="RECEIVER_GROUP_MAX_REQUESTS")
     receiver_group_max_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="RECEIVER_GROUP_MAX_BYTES")
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")

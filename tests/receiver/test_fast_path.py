@@ -1,7 +1,8 @@
-"""The webhook's plain-WSGI hot path answers exactly as the Flask route it stands in front of.
+"""The webhook's hot path on the event loop (asgi.ReceiverApp) answers exactly as the Flask route
+it stands in front of.
 
-A chunked body has no Content-Length, so it goes on to Flask; the same request with a
-Content-Length takes the fast path. Both answers must be the same bytes, for every outcome, and
+A chunked body has no Content-Length, so it goes on to Flask (in a thread); the same request
+with a Content-Length takes the event loop's path. Both answers must be the same bytes, for every outcome, and
 the body what Flask's jsonify writes.
 """
 
@@ -22,8 +23,7 @@ def exchange(base_url: str, request: bytes) -> bytes:
     """The raw HTTP answer (status line, headers, body) without its Date header."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
+        sock.sendall(request)  # Connection: close, so the server closes after its answer
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk

@@ -1,6 +1,8 @@
 """The webhook receiver: verifies Segment's signed requests and lands them (docs/receiver.md).
 
-    gunicorn -c receiver/gunicorn.conf.py    # serves receiver:create_app()
+    gunicorn -c receiver/gunicorn.conf.py    # serves receiver:create_asgi_app() (asgi.py)
+
+create_app() is the Flask app: every route, and what the ASGI app runs in threads.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(tracking.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    app.wsgi_app = webhook.FastPath(app)  # the webhook's hot path ahead of Flask
 
     @app.errorhandler(404)
     def not_found(_):

@@ -84,6 +84,13 @@ class Backends:
                 if not (reused and attempt == 1 and not isinstance(exc, psycopg.errors.QueryCanceled)):
                     raise DatabaseUnavailable(_first_line(exc)) from exc
 
+    def cached_connection(self, connection_id: str) -> Connection | None:
+        """The connection if this process read it less than SECRETS_TTL_S ago, without any I/O."""
+        cached = self._connections.get(connection_id)
+        if cached is not None and time.monotonic() - cached.read_at < SECRETS_TTL_S:
+            return cached
+        return None
+
     def connection(self, connection_id: str, reread_older_than_s: float = SECRETS_TTL_S) -> Connection | None:
         cached = self._connections.get(connection_id)
         if cached is not None and time.monotonic() - cached.read_at < reread_older_than_s:

@@ -12,12 +12,14 @@ and groups grow by themselves, so archive writes stay well below requests.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import math
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from segment_elt.ingest import landing
@@ -49,8 +51,7 @@ class Pending:
     new: int = 0
     refused: Refused | None = None
     answered: bool = False
-    # held until the answer: a bare lock is the cheapest one-shot wake-up (an Event is a Condition)
-    _unanswered: threading.Lock = field(default_factory=lambda: _held(threading.Lock()))
+    wake: Callable[[], object] = lambda: None  # set by GroupCommitter.land or land_async
 
     @property
     def size(self) -> int:
@@ -58,15 +59,12 @@ class Pending:
 
     def answer(self, new: int = 0, refused: Refused | None = None) -> None:
         self.new, self.refused, self.answered = new, refused, True
-        self._unanswered.release()
+        self.wake()
 
-    def wait(self) -> None:
-        self._unanswered.acquire()
-
-
-def _held(lock: threading.Lock) -> threading.Lock:
-    lock.acquire()
-    return lock
+    def result(self) -> int:
+        if self.refused is not None:
+            raise self.refused
+        return self.new
 
 
 class GroupCommitter:
@@ -83,7 +81,7 @@ class GroupCommitter:
         self._pid: int | None = None
 
     def start(self) -> None:
-        """Start this process's writers (gunicorn's post_worker_init calls it; the first request
+        """Start this process's writers (the ASGI app's lifespan startup calls it; the first request
         does otherwise), each with its database connection and the archive client made."""
         with self._ready:
             self._start()
@@ -95,15 +93,29 @@ class GroupCommitter:
                 threading.Thread(target=self._write_groups, name=f"group-writer-{i}", daemon=True).start()
 
     def land(self, pending: Pending) -> int:
-        """Queue the request, wait for its group to be written; returns its new events or raises Refused."""
+        """Queue the request, wait (blocking this thread) for its group to be written; returns its
+        new events or raises Refused."""
+        unanswered = threading.Lock()  # a bare lock is the cheapest one-shot wake-up (an Event is a Condition)
+        unanswered.acquire()
+        pending.wake = unanswered.release
+        self._queue_up(pending)
+        unanswered.acquire()
+        return pending.result()
+
+    async def land_async(self, pending: Pending) -> int:
+        """`land` for the event loop: the writer wakes the loop, which resumes the request."""
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        pending.wake = lambda: loop.call_soon_threadsafe(_resolve, answered)
+        self._queue_up(pending)
+        await answered
+        return pending.result()
+
+    def _queue_up(self, pending: Pending) -> None:
         with self._ready:
             self._start()
             self._queue.append(pending)
             self._ready.notify()
-        pending.wait()
-        if pending.refused is not None:
-            raise pending.refused
-        return pending.new
 
     def _next_group(self) -> list[Pending]:
         with self._ready:
@@ -131,6 +143,11 @@ class GroupCommitter:
                     for pending in requests:
                         if not pending.answered:
                             pending.answer(refused=_unavailable(self.backends, "database", "staging database"))
+
+
+def _resolve(answered: asyncio.Future) -> None:
+    if not answered.done():  # not cancelled meanwhile
+        answered.set_result(None)
 
 
 def commit(backends: Backends, requests: list[Pending]) -> None:

@@ -1,8 +1,9 @@
 """POST /webhooks/segment/<connection_id>: verify, cap, archive, stage, answer (docs/receiver.md).
 
-The hot path runs as plain WSGI ahead of Flask (FastPath): a POST whose connection id is
-well-formed and whose body has a Content-Length within the limit is answered here; anything
-else (other routes, chunked bodies, odd ids, too-large bodies) goes on to Flask, whose webhook
+The hot path runs on the event loop (asgi.ReceiverApp): a POST whose connection id is
+well-formed, whose body has a Content-Length within the limit and whose connection this process
+knows is verified and queued there; anything else (other routes, chunked bodies, odd ids,
+too-large bodies, a connection to read, a refusal) goes on to Flask in a thread, whose webhook
 route gives the same answers through the same `answer`.
 """
 
@@ -13,9 +14,8 @@ import logging
 import re
 import time
 
-from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.http import HTTP_STATUS_CODES
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
@@ -47,28 +47,39 @@ def answer(extensions: dict, connection_id: str, signature: str | None, content_
            read_body) -> tuple[int, bytes, list[tuple[str, str]]]:
     """Land one webhook request; returns (status, JSON body, extra headers) and logs its line."""
     started = time.perf_counter()
-    backends: Backends = extensions["segment_elt"]
     events, sent = 0, b""
-    headers = []
     try:
         sent = read_body()
-        events, accepted = land_request(backends, extensions["segment_elt.groups"], connection_id, sent, signature)
-        payload = b'{"accepted":%d,"duplicates":%d}\n' % (accepted, events - accepted)
-        status, reason = 200, "accepted"
-        count_events(accepted, events - accepted)
+        events, accepted = land_request(extensions["segment_elt"], extensions["segment_elt.groups"], connection_id,
+                                        sent, signature)
     except Refused as refused:
-        status, reason = refused.status, refused.reason
-        payload = json_body(error=refused.message)
-        if refused.retry_after is not None:
-            headers.append(("Retry-After", str(refused.retry_after)))
-        if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
-            extensions["segment_elt.rejects"].record(
-                connection_id, status, refused.message, content_length or len(sent), sent if status == 400 else None)
+        return refused_answer(extensions, connection_id, started, refused, content_length or len(sent), sent, events)
+    return accepted_answer(connection_id, started, events, accepted)
+
+
+def accepted_answer(connection_id: str, started: float, events: int, accepted: int) -> tuple[int, bytes, list]:
+    """The 200 of a landed request, counted and logged."""
+    count_events(accepted, events - accepted)
+    _finish(connection_id, started, 200, "accepted", events)
+    return 200, b'{"accepted":%d,"duplicates":%d}\n' % (accepted, events - accepted), []
+
+
+def refused_answer(extensions: dict, connection_id: str, started: float, refused: Refused, body_bytes: int,
+                   sent: bytes, events: int = 0) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """The answer to a refused request, recorded in the rejects log (a database write), counted and logged."""
+    headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
+    if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
+        extensions["segment_elt.rejects"].record(
+            connection_id, refused.status, refused.message, body_bytes, sent if refused.status == 400 else None)
+    _finish(connection_id, started, refused.status, refused.reason, events)
+    return refused.status, json_body(error=refused.message), headers
+
+
+def _finish(connection_id: str, started: float, status: int, reason: str, events: int) -> None:
     seconds = time.perf_counter() - started
     count_request(status, reason)
     LATENCY.observe(seconds)
     log_line("webhook", connection=connection_id[:64], status=status, events=events, ms=round(seconds * 1000, 2))
-    return status, payload, headers
 
 
 def json_body(**fields) -> bytes:
@@ -86,7 +97,7 @@ def log_line(msg: str, **fields) -> None:
     log.handle(record)
 
 
-def _signed_by(connection: Connection, body: bytes, signature: str | None) -> bool:
+def signed_by(connection: Connection, body: bytes, signature: str | None) -> bool:
     return any(signing.verify(secret, body, signature) for secret in connection.secrets)
 
 
@@ -103,7 +114,7 @@ def land_request(backends: Backends, committer: GroupCommitter, connection_id: s
         raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if connection is None:
         raise Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
-    if not _signed_by(connection, body, signature):
+    if not signed_by(connection, body, signature):
         # A secret rotated since this process read it: look again, every time, since a 401 is final
         # for Segment (it retries only 5xx and 429). A wrong signature costs one indexed read, as
         # its rejects-log row does anyway.
@@ -111,7 +122,7 @@ def land_request(backends: Backends, committer: GroupCommitter, connection_id: s
             connection = backends.connection(connection_id, reread_older_than_s=0) or connection
         except DatabaseUnavailable:
             raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
-    if not _signed_by(connection, body, signature):
+    if not signed_by(connection, body, signature):
         missing = not signature
         raise Refused(401, "missing_signature" if missing else "bad_signature",
                       "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
@@ -127,39 +138,3 @@ def land_events(committer: GroupCommitter, connection: Connection, text: str, ev
     keeps, is its exact body decoded) in the next group commit; returns (events, events new to
     staging) or raises Refused."""
     return len(events), committer.land(Pending(connection, text, events))
-
-
-def _status_line(status: int) -> str:
-    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"  # as werkzeug writes it
-
-
-class FastPath:
-    """The Flask app's WSGI callable with POST /webhooks/segment/<id> answered first, without Flask."""
-
-    def __init__(self, app: Flask):
-        self.flask = app.wsgi_app
-        self.extensions = app.extensions
-        self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
-        self.retry_after = str(app.config["SETTINGS"].retry_after_s)
-
-    def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
-        length = environ.get("CONTENT_LENGTH", "")
-        if not (environ["REQUEST_METHOD"] == "POST" and path.startswith(PREFIX) and length.isdigit()
-                and int(length) <= self.max_bytes and "HTTP_TRANSFER_ENCODING" not in environ
-                and CONNECTION_ID.fullmatch(path, len(PREFIX))):
-            return self.flask(environ, start_response)
-        length = int(length)
-        try:
-            body = environ["wsgi.input"].read(length)
-            if len(body) < length:  # the client went away mid-body: Flask's answer
-                status, payload, headers = 400, json_body(error=ClientDisconnected.description), []
-            else:
-                status, payload, headers = answer(self.extensions, path[len(PREFIX):],
-                                                  environ.get("HTTP_X_SIGNATURE"), length, lambda: body)
-        except Exception:
-            log.exception("unexpected error")
-            status, payload, headers = 503, json_body(error=UNEXPECTED), [("Retry-After", self.retry_after)]
-        start_response(_status_line(status), [("Content-Type", "application/json"),
-                                              ("Content-Length", str(len(payload))), *headers])
-        return [payload]
