@@ -63,6 +63,7 @@ def test_fast_path_and_flask_give_the_same_bytes(hook):
         (path, b"[]", signed(b"[]"), 400),
         (path, b'{"a":1}', None, 401),
         (path, b'{"a":1}', "0" * 40, 401),
+        (path, event, "0" * 40 + "\r\nX-Signature: " + signed(event), 401),  # two headers: one value "a,b"
         ("/webhooks/segment/no-such-connection", b'{"a":1}', "0" * 40, 404),
     ]
     for target, body, signature, status in cases:

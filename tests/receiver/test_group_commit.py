@@ -147,6 +147,19 @@ def test_concurrent_requests_share_archive_objects_and_each_gets_its_answer(db, 
     assert metrics[("segment_elt_receiver_group_requests_count", None)] == slow_s3.puts  # one group, one PUT
 
 
+def test_one_process_holds_many_more_requests_than_threads_while_its_groups_are_written(db, slow_s3, receiver_factory):
+    """The webhook path waits for its group on the event loop, not in a thread: with 2 threads and
+    one process, 150 requests at once still make a few groups (a request per thread would mean
+    2 per group, 75 PUTs at 300 ms each)."""
+    hook = make_hook(db, receiver_factory(workers=1, env={"RECEIVER_THREADS": "2"}), rate_limit=1_000_000)
+    assert hook.post(samples.event("track", user_id="u0")).status_code == 200  # the connection read once
+    puts = slow_s3.puts
+    events = [samples.event("track", user_id=f"u{i}", name="Report Created") for i in range(150)]
+    assert post_all(hook, events) == [200] * 150
+    assert slow_s3.puts - puts <= 15, f"{slow_s3.puts - puts} PUTs for 150 concurrent requests"
+    assert len(staged(db, hook.connection_id)) == 151
+
+
 def test_a_request_over_the_cap_in_a_group_gets_429_and_lands_nothing(db, slow_s3, receiver_factory):
     hook = make_hook(db, receiver_factory(workers=1), rate_limit=5)
     events = [samples.event("track", user_id=f"u{i}", name="Report Created") for i in range(12)]

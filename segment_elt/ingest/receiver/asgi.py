@@ -66,15 +66,15 @@ class ReceiverApp:
         path = scope["path"]
         if scope["method"] == "POST" and path.startswith(PREFIX) and CONNECTION_ID.fullmatch(path, len(PREFIX)):
             length = signature = None
-            chunked = False
+            odd = False  # chunked, or X-Signature twice: Flask's reading of it is the answer
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     length = value
                 elif name == b"x-signature":
-                    signature = value.decode("latin-1")
+                    odd, signature = odd or signature is not None, value.decode("latin-1")
                 elif name == b"transfer-encoding":
-                    chunked = True
-            if length is not None and length.isdigit() and int(length) <= self.max_bytes and not chunked:
+                    odd = True
+            if length is not None and length.isdigit() and int(length) <= self.max_bytes and not odd:
                 return await self._webhook(path[len(PREFIX):], signature, int(length), receive, send)
         return await self.threads(scope, receive, send)
 
