@@ -178,6 +178,8 @@ def test_every_command_refers_to_something_that_exists(name):
         app = re.search(r'wsgi_app = "([^"]+)"', conf).group(1)
         module, factory = app.rstrip("()").split(":")
         assert callable(getattr(importlib.import_module(module), factory))
+        module, worker = re.search(r'worker_class = "([^"]+)"', conf).group(1).rsplit(".", 1)
+        assert isinstance(getattr(importlib.import_module(module), worker), type)
     if command[0] == "segment-elt":
         from segment_elt.cli import build_parser
 
@@ -231,7 +233,8 @@ def test_the_image_installs_the_project_at_the_locks_pins_without_test_tools():
     extras = set(install.group(1).split(","))
     assert extras == {"receiver", "airflow"}
     installed = _closure([f"segment-elt[{','.join(sorted(extras))}]"], set())
-    assert {"flask", "gunicorn", "apache-airflow", "astronomer-cosmos", "dbt-postgres"} <= installed
+    assert {"flask", "gunicorn", "uvicorn-worker", "uvloop", "httptools", "a2wsgi", "apache-airflow",
+            "astronomer-cosmos", "dbt-postgres"} <= installed
     assert installed & TEST_TOOLS == set()
     assert _closure(["segment-elt[dev]"], set()) >= TEST_TOOLS  # the check sees test tools when they are there
     assert "ensure_manifest" in text  # the DAGs load the dbt graph from the manifest baked in
