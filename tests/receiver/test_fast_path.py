@@ -8,6 +8,8 @@ the body what Flask's jsonify writes.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 import socket
@@ -15,6 +17,7 @@ import socket
 import pytest
 from flask import Flask, jsonify
 
+from segment_elt.control import connections
 from segment_elt.local import samples
 from tests.receiver.conftest import make_hook
 
@@ -30,8 +33,8 @@ def exchange(base_url: str, request: bytes) -> bytes:
     return re.sub(rb"Date: [^\r]*\r\n", b"", answer)
 
 
-def post(path: str, body: bytes, signature: str | None, chunked: bool) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: receiver\r\nConnection: close\r\nContent-Type: application/json\r\n"
+def post(path: str, body: bytes, signature: str | None, chunked: bool, headers: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: receiver\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}"
     if signature is not None:
         head += f"X-Signature: {signature}\r\n"
     if chunked:
@@ -75,3 +78,28 @@ def test_fast_path_and_flask_give_the_same_bytes(hook):
         answered = fast.split(b"\r\n\r\n", 1)[1]
         with Flask(__name__).app_context():  # the body as Flask's jsonify writes it
             assert answered == jsonify(json.loads(answered)).get_data(), answered
+
+
+def test_tracking_calls_on_the_loop_and_in_flask_give_the_same_bytes(db, archive_url, receiver_factory):
+    receiver = receiver_factory(workers=1)  # one process: the write key is cached after the first call
+    created = connections.create(db, "acme", rate_limit=1_000_000)
+    auth = "Authorization: Basic " + base64.b64encode(f"{created.write_key}:".encode()).decode() + "\r\n"
+    wrong = "Authorization: Basic " + base64.b64encode(b"nope:").decode() + "\r\n"
+    track = json.dumps({"userId": "u1", "event": "Fast", "messageId": "t-1"}).encode()
+    batch = json.dumps({"batch": [{"type": "identify", "userId": "u2", "messageId": "t-2"}]}).encode()
+    cases = [  # (path, body, extra headers, the status both must answer)
+        ("/v1/track", track, auth, 200),
+        ("/v1/b", batch, auth, 200),
+        ("/v1/t", gzip.compress(track), auth + "Content-Encoding: gzip\r\n", 200),
+        ("/v1/track", b"{nope", auth, 400),
+        ("/v1/track", json.dumps({"userId": "u1"}).encode(), auth, 400),  # no event name
+        ("/v1/batch", track[:-3], auth + "Content-Encoding: gzip\r\n", 400),
+        ("/v1/track", track, wrong, 401),
+    ]
+    for path, body, headers, status in cases:
+        exchange(receiver.url, post(path, body, None, chunked=False, headers=headers))  # the key read, the event landed
+        loop = exchange(receiver.url, post(path, body, None, chunked=False, headers=headers))
+        flask = exchange(receiver.url, post(path, body, None, chunked=True, headers=headers))
+        assert loop == flask, (path, body[:40])
+        assert loop.startswith(f"HTTP/1.1 {status} ".encode()), (path, loop)
+        assert b"access-control-allow-origin: *" in loop.lower()

@@ -1,12 +1,13 @@
 """The receiver as gunicorn serves it: an ASGI app on uvicorn's event loop (receiver/gunicorn.conf.py).
 
-One event-loop thread per process reads every request and answers it; a webhook request whose
-connection this process knows (read less than backends.SECRETS_TTL_S ago) and whose body is
-signed and parses is verified right there and queued for its group commit, and the loop goes on
-with other requests until the group's writer wakes it (docs/receiver.md#worker-model). Nothing
-on that path blocks the loop. Everything else (a first or stale connection read, any refusal,
-the tracking API, health, metrics, chunked bodies) runs the Flask app in a thread of a pool, as
-under a threaded WSGI server, and gives the same answers through the same code (webhook.answer).
+One event-loop thread per process reads every request. A webhook request whose connection this
+process knows (read less than backends.SECRETS_TTL_S ago), or a tracking API call whose HTTP
+Basic write key it knows, is verified, parsed and queued for its group commit right there, and
+the loop goes on with other requests until the group's writer wakes it
+(docs/receiver.md#worker-model). Nothing on that path waits on I/O. Everything else (a
+connection's row to read, the rejects log of a refusal, health, metrics, chunked bodies) runs
+the Flask app in a thread of a pool, as under a threaded WSGI server, through the same code
+(webhook.answer, tracking.prepare and their answers), so the answers are the same either way.
 """
 
 from __future__ import annotations
@@ -18,25 +19,17 @@ import time
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
+from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
-from segment_elt.ingest.receiver import create_app
-from segment_elt.ingest.receiver.backends import Backends
+from segment_elt.ingest.receiver import create_app, tracking, webhook
+from segment_elt.ingest.receiver.backends import Backends, Connection
 from segment_elt.ingest.receiver.groups import GroupCommitter, Pending, Refused
-from segment_elt.ingest.receiver.webhook import (
-    CONNECTION_ID,
-    PREFIX,
-    UNEXPECTED,
-    accepted_answer,
-    answer,
-    json_body,
-    refused_answer,
-    signed_by,
-)
 
 log = logging.getLogger("receiver")
 # the most one header line may take (name and value), as gunicorn's limit_request_field_size
 MAX_HEADER_BYTES = 16384
-JSON = (b"content-type", b"application/json")
+JSON = ("Content-Type", "application/json")
+TRACKING = "/v1/"
 
 
 def create_asgi_app() -> ReceiverApp:
@@ -44,16 +37,16 @@ def create_asgi_app() -> ReceiverApp:
 
 
 class ReceiverApp:
-    """POST /webhooks/segment/<id> with a Content-Length within the limit is answered on the
-    loop; anything else goes to the Flask app (a2wsgi runs it in a thread pool)."""
+    """Webhook requests and tracking API calls that can be answered without I/O on the loop;
+    anything else goes to the Flask app (a2wsgi runs it in a thread pool)."""
 
     def __init__(self, app: Flask):
-        self.flask = app
+        self.extensions = app.extensions
         settings = app.config["SETTINGS"]
         self.backends: Backends = app.extensions["segment_elt"]
         self.committer: GroupCommitter = app.extensions["segment_elt.groups"]
         self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
-        self.retry_after = str(settings.retry_after_s).encode()
+        self.retry_after = str(settings.retry_after_s)
         self.threads = WSGIMiddleware(_terminated_input(app.wsgi_app), workers=settings.receiver_threads)
 
     async def __call__(self, scope, receive, send):
@@ -62,20 +55,18 @@ class ReceiverApp:
         if scope["type"] != "http":
             return
         if any(len(name) + len(value) > MAX_HEADER_BYTES for name, value in scope["headers"]):
-            return await _send(send, 431, json_body(error=f"a header line is longer than {MAX_HEADER_BYTES} bytes"))
+            return await _send(send, 431, webhook.json_body(error=f"a header line is longer than {MAX_HEADER_BYTES} bytes"))
         path = scope["path"]
-        if scope["method"] == "POST" and path.startswith(PREFIX) and CONNECTION_ID.fullmatch(path, len(PREFIX)):
-            length = signature = None
-            odd = False  # chunked, or X-Signature twice: Flask's reading of it is the answer
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    length = value
-                elif name == b"x-signature":
-                    odd, signature = odd or signature is not None, value.decode("latin-1")
-                elif name == b"transfer-encoding":
-                    odd = True
-            if length is not None and length.isdigit() and int(length) <= self.max_bytes and not odd:
-                return await self._webhook(path[len(PREFIX):], signature, int(length), receive, send)
+        if scope["method"] == "POST":
+            if path.startswith(webhook.PREFIX) and webhook.CONNECTION_ID.fullmatch(path, len(webhook.PREFIX)):
+                headers = _plain_headers(scope, self.max_bytes)
+                if headers is not None:
+                    return await self._webhook(path[len(webhook.PREFIX):], headers, receive, send)
+            elif path.startswith(TRACKING) and path[len(TRACKING):] in tracking.KINDS:
+                headers = _plain_headers(scope, tracking.MAX_BATCH_BYTES)
+                connection = self._by_basic_key(headers.get("authorization")) if headers is not None else None
+                if connection is not None:
+                    return await self._tracking(path[len(TRACKING):], connection, headers, receive, send)
         return await self.threads(scope, receive, send)
 
     async def _lifespan(self, receive, send):
@@ -88,41 +79,88 @@ class ReceiverApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _webhook(self, connection_id: str, signature: str | None, length: int, receive, send):
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away mid-body: nobody reads an answer
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+    def _by_basic_key(self, authorization: str | None) -> Connection | None:
+        key = tracking.basic_user(authorization)
+        return self.backends.cached_connection_by_write_key(write_key_digest(key)) if key else None
+
+    def _in_thread(self, fn, *args):
+        return asyncio.get_running_loop().run_in_executor(self.threads.executor, fn, *args)
+
+    async def _webhook(self, connection_id: str, headers: dict[str, str], receive, send):
+        body = await _body(receive)
+        if body is None:
+            return  # the client went away mid-body: nobody reads an answer
         try:
-            status, payload, headers = await self._answer(connection_id, signature, length, body)
+            answered = await self._webhook_answer(connection_id, headers.get("x-signature"), body)
         except Exception:
             log.exception("unexpected error")
-            status, payload, headers = 503, json_body(error=UNEXPECTED), [("Retry-After", self.retry_after.decode())]
-        await _send(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers])
+            answered = 503, webhook.json_body(error=webhook.UNEXPECTED), [("Retry-After", self.retry_after)]
+        await _send(send, *answered)
 
-    async def _answer(self, connection_id: str, signature: str | None, length: int, body: bytes):
-        loop = asyncio.get_running_loop()
+    async def _webhook_answer(self, connection_id: str, signature: str | None, body: bytes):
         started = time.perf_counter()
         connection = self.backends.cached_connection(connection_id)
-        if connection is not None and signed_by(connection, body, signature):
+        if connection is not None and webhook.signed_by(connection, body, signature):
             try:
                 text, events = landing.parse_body(body)
             except landing.BadBody:
-                pass  # answered below, with the rejects log written off the loop
+                pass  # answered below, with the rejects log written in a thread
             else:
                 try:
                     new = await self.committer.land_async(Pending(connection, text, events))
                 except Refused as refused:
-                    return await loop.run_in_executor(self.threads.executor, refused_answer, self.flask.extensions,
-                                                      connection_id, started, refused, length, body, len(events))
-                return accepted_answer(connection_id, started, len(events), new)
-        # a connection to read, a refusal to record: the blocking path, in a thread
-        return await loop.run_in_executor(self.threads.executor, answer, self.flask.extensions, connection_id,
-                                          signature, length, lambda: body)
+                    return await self._in_thread(webhook.refused_answer, self.extensions, connection_id, started,
+                                                 refused, len(body), body, len(events))
+                return webhook.accepted_answer(connection_id, started, len(events), new)
+        # a connection's row to read, a refusal to record: the blocking path, in a thread
+        return await self._in_thread(webhook.answer, self.extensions, connection_id, signature, len(body), lambda: body)
+
+    async def _tracking(self, kind: str, connection: Connection, headers: dict[str, str], receive, send):
+        body = await _body(receive)
+        if body is None:
+            return
+        started = time.perf_counter()
+        call = tracking.Call(kind, connection, body)
+        try:
+            try:
+                text, events = tracking.prepare(self.backends, call, headers.get("content-encoding"))
+                new = await self.committer.land_async(Pending(connection, text, events))
+            except Refused as refused:
+                answered = await self._in_thread(tracking.refused_answer, self.extensions, call, started, refused,
+                                                 len(body))
+            else:
+                answered = tracking.accepted_answer(call, started, new)
+        except Exception:
+            log.exception("unexpected error")
+            answered = 503, tracking.error_body(503, webhook.UNEXPECTED), [("Retry-After", self.retry_after)]
+        status, payload, extra = answered
+        await _send(send, status, payload, [*extra, *tracking.CORS.items()])
+
+
+def _plain_headers(scope, max_bytes: int) -> dict[str, str] | None:
+    """The request's headers by lower-case name, when its body has a Content-Length of at most
+    max_bytes, it is not chunked and no header comes twice; else None (Flask's reading of such a
+    request is the answer: werkzeug joins a repeated header's values with commas)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1")
+        if key in found or key == "transfer-encoding":
+            return None
+        found[key] = value.decode("latin-1")
+    length = found.get("content-length", "")
+    return found if length.isdigit() and int(length) <= max_bytes else None
+
+
+async def _body(receive) -> bytes | None:
+    """The whole body, or None when the client went away first."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
 
 
 def _terminated_input(wsgi_app):
@@ -136,7 +174,8 @@ def _terminated_input(wsgi_app):
     return app
 
 
-async def _send(send, status: int, payload: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [JSON, (b"content-length", str(len(payload)).encode()), *(headers or [])]})
+async def _send(send, status: int, payload: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))  # as a2wsgi passes Flask's on
+        for name, value in (JSON, ("Content-Length", str(len(payload))), *(headers or []))]})
     await send({"type": "http.response.body", "body": payload})

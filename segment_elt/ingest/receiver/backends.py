@@ -86,10 +86,11 @@ class Backends:
 
     def cached_connection(self, connection_id: str) -> Connection | None:
         """The connection if this process read it less than SECRETS_TTL_S ago, without any I/O."""
-        cached = self._connections.get(connection_id)
-        if cached is not None and time.monotonic() - cached.read_at < SECRETS_TTL_S:
-            return cached
-        return None
+        return _fresh(self._connections.get(connection_id))
+
+    def cached_connection_by_write_key(self, digest: str) -> Connection | None:
+        """connection_by_write_key's answer if this process read it less than SECRETS_TTL_S ago, without any I/O."""
+        return _fresh(self._by_write_key.get(digest))
 
     def connection(self, connection_id: str, reread_older_than_s: float = SECRETS_TTL_S) -> Connection | None:
         cached = self._connections.get(connection_id)
@@ -105,8 +106,8 @@ class Backends:
     def connection_by_write_key(self, digest: str) -> Connection | None:
         """The live connection whose tracking API write key has this SHA-256 digest, cached for
         SECRETS_TTL_S (a rotated-out key is refused within that; an unknown key is never cached)."""
-        cached = self._by_write_key.get(digest)
-        if cached is not None and time.monotonic() - cached.read_at < SECRETS_TTL_S:
+        cached = _fresh(self._by_write_key.get(digest))
+        if cached is not None:
             return cached
         found = self._read("write_key_sha256 = %s", digest)
         if found is None:
@@ -132,6 +133,10 @@ class Backends:
         self._connections.pop(connection_id, None)
         for digest in [d for d, found in self._by_write_key.items() if found.connection_id == connection_id]:
             self._by_write_key.pop(digest, None)
+
+
+def _fresh(cached: Connection | None) -> Connection | None:
+    return cached if cached is not None and time.monotonic() - cached.read_at < SECRETS_TTL_S else None
 
 
 def _first_line(exc: Exception) -> str:

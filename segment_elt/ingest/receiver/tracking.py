@@ -16,15 +16,16 @@ import datetime as dt
 import json
 import time
 import zlib
+from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Refused
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
-from segment_elt.ingest.receiver.webhook import land_events, log_line
+from segment_elt.ingest.receiver.webhook import json_body, land_events, log_line
 
 bp = Blueprint("tracking", __name__)
 
@@ -33,6 +34,7 @@ MAX_BATCH_BYTES = 500 * 1024   # and per request, after gzip is inflated
 CALLS = {"track": "track", "identify": "identify", "page": "page", "screen": "screen", "group": "group",
          "alias": "alias", "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
 BATCH = {"batch", "b"}
+KINDS = set(CALLS) | BATCH  # what may follow /v1/
 TYPES = set(CALLS.values())
 # fields each type needs besides userId or anonymousId (alias: userId itself)
 REQUIRED = {"track": ("event",), "group": ("groupId",), "alias": ("previousId", "userId")}
@@ -42,11 +44,16 @@ CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POS
         "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding", "Access-Control-Max-Age": "86400"}
 
 
-def error(status: int, message: str):
+SUCCESS = json_body(success=True)
+
+
+def error_body(status: int, message: str) -> bytes:
     """Segment's error answer: {"code": ..., "message": ...} (what its SDKs read and log)."""
-    response = jsonify(code=CODES.get(status, "error"), message=message)
-    response.status_code = status
-    return response
+    return json_body(code=CODES.get(status, "error"), message=message)
+
+
+def error(status: int, message: str) -> Response:
+    return Response(error_body(status, message), status, mimetype="application/json")
 
 
 def unknown_path(path: str):
@@ -63,42 +70,81 @@ def allow_any_origin(response):
 
 @bp.post("/v1/<kind>")
 def receive(kind: str):
-    if kind not in CALLS and kind not in BATCH:
+    if kind not in KINDS:
         return unknown_path(request.path)
     started = time.perf_counter()
-    backends: Backends = current_app.extensions["segment_elt"]
-    connection, raw, events = None, b"", 0
+    extensions = current_app.extensions
+    call = Call(kind)
     try:
-        key = _basic_user(request.headers.get("Authorization"))
-        if key is not None:
-            connection = _authenticate(backends, key)
-        raw = _read_body()
-        doc = _parse(raw)
-        if connection is None:
-            connection = _authenticate(backends, doc.get("writeKey"))
-        normalised = normalise(doc, CALLS.get(kind), dt.datetime.now(dt.timezone.utc))
-        text = json.dumps(normalised[0] if kind in CALLS else normalised, separators=(",", ":"))
-        events, accepted = land_events(current_app.extensions["segment_elt.groups"], connection, text, normalised)
-        count_events(accepted, events - accepted)
-        response, status, reason = jsonify(success=True), 200, "accepted"
+        key = basic_user(request.headers.get("Authorization"))
+        if key is not None:  # else the key may be in the body
+            call.connection = authenticate(extensions["segment_elt"], key)
+        if (request.content_length or 0) > MAX_BATCH_BYTES:
+            raise _too_large()
+        call.raw = request.stream.read(MAX_BATCH_BYTES + 1)
+        text, events = prepare(extensions["segment_elt"], call, request.headers.get("Content-Encoding"))
+        accepted = land_events(extensions["segment_elt.groups"], call.connection, text, events)[1]
     except Refused as refused:
-        status, reason = refused.status, refused.reason
-        response = error(status, refused.message)
-        if refused.retry_after is not None:
-            response.headers["Retry-After"] = str(refused.retry_after)
-        if connection is not None and status != 404 and refused.message != DATABASE_DOWN:
-            current_app.extensions["segment_elt.rejects"].record(
-                connection.connection_id, status, refused.message, request.content_length or len(raw),
-                raw if status == 400 else None)
+        return _flask(refused_answer(extensions, call, started, refused, request.content_length))
+    return _flask(accepted_answer(call, started, accepted))
+
+
+def _flask(answer: tuple[int, bytes, list[tuple[str, str]]]) -> Response:
+    status, payload, headers = answer
+    return Response(payload, status, headers, mimetype="application/json")  # CORS: allow_any_origin
+
+
+@dataclass
+class Call:
+    """One tracking API request as it is read: its path's kind, its connection once
+    authenticated, its body as sent, and its events once normalised."""
+
+    kind: str
+    connection: Connection | None = None
+    raw: bytes = b""
+    events: int = 0
+
+
+def prepare(backends: Backends, call: Call, content_encoding: str | None) -> tuple[str, list[dict]]:
+    """The archive text and the normalised events of a call whose body is read (`call.raw`);
+    authenticates by the body's writeKey when no header did. Raises Refused."""
+    doc = _parse(inflate(call.raw, content_encoding))
+    if call.connection is None:
+        call.connection = authenticate(backends, doc.get("writeKey"))
+    events = normalise(doc, CALLS.get(call.kind), dt.datetime.now(dt.timezone.utc))
+    call.events = len(events)
+    return json.dumps(events[0] if call.kind in CALLS else events, separators=(",", ":")), events
+
+
+def accepted_answer(call: Call, started: float, accepted: int) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """The 200 of a landed call, counted and logged (status, JSON body, extra headers)."""
+    count_events(accepted, call.events - accepted)
+    _finish(call, started, 200, "accepted")
+    return 200, SUCCESS, []
+
+
+def refused_answer(extensions: dict, call: Call, started: float, refused: Refused,
+                   content_length: int | None) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Segment's error answer to a refused call, recorded in the rejects log (a database write
+    when the call's connection is known), counted and logged."""
+    headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
+    if call.connection is not None and refused.status != 404 and refused.message != DATABASE_DOWN:
+        extensions["segment_elt.rejects"].record(
+            call.connection.connection_id, refused.status, refused.message, content_length or len(call.raw),
+            call.raw if refused.status == 400 else None)
+    _finish(call, started, refused.status, refused.reason)
+    return refused.status, error_body(refused.status, refused.message), headers
+
+
+def _finish(call: Call, started: float, status: int, reason: str) -> None:
     seconds = time.perf_counter() - started
     count_request(status, reason)
     LATENCY.observe(seconds)
-    log_line("tracking", connection=connection.connection_id if connection else None, path=f"/v1/{kind}",
-             status=status, events=events, ms=round(seconds * 1000, 2))
-    return response
+    log_line("tracking", connection=call.connection.connection_id if call.connection else None,
+             path=f"/v1/{call.kind}", status=status, events=call.events, ms=round(seconds * 1000, 2))
 
 
-def _basic_user(header: str | None) -> str | None:
+def basic_user(header: str | None) -> str | None:
     """The user of an HTTP Basic Authorization header ("" when unreadable), None without one."""
     if not header:
         return None
@@ -111,7 +157,7 @@ def _basic_user(header: str | None) -> str | None:
         return ""
 
 
-def _authenticate(backends: Backends, key) -> Connection:
+def authenticate(backends: Backends, key) -> Connection:
     if not isinstance(key, str) or not key:
         raise Refused(401, "missing_write_key", "missing write key: send it as the HTTP Basic user, or as writeKey")
     try:
@@ -127,14 +173,12 @@ def _too_large() -> Refused:
     return Refused(400, "too_large", f"request larger than {MAX_BATCH_BYTES // 1024} KB: send smaller batches")
 
 
-def _read_body() -> bytes:
-    """The body, gzip inflated, at most MAX_BATCH_BYTES either way (a gzip bomb stops there)."""
-    if (request.content_length or 0) > MAX_BATCH_BYTES:
-        raise _too_large()
-    raw = request.stream.read(MAX_BATCH_BYTES + 1)
+def inflate(raw: bytes, content_encoding: str | None) -> bytes:
+    """The body as sent (read up to MAX_BATCH_BYTES + 1), gzip inflated, at most MAX_BATCH_BYTES
+    either way (a gzip bomb stops there)."""
     if len(raw) > MAX_BATCH_BYTES:
         raise _too_large()
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
     if encoding != "gzip":
