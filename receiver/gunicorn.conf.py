@@ -14,10 +14,11 @@ except SettingsError as exc:
     sys.exit(f"receiver: {exc}")
 
 bind = current.receiver_bind
-# One process per core, each an event loop (uvicorn's worker: docs/receiver.md#worker-model);
-# fewer processes make bigger groups (fewer archive writes and statements per request, less CPU).
+# One process per core, each an event loop (uvicorn's worker, with gunicorn's request limits:
+# docs/receiver.md#worker-model); fewer processes make bigger groups (fewer archive writes and
+# statements per request, less CPU).
 workers = current.receiver_workers or multiprocessing.cpu_count()
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "segment_elt.ingest.receiver.worker.ReceiverWorker"
 # Segment gives up after 10 s; every backend call is bounded well inside that (SEGMENT_ELT_*_TIMEOUT_S).
 timeout = current.receiver_timeout_s
 graceful_timeout = 10

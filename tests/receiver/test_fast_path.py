@@ -26,7 +26,8 @@ def exchange(base_url: str, request: bytes) -> bytes:
     """The raw HTTP answer (status line, headers, body) without its Date header."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(request)  # Connection: close, so the server closes after its answer
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)  # a half-closed connection still gets its answer
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk

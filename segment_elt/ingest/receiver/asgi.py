@@ -18,6 +18,7 @@ import time
 
 from a2wsgi import WSGIMiddleware
 from flask import Flask
+from werkzeug.exceptions import ClientDisconnected
 
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
@@ -26,8 +27,6 @@ from segment_elt.ingest.receiver.backends import Backends, Connection
 from segment_elt.ingest.receiver.groups import GroupCommitter, Pending, Refused
 
 log = logging.getLogger("receiver")
-# the most one header line may take (name and value), as gunicorn's limit_request_field_size
-MAX_HEADER_BYTES = 16384
 JSON = ("Content-Type", "application/json")
 TRACKING = "/v1/"
 
@@ -54,8 +53,6 @@ class ReceiverApp:
             return await self._lifespan(receive, send)
         if scope["type"] != "http":
             return
-        if any(len(name) + len(value) > MAX_HEADER_BYTES for name, value in scope["headers"]):
-            return await _send(send, 431, webhook.json_body(error=f"a header line is longer than {MAX_HEADER_BYTES} bytes"))
         path = scope["path"]
         if scope["method"] == "POST":
             if path.startswith(webhook.PREFIX) and webhook.CONNECTION_ID.fullmatch(path, len(webhook.PREFIX)):
@@ -67,7 +64,7 @@ class ReceiverApp:
                 connection = self._by_basic_key(headers.get("authorization")) if headers is not None else None
                 if connection is not None:
                     return await self._tracking(path[len(TRACKING):], connection, headers, receive, send)
-        return await self.threads(scope, receive, send)
+        return await self.threads(scope, _refusing_disconnect(receive), send)
 
     async def _lifespan(self, receive, send):
         while True:
@@ -153,22 +150,36 @@ def _plain_headers(scope, max_bytes: int) -> dict[str, str] | None:
 
 async def _body(receive) -> bytes | None:
     """The whole body, or None when the client went away first."""
-    body = b""
+    parts = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        body += message.get("body", b"")
+        parts.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return body
+            return b"".join(parts)
+
+
+def _refusing_disconnect(receive):
+    """`receive` for a request Flask reads in a thread: a client gone before the end of its body
+    is werkzeug's ClientDisconnected there (a 400 nobody reads), not the end of a shorter body."""
+
+    async def receive_body():
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        return message
+
+    return receive_body
 
 
 def _terminated_input(wsgi_app):
-    """a2wsgi's request body ends where the request's does (uvicorn has decoded any chunking), so
-    Flask may read a body that has no Content-Length (WSGI's `wsgi.input_terminated`)."""
+    """A chunked body ends where uvicorn's decoding of it does, so Flask may read a body that has
+    no Content-Length (WSGI's `wsgi.input_terminated`); one with a Content-Length is read to it."""
 
     def app(environ, start_response):
-        environ["wsgi.input_terminated"] = True
+        if "CONTENT_LENGTH" not in environ:
+            environ["wsgi.input_terminated"] = True
         return wsgi_app(environ, start_response)
 
     return app
