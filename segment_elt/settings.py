@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_DB_TIMEOUT_S")
     archive_timeout_s: float = Field(3.0, gt=0, le=8, validation_alias="SEGMENT_ELT_ARCHIVE_TIMEOUT_S")
     retry_after_s: int = Field(5, ge=1, validation_alias="SEGMENT_ELT_RETRY_AFTER_S")
-    # the receiver's gunicorn (receiver/gunicorn.conf.py); workers unset: twice the CPUs
+    # the receiver's gunicorn (receiver/gunicorn.conf.py); workers unset: one per CPU
     receiver_bind: str = Field("127.0.0.1:8080", min_length=1, validation_alias="RECEIVER_BIND")
     receiver_workers: int | None = Field(None, ge=1, validation_alias="RECEIVER_WORKERS")
     receiver_threads: int = Field(64, ge=1, validation_alias="RECEIVER_THREADS")
@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     receiver_group_writers: int = Field(3, ge=1, le=64, validation_alias="RECEIVER_GROUP_WRITERS")
     receiver_group_max_requests: int = Field(200, ge=1, validation_alias="RECEIVER_GROUP_MAX_REQUESTS")
     receiver_group_max_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="RECEIVER_GROUP_MAX_BYTES")
+    receiver_queue_max_bytes: int = Field(256 * 1024 * 1024, ge=1, validation_alias="RECEIVER_QUEUE_MAX_BYTES")
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     receiver_loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", validation_alias="RECEIVER_LOGLEVEL")

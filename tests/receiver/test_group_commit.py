@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from segment_elt.control import connections
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import ArchiveCorrupt, group_object, object_key, open_archive, requests_in
+from segment_elt.ingest.receiver import groups
 from segment_elt.local import samples
 from segment_elt.pipeline import replay
 from tests.helpers import free_port
@@ -158,6 +159,23 @@ def test_one_process_holds_many_more_requests_than_threads_while_its_groups_are_
     assert post_all(hook, events) == [200] * 150
     assert slow_s3.puts - puts <= 15, f"{slow_s3.puts - puts} PUTs for 150 concurrent requests"
     assert len(staged(db, hook.connection_id)) == 151
+
+
+def test_past_the_queue_limit_a_request_gets_503_lands_nothing_and_its_retry_lands(db, slow_s3, receiver_factory):
+    receiver = receiver_factory(workers=1, env={"RECEIVER_QUEUE_MAX_BYTES": "3000", "RECEIVER_GROUP_WRITERS": "1"})
+    hook = make_hook(db, receiver, rate_limit=1_000_000)
+    assert hook.post(samples.event("track", user_id="u0")).status_code == 200  # the connection is cached
+    events = [samples.event("track", user_id=f"u{i}", name="Report Created", properties={"pad": "x" * 300})
+              for i in range(30)]
+    answers = post_all(hook, events)
+    refused = [e for e, status in zip(events, answers) if status == 503]
+    assert refused and set(answers) == {200, 503}, answers
+    landed = {mid for mid, _, _ in staged(db, hook.connection_id)}
+    assert landed.isdisjoint(e["messageId"] for e in refused)
+    assert post_all(hook, refused[:3]) == [200] * 3  # Segment's retry, the queue drained
+    rejects = db.execute("select status, reason from control.rejects where connection_id = %s",
+                         (hook.connection_id,)).fetchall()
+    assert (503, groups.OVERLOADED) in rejects
 
 
 def test_a_request_over_the_cap_in_a_group_gets_429_and_lands_nothing(db, slow_s3, receiver_factory):

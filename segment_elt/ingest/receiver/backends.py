@@ -19,7 +19,7 @@ class DatabaseUnavailable(RuntimeError):
 
 
 # How long a process trusts its cached copy of a connection's secrets: a rotation's end (or a
-# grace period running out) is seen within this; a new secret at once (see webhook.land_request).
+# grace period running out) is seen within this; a new secret at once (see webhook.verified).
 SECRETS_TTL_S = 10.0
 
 

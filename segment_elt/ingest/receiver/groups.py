@@ -1,8 +1,8 @@
 """Group commit: requests of one connection that arrive together share one archive object, one
 token take and one staging statement (docs/receiver.md#group-commit).
 
-Each receiver process runs a few writer threads. A request thread queues its request and waits;
-a free writer takes everything queued (up to a group's limits), and for each connection in it
+Each receiver process runs a few writer threads. A request is queued and waits (on the event
+loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's limits), and for each connection in it
 takes the tokens of every request in one statement, writes one archive object holding the
 accepted requests, stages their events in one statement, and only then wakes each request with
 its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
@@ -29,6 +29,7 @@ from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, 
 
 log = logging.getLogger("receiver")
 DATABASE_DOWN = "staging database unavailable; retry later"
+OVERLOADED = "receiver busy: more requests wait for the archive than it holds; retry later"
 
 
 class Refused(Exception):
@@ -76,7 +77,9 @@ class GroupCommitter:
         self.writers = settings.receiver_group_writers
         self.max_requests = settings.receiver_group_max_requests
         self.max_bytes = settings.receiver_group_max_bytes
+        self.max_queued_bytes, self.retry_after = settings.receiver_queue_max_bytes, settings.retry_after_s
         self._queue: deque[Pending] = deque()
+        self._queued_bytes = 0
         self._ready = threading.Condition()
         self._pid: int | None = None
 
@@ -112,9 +115,15 @@ class GroupCommitter:
         return pending.result()
 
     def _queue_up(self, pending: Pending) -> None:
+        """Queue the request, or refuse it (503) when the bodies already waiting for a writer
+        take RECEIVER_QUEUE_MAX_BYTES: the archive is slower than requests arrive, and memory
+        is what would run out."""
         with self._ready:
             self._start()
+            if self._queue and self._queued_bytes + pending.size > self.max_queued_bytes:
+                raise Refused(503, "overloaded", OVERLOADED, self.retry_after)
             self._queue.append(pending)
+            self._queued_bytes += pending.size
             self._ready.notify()
 
     def _next_group(self) -> list[Pending]:
@@ -126,6 +135,7 @@ class GroupCommitter:
             while self._queue and len(group) < self.max_requests and size + self._queue[0].size <= self.max_bytes:
                 group.append(self._queue.popleft())
                 size += group[-1].size
+            self._queued_bytes -= size
             return group
 
     def _write_groups(self) -> None:

@@ -4,7 +4,7 @@
 A request is authenticated by the connection's write key (HTTP Basic user, or `writeKey` in the
 body), checked against Segment's limits and required fields, normalised as Segment normalises
 before it delivers to a webhook (type from the path, batch context merged, receivedAt, clock
-skew corrected, messageId), and those normalised events land through webhook.land_events: the
+skew corrected, messageId), and those normalised events land through the same group commit: the
 archive keeps them as one JSON document, so a replay gives the same rows.
 """
 
@@ -23,9 +23,9 @@ from flask import Blueprint, Response, current_app, request
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Refused
+from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Pending, Refused
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
-from segment_elt.ingest.receiver.webhook import json_body, land_events, log_line
+from segment_elt.ingest.receiver.webhook import json_body, log_line
 
 bp = Blueprint("tracking", __name__)
 
@@ -83,7 +83,7 @@ def receive(kind: str):
             raise _too_large()
         call.raw = request.stream.read(MAX_BATCH_BYTES + 1)
         text, events = prepare(extensions["segment_elt"], call, request.headers.get("Content-Encoding"))
-        accepted = land_events(extensions["segment_elt.groups"], call.connection, text, events)[1]
+        accepted = extensions["segment_elt.groups"].land(Pending(call.connection, text, events))
     except Refused as refused:
         return _flask(refused_answer(extensions, call, started, refused, request.content_length))
     return _flask(accepted_answer(call, started, accepted))

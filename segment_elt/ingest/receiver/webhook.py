@@ -19,7 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.groups import DATABASE_DOWN, GroupCommitter, Pending, Refused
+from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Pending, Refused
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
 
 bp = Blueprint("webhook", __name__)
@@ -47,14 +47,15 @@ def answer(extensions: dict, connection_id: str, signature: str | None, content_
            read_body) -> tuple[int, bytes, list[tuple[str, str]]]:
     """Land one webhook request; returns (status, JSON body, extra headers) and logs its line."""
     started = time.perf_counter()
-    events, sent = 0, b""
+    events, sent = [], b""
     try:
         sent = read_body()
-        events, accepted = land_request(extensions["segment_elt"], extensions["segment_elt.groups"], connection_id,
-                                        sent, signature)
+        connection, text, events = verified(extensions["segment_elt"], connection_id, sent, signature)
+        accepted = extensions["segment_elt.groups"].land(Pending(connection, text, events))
     except Refused as refused:
-        return refused_answer(extensions, connection_id, started, refused, content_length or len(sent), sent, events)
-    return accepted_answer(connection_id, started, events, accepted)
+        return refused_answer(extensions, connection_id, started, refused, content_length or len(sent), sent,
+                              len(events))
+    return accepted_answer(connection_id, started, len(events), accepted)
 
 
 def accepted_answer(connection_id: str, started: float, events: int, accepted: int) -> tuple[int, bytes, list]:
@@ -101,9 +102,10 @@ def signed_by(connection: Connection, body: bytes, signature: str | None) -> boo
     return any(signing.verify(secret, body, signature) for secret in connection.secrets)
 
 
-def land_request(backends: Backends, committer: GroupCommitter, connection_id: str, body: bytes,
-                 signature: str | None) -> tuple[int, int]:
-    """Land one request; returns (events in it, events new to staging) or raises Refused."""
+def verified(backends: Backends, connection_id: str, body: bytes,
+             signature: str | None) -> tuple[Connection, str, list[dict]]:
+    """A request's connection, its body's text (what the archive keeps) and its events, once its
+    connection is known and its signature and body check out; else raises Refused."""
     settings = backends.settings
     unavailable = settings.retry_after_s
     if not CONNECTION_ID.fullmatch(connection_id):
@@ -130,11 +132,4 @@ def land_request(backends: Backends, committer: GroupCommitter, connection_id: s
         text, events = landing.parse_body(body)
     except landing.BadBody as exc:
         raise Refused(400, "bad_body", str(exc)) from None
-    return land_events(committer, connection, text, events)
-
-
-def land_events(committer: GroupCommitter, connection: Connection, text: str, events: list[dict]) -> tuple[int, int]:
-    """Cap, archive and stage the events of one authenticated request (`text`, what the archive
-    keeps, is its exact body decoded) in the next group commit; returns (events, events new to
-    staging) or raises Refused."""
-    return len(events), committer.land(Pending(connection, text, events))
+    return connection, text, events
