@@ -21,7 +21,8 @@ workers = current.receiver_workers or multiprocessing.cpu_count()
 worker_class = "segment_elt.ingest.receiver.worker.ReceiverWorker"
 # Segment gives up after 10 s; every backend call is bounded well inside that (SEGMENT_ELT_*_TIMEOUT_S).
 timeout = current.receiver_timeout_s
-graceful_timeout = 10
+# a stop waits for in-flight requests as long as Segment would (10 s, worker.py), then 5 s more
+graceful_timeout = 15
 keepalive = 5
 accesslog = None  # the app logs one structured line per request
 errorlog = "-"

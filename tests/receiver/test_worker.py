@@ -97,5 +97,5 @@ def test_a_shutdown_with_a_stalled_client_ends_within_the_graceful_timeout(db, a
     took = time.monotonic() - started
     stalled.close()
     log = receiver.log.read_text()
-    assert took < 10, f"{took:.1f} s"  # gunicorn's graceful_timeout (10 s) would SIGKILL
+    assert took < 15, f"{took:.1f} s"  # past gunicorn's graceful_timeout (15 s) it would SIGKILL
     assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log and "SIGABRT" not in log, log[-2000:]

@@ -5,8 +5,8 @@ HTTP parser used to guarantee (receiver/gunicorn.conf.py, docs/receiver.md#worke
   number of headers and the whole head (431), so an endless header cannot hold the event loop;
 - header names with an underscore are dropped (`X_Signature` is not `X-Signature`), as gunicorn does;
 - a client that half-closes after sending a whole request still gets its answer;
-- a shutdown gives in-flight requests gunicorn's graceful timeout, less a margin, then ends
-  (uvicorn would wait without end while gunicorn stops hearing from the worker);
+- a shutdown gives in-flight requests gunicorn's graceful timeout less 5 s (10 s, as long as
+  Segment waits), then ends (uvicorn would wait without end while gunicorn stops hearing from it);
 - a worker holds at most gunicorn's `worker_connections` connections (past that uvicorn answers 503);
 - uvicorn's start and stop lines stay out of the log below WARNING.
 """
@@ -99,7 +99,8 @@ class ReceiverWorker(UvicornWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - 2)
+        # in-flight requests get as long as Segment waits for them (10 s), inside gunicorn's graceful timeout
+        self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - 5)
         self.config.limit_concurrency = self.cfg.worker_connections
         uvicorn_log = logging.getLogger("uvicorn.error")
         uvicorn_log.setLevel(max(uvicorn_log.level, logging.WARNING))
