@@ -4,7 +4,8 @@ One event-loop thread per process reads every request. A webhook request whose c
 process knows (read less than backends.SECRETS_TTL_S ago), or a tracking API call whose HTTP
 Basic write key it knows, is verified, parsed and queued for its group commit right there, and
 the loop goes on with other requests until the group's writer wakes it
-(docs/receiver.md#worker-model). Nothing on that path waits on I/O. Everything else (a
+(docs/receiver.md#worker-model). Nothing on that path waits on the network, PostgreSQL or the
+archive. Everything else (a
 connection's row to read, the rejects log of a refusal, health, metrics, chunked bodies) runs
 the Flask app in a thread of a pool, as under a threaded WSGI server, through the same code
 (webhook.answer, tracking.prepare and their answers), so the answers are the same either way.
@@ -84,15 +85,22 @@ class ReceiverApp:
         return asyncio.get_running_loop().run_in_executor(self.threads.executor, fn, *args)
 
     async def _webhook(self, connection_id: str, headers: dict[str, str], receive, send):
+        signature = headers.get("x-signature")
+        await self._respond(receive, send, lambda body: self._webhook_answer(connection_id, signature, body),
+                            webhook.json_body(error=webhook.UNEXPECTED))
+
+    async def _respond(self, receive, send, answer_body, unexpected: bytes, extra: tuple = ()):
+        """Read the whole body, answer it with `answer_body(body)` (a coroutine giving status,
+        payload, headers) and send that, plus `extra` headers; 503 with `unexpected` on a bug."""
         body = await _body(receive)
         if body is None:
             return  # the client went away mid-body: nobody reads an answer
         try:
-            answered = await self._webhook_answer(connection_id, headers.get("x-signature"), body)
+            status, payload, headers = await answer_body(body)
         except Exception:
             log.exception("unexpected error")
-            answered = 503, webhook.json_body(error=webhook.UNEXPECTED), [("Retry-After", self.retry_after)]
-        await _send(send, *answered)
+            status, payload, headers = 503, unexpected, [("Retry-After", self.retry_after)]
+        await _send(send, status, payload, [*headers, *extra])
 
     async def _webhook_answer(self, connection_id: str, signature: str | None, body: bytes):
         started = time.perf_counter()
@@ -113,25 +121,18 @@ class ReceiverApp:
         return await self._in_thread(webhook.answer, self.extensions, connection_id, signature, len(body), lambda: body)
 
     async def _tracking(self, kind: str, connection: Connection, headers: dict[str, str], receive, send):
-        body = await _body(receive)
-        if body is None:
-            return
+        await self._respond(receive, send, lambda body: self._tracking_answer(kind, connection, headers, body),
+                            tracking.error_body(503, webhook.UNEXPECTED), tuple(tracking.CORS.items()))
+
+    async def _tracking_answer(self, kind: str, connection: Connection, headers: dict[str, str], body: bytes):
         started = time.perf_counter()
         call = tracking.Call(kind, connection, body)
         try:
-            try:
-                text, events = tracking.prepare(self.backends, call, headers.get("content-encoding"))
-                new = await self.committer.land_async(Pending(connection, text, events))
-            except Refused as refused:
-                answered = await self._in_thread(tracking.refused_answer, self.extensions, call, started, refused,
-                                                 len(body))
-            else:
-                answered = tracking.accepted_answer(call, started, new)
-        except Exception:
-            log.exception("unexpected error")
-            answered = 503, tracking.error_body(503, webhook.UNEXPECTED), [("Retry-After", self.retry_after)]
-        status, payload, extra = answered
-        await _send(send, status, payload, [*extra, *tracking.CORS.items()])
+            text, events = tracking.prepare(self.backends, call, headers.get("content-encoding"))
+            new = await self.committer.land_async(Pending(connection, text, events))
+        except Refused as refused:
+            return await self._in_thread(tracking.refused_answer, self.extensions, call, started, refused, len(body))
+        return tracking.accepted_answer(call, started, new)
 
 
 def _plain_headers(scope, max_bytes: int) -> dict[str, str] | None:

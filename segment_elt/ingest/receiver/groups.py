@@ -2,10 +2,10 @@
 token take and one staging statement (docs/receiver.md#group-commit).
 
 Each receiver process runs a few writer threads. A request is queued and waits (on the event
-loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's limits), and for each connection in it
-takes the tokens of every request in one statement, writes one archive object holding the
-accepted requests, stages their events in one statement, and only then wakes each request with
-its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
+loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's
+limits), and for each connection in it takes the tokens of every request in one statement,
+writes one archive object holding the accepted requests, stages their events in one statement,
+and only then wakes each request with its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
 its latency is one archive write; under load the writers are busy, requests queue meanwhile,
 and groups grow by themselves, so archive writes stay well below requests.
 """
@@ -77,7 +77,8 @@ class GroupCommitter:
         self.writers = settings.receiver_group_writers
         self.max_requests = settings.receiver_group_max_requests
         self.max_bytes = settings.receiver_group_max_bytes
-        self.max_queued_bytes, self.retry_after = settings.receiver_queue_max_bytes, settings.retry_after_s
+        self.max_queued_bytes = settings.receiver_queue_max_bytes
+        self.retry_after = settings.retry_after_s
         self._queue: deque[Pending] = deque()
         self._queued_bytes = 0
         self._ready = threading.Condition()

@@ -25,7 +25,7 @@ MAX_HEADERS = 100
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
 
 
-class _Refused(Exception):
+class _HeadRefused(Exception):
     """Raised in a parser callback to stop parsing; the answer is `protocol.refusal`."""
 
 
@@ -68,7 +68,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         self.refusal = (status, message)
-        raise _Refused(message)  # httptools stops; uvicorn answers through send_400_response
+        raise _HeadRefused(message)  # httptools stops; uvicorn answers through send_400_response
 
     def send_400_response(self, msg: str) -> None:
         if self.refusal is None:
