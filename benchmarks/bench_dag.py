@@ -32,11 +32,19 @@ def run() -> list[Figure]:
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
         url = embedded.start(tmp / "pg", server_port=embedded.free_port())
-        env = {**os.environ, **airflow_env(f"sqlite:///{tmp}/airflow.db"), "AIRFLOW_HOME": str(tmp / "airflow"),
-               "DATABASE_URL": url}
+        env = {
+            **os.environ,
+            **airflow_env(f"sqlite:///{tmp}/airflow.db"),
+            "AIRFLOW_HOME": str(tmp / "airflow"),
+            "DATABASE_URL": url,
+        }
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-c", "from segment_elt.pipeline.airflow_dbt import ensure_manifest; ensure_manifest()"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "from segment_elt.pipeline.airflow_dbt import ensure_manifest; ensure_manifest()"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         with db.connect(url, timeout_s=600) as conn:
             schema.upgrade(conn)
             cid = connections.create(conn, "bench").connection_id
@@ -50,6 +58,12 @@ def run() -> list[Figure]:
         embedded.stop(tmp / "pg", "immediate")
         shutil.rmtree(tmp, ignore_errors=True)
     return [
-        Figure("segment_rollups run with 10,000 new events (airflow dags test)", with_events, "s", "<= 90 s", with_events <= 90),
+        Figure(
+            "segment_rollups run with 10,000 new events (airflow dags test)",
+            with_events,
+            "s",
+            "<= 90 s",
+            with_events <= 90,
+        ),
         Figure("segment_rollups run with nothing new (airflow dags test)", idle, "s", "<= 30 s", idle <= 30),
     ]

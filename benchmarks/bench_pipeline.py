@@ -56,9 +56,19 @@ PER_DAY = 16_667  # history accrues at a steady rate: 1M stored events span 60 d
 def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, history: bool = True) -> None:
     days = days or max(1, round(stop / PER_DAY))
     for lo in range(start, stop, 500_000):
-        conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(stop, lo + 500_000),
-                                "end": "2026-11-01T00:00:00Z", "days": days, "arrived_over_time": history,
-                                "total": stop})
+        conn.execute(
+            GENERATE,
+            {
+                "cid": cid,
+                "prefix": "m-",
+                "start": lo,
+                "stop": min(stop, lo + 500_000),
+                "end": "2026-11-01T00:00:00Z",
+                "days": days,
+                "arrived_over_time": history,
+                "total": stop,
+            },
+        )
 
 
 def _timed_build(url: str, *extra: str) -> float:
@@ -69,8 +79,11 @@ def _timed_build(url: str, *extra: str) -> float:
 
 def start_big_database(tmp: Path) -> str:
     """An embedded PostgreSQL sized for millions of events, with the schema; returns its URL."""
-    url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings={
-        "shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"})
+    url = embedded.start(
+        tmp / "pg",
+        server_port=embedded.free_port(),
+        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"},
+    )
     with db.connect(url) as conn:
         schema.upgrade(conn)
     return url
@@ -81,9 +94,22 @@ def bench_org(conn) -> str:
     returns the connection id."""
     cid = connections.create(conn, "bench").connection_id
     connections.allowlist(conn, cid, add=["Report Created", "Invite Sent", "Export Downloaded", "$page"])
-    entities.upsert(conn, "bench", entities.ACCOUNTS, [
-        dict(account_id=f"acct-{i}", name=f"Account {i}", external_id=f"ext-{i}", ps_id=None,
-             vitally_id=None, traits={}) for i in range(200)])
+    entities.upsert(
+        conn,
+        "bench",
+        entities.ACCOUNTS,
+        [
+            dict(
+                account_id=f"acct-{i}",
+                name=f"Account {i}",
+                external_id=f"ext-{i}",
+                ps_id=None,
+                vitally_id=None,
+                traits={},
+            )
+            for i in range(200)
+        ],
+    )
     return cid
 
 
@@ -120,7 +146,19 @@ def run() -> list[Figure]:
     ratio = five["incremental"] / one["incremental"]
     return [
         Figure("dbt full rebuild of 1,000,000 events", one["full"], "s"),
-        Figure("dbt incremental: 100,000 new on 1,000,000 stored", one["incremental"], "s", "<= 30 s", one["incremental"] <= 30),
-        Figure("dbt incremental: 100,000 new on 5,000,000 stored", five["incremental"], "s", "<= 30 s", five["incremental"] <= 30),
+        Figure(
+            "dbt incremental: 100,000 new on 1,000,000 stored",
+            one["incremental"],
+            "s",
+            "<= 30 s",
+            one["incremental"] <= 30,
+        ),
+        Figure(
+            "dbt incremental: 100,000 new on 5,000,000 stored",
+            five["incremental"],
+            "s",
+            "<= 30 s",
+            five["incremental"] <= 30,
+        ),
         Figure("5M-history run / 1M-history run", ratio, "x", "<= 1.3x", ratio <= 1.3),
     ]

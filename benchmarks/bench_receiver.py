@@ -65,8 +65,9 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def saturation_cpu(url: str, bodies: list[tuple[bytes, dict]], server_pid: int,
-                   connections: int = 32) -> tuple[float, float]:
+def saturation_cpu(
+    url: str, bodies: list[tuple[bytes, dict]], server_pid: int, connections: int = 32
+) -> tuple[float, float]:
     """Accepted requests/s at saturation, and the server's CPU microseconds per accepted request."""
     before = cpu_seconds(process_tree(server_pid))
     rate = saturation(url, bodies, connections)
@@ -111,11 +112,29 @@ def receiver(database_url: str, tmp: Path, archive_env: dict):
 def minimal(database_url: str, tmp: Path, archive: str, extra_env: dict | None = None):
     """The minimal receiver under the same gunicorn (sync workers); yields (webhook url, secret, gunicorn's pid)."""
     port, secret = free_port(), "minimal-secret"
-    env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "MINIMAL_SECRET": secret,
-           "MINIMAL_ARCHIVE": archive}
-    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-w", str(MINIMAL_WORKERS), "-b", f"127.0.0.1:{port}",
-                             "--log-level", "warning", "benchmarks.minimal_receiver:create_app()"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "minimal.log").open("wb"))
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "DATABASE_URL": database_url,
+        "MINIMAL_SECRET": secret,
+        "MINIMAL_ARCHIVE": archive,
+    }
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "-w",
+            str(MINIMAL_WORKERS),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "benchmarks.minimal_receiver:create_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "minimal.log").open("wb"),
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/", proc=proc)
         hook = f"http://127.0.0.1:{port}/webhooks/segment/bench"
@@ -190,7 +209,9 @@ def _wrk(url: str, bodies, seconds: int, connections: int = 32) -> float:
     lines = ["bodies = {}", "headers = {}"]
     for i, (body, headers) in enumerate(bodies, start=1):
         lines.append(f"bodies[{i}] = {json.dumps(body.decode())}")
-        lines.append(f"headers[{i}] = {{" + ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in headers.items()) + "}")
+        lines.append(
+            f"headers[{i}] = {{" + ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in headers.items()) + "}"
+        )
     lines.append(f"""counter = 0
 bad = 0
 request = function()
@@ -203,8 +224,12 @@ done = function(summary, latency, requests) io.write("NON200 " .. bad .. "\\n") 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines))
     base = "/".join(url.split("/", 3)[:3])
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script.name, base],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script.name, base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     os.unlink(script.name)
     rate = float(next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[1])
     non200 = int(next(line for line in out.splitlines() if line.startswith("NON200")).split()[1])
@@ -249,13 +274,23 @@ def run() -> list[Figure]:
         figures += [
             Figure("minimal receiver, single events (file)", baseline, "req/s"),
             Figure("receiver, single events (file archive)", single, "req/s"),
-            Figure("receiver / minimal receiver, single events (file)", single / baseline, "x", ">= 1.5x",
-                   single / baseline >= 1.5),
+            Figure(
+                "receiver / minimal receiver, single events (file)",
+                single / baseline,
+                "x",
+                ">= 1.5x",
+                single / baseline >= 1.5,
+            ),
             Figure("minimal receiver CPU per request, single events (file)", baseline_cpu, "µs"),
             Figure("receiver CPU per request, single events (file archive)", single_cpu, "µs"),
             # 1.5x the requests on the same cores needs at most 1/1.5 of the CPU per request
-            Figure("receiver / minimal receiver CPU per request (file)", single_cpu / baseline_cpu, "x", "<= 0.67x",
-                   single_cpu / baseline_cpu <= 1 / 1.5),
+            Figure(
+                "receiver / minimal receiver CPU per request (file)",
+                single_cpu / baseline_cpu,
+                "x",
+                "<= 0.67x",
+                single_cpu / baseline_cpu <= 1 / 1.5,
+            ),
             Figure("receiver p50 at 200 req/s (file archive)", p50, "ms", "<= 5 ms", p50 <= 5),
             Figure("receiver p99 at 200 req/s (file archive)", p99, "ms"),
             Figure("receiver, 100-event arrays (file archive)", arrays, "events/s"),
@@ -292,7 +327,11 @@ def run() -> list[Figure]:
         try:
             boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket="bench")
             with receiver(url, tmp, {"ARCHIVE_URL": "s3://bench/raw", "AWS_ENDPOINT_URL": moto.endpoint}) as (
-                    hook, secret, _, _):
+                hook,
+                secret,
+                _,
+                _,
+            ):
                 single = saturation(hook, _bodies(secret, 3000, 1), S3_CONNECTIONS)
                 arrays = saturation(hook, _bodies(secret, 400, 100), S3_CONNECTIONS) * 100
         finally:

@@ -36,8 +36,19 @@ TARGET_MS = 300
 def _stage(conn, cid: str, total: int, end: dt.datetime) -> None:
     days = max(1, round(total / PER_DAY))
     for lo in range(0, total, 500_000):
-        conn.execute(GENERATE, {"cid": cid, "prefix": "m-", "start": lo, "stop": min(total, lo + 500_000),
-                                "end": end, "days": days, "arrived_over_time": True, "total": total})
+        conn.execute(
+            GENERATE,
+            {
+                "cid": cid,
+                "prefix": "m-",
+                "start": lo,
+                "stop": min(total, lo + 500_000),
+                "end": end,
+                "days": days,
+                "arrived_over_time": True,
+                "total": total,
+            },
+        )
 
 
 def _median_ms(call) -> float:
@@ -54,8 +65,9 @@ def _seq_scans(conn) -> int:
     time.sleep(1.1)  # a backend reports its table statistics at most once a second, when a transaction ends
     conn.execute("select 1")
     conn.execute("select pg_stat_clear_snapshot()")
-    return conn.execute("select seq_scan from pg_stat_user_tables where schemaname = 'raw'"
-                        " and relname = 'segment_events'").fetchone()[0]
+    return conn.execute(
+        "select seq_scan from pg_stat_user_tables where schemaname = 'raw' and relname = 'segment_events'"
+    ).fetchone()[0]
 
 
 def measure(total: int) -> dict[str, float]:
@@ -73,13 +85,24 @@ def measure(total: int) -> dict[str, float]:
             conn.execute("vacuum (analyze)")
             before = _seq_scans(conn)
             figures = {
-                "connections": _median_ms(lambda: views.connections_page(page_queries.connections_overview(conn),
-                                                                         page_queries.last_rollups_run(conn))),
-                "account": _median_ms(lambda: views.account_page(page_queries.account_view(conn, "bench", "acct-42"),
-                                                                 None)),
-                "debugger": _median_ms(lambda: views.debugger_page(
-                    page_queries.debugger(conn, cid), "", "all", page_queries.allowlist(conn, cid),
-                    page_queries.seen_event_names(conn, cid), 3)),
+                "connections": _median_ms(
+                    lambda: views.connections_page(
+                        page_queries.connections_overview(conn), page_queries.last_rollups_run(conn)
+                    )
+                ),
+                "account": _median_ms(
+                    lambda: views.account_page(page_queries.account_view(conn, "bench", "acct-42"), None)
+                ),
+                "debugger": _median_ms(
+                    lambda: views.debugger_page(
+                        page_queries.debugger(conn, cid),
+                        "",
+                        "all",
+                        page_queries.allowlist(conn, cid),
+                        page_queries.seen_event_names(conn, cid),
+                        3,
+                    )
+                ),
             }
             figures["seq_scans"] = _seq_scans(conn) - before
             conn.execute("select * from raw.segment_events limit 1")  # one seq scan: the counter must see it
@@ -96,11 +119,20 @@ def run() -> list[Figure]:
     f = measure(int(os.environ.get("BENCH_UI_EVENTS", 5_000_000)))
     on = f"on {f['staged']:,} staged events"
     return [
-        Figure(f"Segment page: connections view {on}", f["connections"], "ms", f"<= {TARGET_MS} ms",
-               f["connections"] <= TARGET_MS),
-        Figure(f"Segment page: account view {on}", f["account"], "ms", f"<= {TARGET_MS} ms",
-               f["account"] <= TARGET_MS),
+        Figure(
+            f"Segment page: connections view {on}",
+            f["connections"],
+            "ms",
+            f"<= {TARGET_MS} ms",
+            f["connections"] <= TARGET_MS,
+        ),
+        Figure(f"Segment page: account view {on}", f["account"], "ms", f"<= {TARGET_MS} ms", f["account"] <= TARGET_MS),
         Figure(f"Segment page: debugger {on}", f["debugger"], "ms"),
-        Figure("Segment page: seq scans of raw.segment_events during the timed loads", f["seq_scans"], "",
-               "0", f["seq_scans"] == 0),
+        Figure(
+            "Segment page: seq scans of raw.segment_events during the timed loads",
+            f["seq_scans"],
+            "",
+            "0",
+            f["seq_scans"] == 0,
+        ),
     ]

@@ -58,7 +58,8 @@ def create_app() -> Flask:
         key = store(body)
         connection().execute(
             "insert into minimal_events (connection_id, archive_key, payload) values (%s, %s, %s::jsonb)",
-            (connection_id, key, body.decode()))
+            (connection_id, key, body.decode()),
+        )
         return {"accepted": 1}
 
     return app

@@ -39,10 +39,18 @@ log = logging.getLogger(__name__)
     doc_md=__doc__,
     on_failure_callback=record_failure,
     params={
-        "start_date": Param(None, type=["null", "string"], format="date",
-                            description="manual runs: first event day to rebuild, YYYY-MM-DD (else the run's day)"),
-        "end_date": Param(None, type=["null", "string"], format="date",
-                          description="manual runs: last event day to rebuild, YYYY-MM-DD"),
+        "start_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="manual runs: first event day to rebuild, YYYY-MM-DD (else the run's day)",
+        ),
+        "end_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="manual runs: last event day to rebuild, YYYY-MM-DD",
+        ),
     },
 )
 def segment_daily():
@@ -63,14 +71,18 @@ def segment_daily():
         if settles_at := daily.settles_at(kind, run.data_interval_end):
             log.info("scheduled run: waiting until %s for the day's last arrivals", settles_at)
             raise AirflowRescheduleException(settles_at)
-        days = daily.days_of_run(run.data_interval_start, run.data_interval_end,
-                                 params.get("start_date"), params.get("end_date"))
+        days = daily.days_of_run(
+            run.data_interval_start, run.data_interval_end, params.get("start_date"), params.get("end_date")
+        )
         with db.connect(timeout_s=60) as conn:
             start(conn, DAILY, context, kind, runs.Plan(True, days.dbt_vars()))
             if kind == "backfill":
                 if covered_by := daily.covering_run(conn, run.run_id, days.first):
-                    log.info("day %s was rebuilt by run %s (it took this queued run's day into its build): "
-                             "nothing to do", days.first, covered_by)
+                    log.info(
+                        "day %s was rebuilt by run %s (it took this queued run's day into its build): nothing to do",
+                        days.first,
+                        covered_by,
+                    )
                     runs.finish_run(conn, DAILY, run.run_id, "skipped", {"rebuilt_by": covered_by})
                     return None
                 days = _with_queued_neighbours(conn, context, days.first)
@@ -81,11 +93,20 @@ def segment_daily():
                 log.info("all events of these days are in staging: nothing to re-land")
             else:
                 done = daily.reland(conn, open_archive(settings().archive_url), receive_days)
-                relanded = {"receive_days": [receive_days.first.isoformat(), receive_days.last.isoformat()],
-                            **done.as_dict()}
-                log.info("re-landed receive days %s..%s from the archive: %d objects listed (%d already staged), "
-                         "%d events read, %d new", receive_days.first, receive_days.last, done.objects,
-                         done.already_staged, done.events, done.new)
+                relanded = {
+                    "receive_days": [receive_days.first.isoformat(), receive_days.last.isoformat()],
+                    **done.as_dict(),
+                }
+                log.info(
+                    "re-landed receive days %s..%s from the archive: %d objects listed (%d already staged), "
+                    "%d events read, %d new",
+                    receive_days.first,
+                    receive_days.last,
+                    done.objects,
+                    done.already_staged,
+                    done.events,
+                    done.new,
+                )
         return {"dbt_vars": days.dbt_vars(), "days": days.count, "relanded": relanded}
 
     @task(trigger_rule="none_failed")
@@ -102,7 +123,11 @@ def segment_daily():
         return finish(DAILY, context, {"days": days.count, "events_per_day": counts, "relanded": planned["relanded"]})
 
     planned = plan()
-    planned >> dbt_build_task("dbt_build", "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}") >> publish(planned)
+    (
+        planned
+        >> dbt_build_task("dbt_build", "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
+        >> publish(planned)
+    )
 
 
 def _with_queued_neighbours(conn, context: dict, day: dt.date):
@@ -122,8 +147,12 @@ def _with_queued_neighbours(conn, context: dict, day: dt.date):
     days = daily.backfill_days(day, queued, daily.failed_days(conn, window), most)
     if days.count > 1:
         covered = [d.isoformat() for d in days if d != day]
-        log.info("backfill: this run also rebuilds the days of %d queued runs (%s..%s); they will end at once",
-                 len(covered), days.first, days.last)
+        log.info(
+            "backfill: this run also rebuilds the days of %d queued runs (%s..%s); they will end at once",
+            len(covered),
+            days.first,
+            days.last,
+        )
         runs.widen_run(conn, DAILY, run_id, days.dbt_vars(), {"covered": covered})
     return days
 

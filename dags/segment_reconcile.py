@@ -28,8 +28,14 @@ from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure,
     doc_md=__doc__,
     on_failure_callback=record_failure,
     params={
-        "connection_id": Param("", type="string", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_-]+$",
-                               description="the connection to re-resolve"),
+        "connection_id": Param(
+            "",
+            type="string",
+            minLength=1,
+            maxLength=64,
+            pattern="^[A-Za-z0-9_-]+$",
+            description="the connection to re-resolve",
+        ),
     },
 )
 def segment_reconcile():
@@ -40,8 +46,9 @@ def segment_reconcile():
         from segment_elt.control.errors import UserError
 
         with db.connect() as conn:
-            found = conn.execute("select 1 from control.connections where connection_id = %s",
-                                 (params["connection_id"],)).fetchone()
+            found = conn.execute(
+                "select 1 from control.connections where connection_id = %s", (params["connection_id"],)
+            ).fetchone()
             if found is None:
                 raise UserError(f"no connection {params['connection_id']!r}")
             start(conn, RECONCILE, context, "manual")

@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
     doc_md=__doc__,
     on_failure_callback=record_failure,
     params={
-        "connection_id": Param("", type="string", minLength=1, maxLength=64, pattern="^[A-Za-z0-9_-]+$",
-                               description="the connection to replay"),
+        "connection_id": Param(
+            "",
+            type="string",
+            minLength=1,
+            maxLength=64,
+            pattern="^[A-Za-z0-9_-]+$",
+            description="the connection to replay",
+        ),
         "start_date": Param("", type="string", format="date", description="first receive day, YYYY-MM-DD"),
         "end_date": Param("", type="string", format="date", description="last receive day, YYYY-MM-DD"),
     },
@@ -52,9 +58,14 @@ def segment_replay():
             start(conn, REPLAY, context, "manual")
             done = replay.replay(conn, open_archive(settings().archive_url), params["connection_id"], org, first, last)
         log.info("replayed: %s", done.as_dict())
-        return {"replayed": done.as_dict(), "dbt_vars": {
-            "reconcile_connection_id": params["connection_id"],
-            "received_from": first.isoformat(), "received_to": last.isoformat()}}
+        return {
+            "replayed": done.as_dict(),
+            "dbt_vars": {
+                "reconcile_connection_id": params["connection_id"],
+                "received_from": first.isoformat(),
+                "received_to": last.isoformat(),
+            },
+        }
 
     @task(trigger_rule="none_failed")
     def publish(relanded: dict, **context) -> dict:

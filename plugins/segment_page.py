@@ -12,10 +12,25 @@ class SegmentPagePlugin(AirflowPlugin):
     fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "Segment page"}]
     fastapi_root_middlewares = [{"middleware": RequireDagReader, "name": "dbt docs need a DAG reader"}]
     external_views = [
-        {"name": "Connections", "href": f"{PREFIX}/connections", "url_route": "segment-connections",
-         "category": "Segment", "destination": "nav"},
-        {"name": "Identity", "href": f"{PREFIX}/identity", "url_route": "segment-identity",
-         "category": "Segment", "destination": "nav"},
-        {"name": "Outbound", "href": f"{PREFIX}/outbound", "url_route": "segment-outbound",
-         "category": "Segment", "destination": "nav"},
+        {
+            "name": "Connections",
+            "href": f"{PREFIX}/connections",
+            "url_route": "segment-connections",
+            "category": "Segment",
+            "destination": "nav",
+        },
+        {
+            "name": "Identity",
+            "href": f"{PREFIX}/identity",
+            "url_route": "segment-identity",
+            "category": "Segment",
+            "destination": "nav",
+        },
+        {
+            "name": "Outbound",
+            "href": f"{PREFIX}/outbound",
+            "url_route": "segment-outbound",
+            "category": "Segment",
+            "destination": "nav",
+        },
     ]

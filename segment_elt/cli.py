@@ -40,6 +40,7 @@ MAX_INT = 2**31 - 1  # PostgreSQL integer
 
 def whole_number(low: int, high: int = MAX_INT):
     """An argparse type: a whole number in [low, high], else a usage error naming the range."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -48,6 +49,7 @@ def whole_number(low: int, high: int = MAX_INT):
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
         return value
+
     return parse
 
 
@@ -59,38 +61,65 @@ def _table(rows: list[dict], columns: dict[str, str], empty: str) -> str:
     """rows as an aligned table of `columns` (key -> heading); `empty` when there are none."""
     if not rows:
         return empty
-    return tabulate([[row[key] for key in columns] for row in rows], headers=list(columns.values()),
-                    missingval="-", disable_numparse=True)
+    return tabulate(
+        [[row[key] for key in columns] for row in rows],
+        headers=list(columns.values()),
+        missingval="-",
+        disable_numparse=True,
+    )
 
 
 def cmd_db_upgrade(args, conn) -> None:
     applied = schema.upgrade(conn)
-    print(f"schema at version {schema.LATEST}" + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    print(
+        f"schema at version {schema.LATEST}"
+        + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)")
+    )
 
 
 def cmd_create(args, conn) -> None:
     created = connections.create(conn, args.org, args.name, args.rate_limit)
     data = vars(created)
-    _print(data, args.json, "\n".join([
-        f"connection {created.connection_id} for org {created.org_id} "
-        f"(cap {created.rate_limit_per_minute} events/minute for the org)",
-        f"webhook URL: {created.webhook_url}",
-        f"shared secret: {created.secret}",
-        "The secret is shown only now: paste it into Segment's Webhooks destination settings.",
-        "",
-        "Or send from Segment's SDKs straight to the tracking API:",
-        f"write key: {created.write_key}",
-        f"API host: {created.tracking_api_host}",
-        "The write key is shown only now: configure it with the API host as the SDK's host.",
-    ]))
+    _print(
+        data,
+        args.json,
+        "\n".join(
+            [
+                f"connection {created.connection_id} for org {created.org_id} "
+                f"(cap {created.rate_limit_per_minute} events/minute for the org)",
+                f"webhook URL: {created.webhook_url}",
+                f"shared secret: {created.secret}",
+                "The secret is shown only now: paste it into Segment's Webhooks destination settings.",
+                "",
+                "Or send from Segment's SDKs straight to the tracking API:",
+                f"write key: {created.write_key}",
+                f"API host: {created.tracking_api_host}",
+                "The write key is shown only now: configure it with the API host as the SDK's host.",
+            ]
+        ),
+    )
 
 
 def cmd_list(args, conn) -> None:
     rows = connections.list_connections(conn, args.org)
     shown = [dict(r, outbound=f"on ({r['outbound_region']})" if r["outbound_enabled"] else "off") for r in rows]
-    _print(rows, args.json, _table(shown, {
-        "connection_id": "connection", "org_id": "org", "name": "name", "rate_limit_per_minute": "cap/min",
-        "allowlisted_events": "allowlisted", "outbound": "outbound", "webhook_url": "webhook URL"}, "no connections"))
+    _print(
+        rows,
+        args.json,
+        _table(
+            shown,
+            {
+                "connection_id": "connection",
+                "org_id": "org",
+                "name": "name",
+                "rate_limit_per_minute": "cap/min",
+                "allowlisted_events": "allowlisted",
+                "outbound": "outbound",
+                "webhook_url": "webhook URL",
+            },
+            "no connections",
+        ),
+    )
 
 
 def cmd_delete(args, conn) -> None:
@@ -101,25 +130,40 @@ def cmd_delete(args, conn) -> None:
 def cmd_rotate_secret(args, conn) -> None:
     if args.finish:
         connections.finish_rotation(conn, args.connection_id)
-        _print({"connection_id": args.connection_id, "previous_secret": "refused"}, args.json,
-               f"{args.connection_id}: only the new secret verifies now")
+        _print(
+            {"connection_id": args.connection_id, "previous_secret": "refused"},
+            args.json,
+            f"{args.connection_id}: only the new secret verifies now",
+        )
         return
     rotated = connections.rotate_secret(conn, args.connection_id, dt.timedelta(hours=args.grace_hours))
-    _print(vars(rotated), args.json, "\n".join([
-        f"new shared secret: {rotated.secret}",
-        f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: paste the new one into "
-        "Segment's Webhooks destination settings now, then run",
-        f"  segment-elt connections rotate-secret {args.connection_id} --finish",
-        "The new secret is shown only now.",
-    ]))
+    _print(
+        vars(rotated),
+        args.json,
+        "\n".join(
+            [
+                f"new shared secret: {rotated.secret}",
+                f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: paste the new one into "
+                "Segment's Webhooks destination settings now, then run",
+                f"  segment-elt connections rotate-secret {args.connection_id} --finish",
+                "The new secret is shown only now.",
+            ]
+        ),
+    )
 
 
 def cmd_rotate_write_key(args, conn) -> None:
     write_key = connections.rotate_write_key(conn, args.connection_id)
-    _print({"connection_id": args.connection_id, "write_key": write_key}, args.json, "\n".join([
-        f"new write key: {write_key}",
-        "The previous write key is refused from now on: configure the new one in the SDKs. It is shown only now.",
-    ]))
+    _print(
+        {"connection_id": args.connection_id, "write_key": write_key},
+        args.json,
+        "\n".join(
+            [
+                f"new write key: {write_key}",
+                "The previous write key is refused from now on: configure the new one in the SDKs. It is shown only now.",
+            ]
+        ),
+    )
 
 
 def cmd_keys_reencrypt(args, conn) -> None:
@@ -135,33 +179,66 @@ def cmd_allowlist(args, conn) -> None:
         except OSError as exc:
             raise UserError(f"cannot read {args.set_file}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise UserError(f"{args.set_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8, "
-                            "one event name per line") from None
+            raise UserError(
+                f"{args.set_file} is not UTF-8 text (byte {exc.start}): save it as UTF-8, one event name per line"
+            ) from None
     names = connections.allowlist(conn, args.connection_id, set_to=set_to, add=args.add, remove=args.remove)
-    _print({"connection_id": args.connection_id, "allowlist": names}, args.json,
-           "\n".join(names) if names else "the allowlist is empty: no events reach the rollups")
+    _print(
+        {"connection_id": args.connection_id, "allowlist": names},
+        args.json,
+        "\n".join(names) if names else "the allowlist is empty: no events reach the rollups",
+    )
 
 
 def cmd_rate_limit(args, conn) -> None:
     org = connections.set_rate_limit(conn, args.connection_id, args.per_minute)
-    _print({"org_id": org, "rate_limit_per_minute": args.per_minute}, args.json,
-           f"org {org} is capped at {args.per_minute} events per minute across all its connections")
+    _print(
+        {"org_id": org, "rate_limit_per_minute": args.per_minute},
+        args.json,
+        f"org {org} is capped at {args.per_minute} events per minute across all its connections",
+    )
 
 
 def cmd_recent(args, conn) -> None:
     if args.rejected:
         rows = connections.rejects(conn, args.connection_id, args.limit)
         shown = [dict(r, body_head=(r["body_head"] or "")[:60] or None) for r in rows]
-        _print(rows, args.json, _table(shown, {
-            "rejected_at": "rejected", "status": "status", "reason": "reason", "repeats": "times",
-            "body_bytes": "bytes", "body_head": "body (400s)"}, "no refusals recorded"))
+        _print(
+            rows,
+            args.json,
+            _table(
+                shown,
+                {
+                    "rejected_at": "rejected",
+                    "status": "status",
+                    "reason": "reason",
+                    "repeats": "times",
+                    "body_bytes": "bytes",
+                    "body_head": "body (400s)",
+                },
+                "no refusals recorded",
+            ),
+        )
         return
     rows = connections.recent_events(conn, args.connection_id, args.limit)
     shown = [dict(r, allowlist="allowed" if r["in_allowlist"] else "dropped") for r in rows]
-    _print(rows, args.json, _table(shown, {
-        "received_at": "received", "event_type": "type", "event_name": "event", "allowlist": "allowlist",
-        "external_group_id": "externalGroupId", "external_user_id": "externalUserId", "message_id": "messageId"},
-        "no events staged yet"))
+    _print(
+        rows,
+        args.json,
+        _table(
+            shown,
+            {
+                "received_at": "received",
+                "event_type": "type",
+                "event_name": "event",
+                "allowlist": "allowlist",
+                "external_group_id": "externalGroupId",
+                "external_user_id": "externalUserId",
+                "message_id": "messageId",
+            },
+            "no events staged yet",
+        ),
+    )
 
 
 def _percent(share: float) -> str:
@@ -171,27 +248,54 @@ def _percent(share: float) -> str:
 def cmd_resolution(args, conn) -> None:
     found = resolution.report(conn, args.connection_id, args.days)
     none = f"no allowlisted events since {found.since}"
-    _print(vars(found), args.json, "\n\n".join([
-        f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
-        _table([dict(r, share=_percent(r["share"])) for r in found.by_rule],
-               {"matched_by": "matched by", "event_count": "events", "share": "share"}, none),
-        _table([dict(r, unresolved_share=_percent(r["unresolved_share"])) for r in found.by_day],
-               {"event_date": "day", "event_count": "events", "unresolved_count": "unresolved",
-                "unresolved_share": "unresolved share"}, none),
-        f"most frequent values of unresolved events (top {resolution.TOP_VALUES} per kind):\n" + _table(
-            found.unresolved_values,
-            {"kind": "kind", "value": "value", "event_count": "events", "last_seen_at": "last seen"},
-            "no unresolved event carried a groupId, userId or email"),
-    ]))
+    _print(
+        vars(found),
+        args.json,
+        "\n\n".join(
+            [
+                f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
+                _table(
+                    [dict(r, share=_percent(r["share"])) for r in found.by_rule],
+                    {"matched_by": "matched by", "event_count": "events", "share": "share"},
+                    none,
+                ),
+                _table(
+                    [dict(r, unresolved_share=_percent(r["unresolved_share"])) for r in found.by_day],
+                    {
+                        "event_date": "day",
+                        "event_count": "events",
+                        "unresolved_count": "unresolved",
+                        "unresolved_share": "unresolved share",
+                    },
+                    none,
+                ),
+                f"most frequent values of unresolved events (top {resolution.TOP_VALUES} per kind):\n"
+                + _table(
+                    found.unresolved_values,
+                    {"kind": "kind", "value": "value", "event_count": "events", "last_seen_at": "last seen"},
+                    "no unresolved event carried a groupId, userId or email",
+                ),
+            ]
+        ),
+    )
 
 
 def cmd_run_once(args, conn) -> None:
     from segment_elt.pipeline import run_once
 
     state, figures = run_once.run_rollups_once()
-    _print({"state": state, **figures}, args.json, _table(
-        [{"figure": k, "value": json.dumps(v, default=str) if isinstance(v, dict) else v} for k, v in figures.items()],
-        {"figure": "segment_rollups", "value": state}, "no run was recorded"))
+    _print(
+        {"state": state, **figures},
+        args.json,
+        _table(
+            [
+                {"figure": k, "value": json.dumps(v, default=str) if isinstance(v, dict) else v}
+                for k, v in figures.items()
+            ],
+            {"figure": "segment_rollups", "value": state},
+            "no run was recorded",
+        ),
+    )
     if state != "success":
         raise UserError(f"segment_rollups ended {state}: see the task log above")
 
@@ -215,16 +319,24 @@ def cmd_outbound(args, conn) -> None:
     enabled = args.enable if args.enable or args.disable else None  # None: as it was; a new one starts enabled
     key = crypto.encrypt(args.write_key) if args.write_key else None
     if existing is None:
-        conn.execute("insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
-                     (args.connection_id, key, args.region or "us", enabled is not False))
+        conn.execute(
+            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
+            (args.connection_id, key, args.region or "us", enabled is not False),
+        )
     else:
-        conn.execute("update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
-                     " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
-                     " where connection_id = %s", (key, args.region, enabled, args.connection_id))
-    enabled, region = conn.execute("select enabled, region from control.outbound where connection_id = %s",
-                                   (args.connection_id,)).fetchone()
-    print(f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
-          f"region {region}; the write key is stored encrypted")
+        conn.execute(
+            "update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
+            " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
+            " where connection_id = %s",
+            (key, args.region, enabled, args.connection_id),
+        )
+    enabled, region = conn.execute(
+        "select enabled, region from control.outbound where connection_id = %s", (args.connection_id,)
+    ).fetchone()
+    print(
+        f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
+        f"region {region}; the write key is stored encrypted"
+    )
 
 
 def cmd_outbound_test(args, conn) -> None:
@@ -252,16 +364,23 @@ def _import(entity):
         if not args.dry_run:
             print(f"{figures} in {entity.table} for org {args.org}")
             return
-        changes = [{"key": c.key, "change": "new" if c.before is None else "updated",
-                    "what": "; ".join(c.differences())} for c in plan.new + plan.updated]
+        changes = [
+            {"key": c.key, "change": "new" if c.before is None else "updated", "what": "; ".join(c.differences())}
+            for c in plan.new + plan.updated
+        ]
         print(_table(changes, {"key": entity.key, "change": "change", "what": "what changes"}, "nothing would change"))
         print(f"dry run: {figures} in {entity.table} for org {args.org}; nothing was written")
+
     return run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segment-elt", description=__doc__.splitlines()[0], epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="segment-elt",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('segment-elt')}")
     top = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
@@ -273,54 +392,94 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def connection_id(sub) -> None:
-        sub.add_argument("connection_id", metavar="CONNECTION_ID", help="the connection, conn_... (see `connections list`)")
+        sub.add_argument(
+            "connection_id", metavar="CONNECTION_ID", help="the connection, conn_... (see `connections list`)"
+        )
 
-    dbp = top.add_parser("db", help="the control and staging schema").add_subparsers(dest="cmd", required=True,
-                                                                                     metavar="COMMAND")
+    dbp = top.add_parser("db", help="the control and staging schema").add_subparsers(
+        dest="cmd", required=True, metavar="COMMAND"
+    )
     command(dbp, "upgrade", cmd_db_upgrade, "create or upgrade the control and staging schema (safe to repeat)")
 
-    con = top.add_parser("connections", help="webhook connections: create, allowlist, cap, debug, outbound").add_subparsers(
-        dest="cmd", required=True, metavar="COMMAND")
-    p = command(con, "create", cmd_create,
-                "create a connection; prints its webhook URL and secret, and its tracking API write key, once",
-                json_output=True)
+    con = top.add_parser(
+        "connections", help="webhook connections: create, allowlist, cap, debug, outbound"
+    ).add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = command(
+        con,
+        "create",
+        cmd_create,
+        "create a connection; prints its webhook URL and secret, and its tracking API write key, once",
+        json_output=True,
+    )
     p.add_argument("--org", required=True, help="the org (customer) the connection's events belong to")
     p.add_argument("--name", help="a label for people, e.g. 'Acme production'")
-    p.add_argument("--rate-limit", type=whole_number(1), metavar="PER_MINUTE",
-                   help="events per minute for the whole org, across its connections (default 600)")
+    p.add_argument(
+        "--rate-limit",
+        type=whole_number(1),
+        metavar="PER_MINUTE",
+        help="events per minute for the whole org, across its connections (default 600)",
+    )
     p = command(con, "list", cmd_list, "list live connections", json_output=True)
     p.add_argument("--org", help="only this org's connections")
     p = command(con, "delete", cmd_delete, "delete a connection (its URL answers 404 at once)")
     connection_id(p)
-    p = command(con, "rotate-secret", cmd_rotate_secret,
-                "give the connection a new shared secret; the old one verifies too until --finish or the grace ends",
-                json_output=True)
+    p = command(
+        con,
+        "rotate-secret",
+        cmd_rotate_secret,
+        "give the connection a new shared secret; the old one verifies too until --finish or the grace ends",
+        json_output=True,
+    )
     connection_id(p)
-    p.add_argument("--grace-hours", type=whole_number(1, 24 * 30), default=24,
-                   help="how long the previous secret keeps verifying (default 24)")
+    p.add_argument(
+        "--grace-hours",
+        type=whole_number(1, 24 * 30),
+        default=24,
+        help="how long the previous secret keeps verifying (default 24)",
+    )
     p.add_argument("--finish", action="store_true", help="refuse the previous secret from now on")
-    p = command(con, "rotate-write-key", cmd_rotate_write_key,
-                "give the connection a new tracking API write key (prints it once); the previous one is refused",
-                json_output=True)
+    p = command(
+        con,
+        "rotate-write-key",
+        cmd_rotate_write_key,
+        "give the connection a new tracking API write key (prints it once); the previous one is refused",
+        json_output=True,
+    )
     connection_id(p)
-    p = command(con, "allowlist", cmd_allowlist, "show or edit the event names that reach the rollups",
-                json_output=True)
+    p = command(
+        con, "allowlist", cmd_allowlist, "show or edit the event names that reach the rollups", json_output=True
+    )
     connection_id(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--set-file", metavar="FILE", help="replace the allowlist with FILE's lines (UTF-8)")
-    group.add_argument("--add", nargs="+", metavar="NAME", help="add event names (track names, or $page, $identify ...)")
+    group.add_argument(
+        "--add", nargs="+", metavar="NAME", help="add event names (track names, or $page, $identify ...)"
+    )
     group.add_argument("--remove", nargs="+", metavar="NAME", help="remove event names")
     p = command(con, "rate-limit", cmd_rate_limit, "set the org's events-per-minute cap", json_output=True)
     connection_id(p)
-    p.add_argument("per_minute", type=whole_number(1), metavar="PER_MINUTE",
-                   help="events per minute for the connection's whole org")
-    p = command(con, "recent-events", cmd_recent, "the newest staged events, with whether each reaches the rollups",
-                json_output=True)
+    p.add_argument(
+        "per_minute",
+        type=whole_number(1),
+        metavar="PER_MINUTE",
+        help="events per minute for the connection's whole org",
+    )
+    p = command(
+        con,
+        "recent-events",
+        cmd_recent,
+        "the newest staged events, with whether each reaches the rollups",
+        json_output=True,
+    )
     connection_id(p)
-    p.add_argument("--limit", type=whole_number(1, connections.MAX_RECENT), default=50,
-                   help="how many events (default 50)")
-    p.add_argument("--rejected", action="store_true",
-                   help="the newest requests the receiver refused (4xx/5xx) instead, with status and reason")
+    p.add_argument(
+        "--limit", type=whole_number(1, connections.MAX_RECENT), default=50, help="how many events (default 50)"
+    )
+    p.add_argument(
+        "--rejected",
+        action="store_true",
+        help="the newest requests the receiver refused (4xx/5xx) instead, with status and reason",
+    )
     p = command(con, "outbound", cmd_outbound, "send computed traits, audiences and moments back to Segment")
     connection_id(p)
     p.add_argument("--write-key", help="the write key of the Segment source to send to (stored encrypted)")
@@ -328,39 +487,73 @@ def build_parser() -> argparse.ArgumentParser:
     toggle = p.add_mutually_exclusive_group()
     toggle.add_argument("--enable", action="store_true", help="send again (a new connection starts enabled)")
     toggle.add_argument("--disable", action="store_true", help="stop sending; other options leave this as it is")
-    p = command(con, "outbound-test", cmd_outbound_test,
-                "send one test track event to Segment; exits 1 unless Segment answered 2xx")
+    p = command(
+        con,
+        "outbound-test",
+        cmd_outbound_test,
+        "send one test track event to Segment; exits 1 unless Segment answered 2xx",
+    )
     connection_id(p)
-    p = command(con, "reconcile", cmd_reconcile,
-                "re-resolve a connection's stored events under the current identity rules and entities")
+    p = command(
+        con,
+        "reconcile",
+        cmd_reconcile,
+        "re-resolve a connection's stored events under the current identity rules and entities",
+    )
     connection_id(p)
-    p = command(con, "resolution", cmd_resolution,
-                "the identity resolution report: events per matching rule and day, top unresolved values",
-                json_output=True)
+    p = command(
+        con,
+        "resolution",
+        cmd_resolution,
+        "the identity resolution report: events per matching rule and day, top unresolved values",
+        json_output=True,
+    )
     connection_id(p)
-    p.add_argument("--days", type=whole_number(1, resolution.MAX_DAYS), default=resolution.DEFAULT_DAYS,
-                   help=f"the last N UTC event days, today included (default {resolution.DEFAULT_DAYS})")
+    p.add_argument(
+        "--days",
+        type=whole_number(1, resolution.MAX_DAYS),
+        default=resolution.DEFAULT_DAYS,
+        help=f"the last N UTC event days, today included (default {resolution.DEFAULT_DAYS})",
+    )
 
     for name, entity in (("accounts", entities.ACCOUNTS), ("contacts", entities.CONTACTS)):
         sub = top.add_parser(name, help=f"the host product's {name}, sources of identity resolution").add_subparsers(
-            dest="cmd", required=True, metavar="COMMAND")
-        p = command(sub, "import", _import(entity),
-                    f"upsert {name} from a CSV file; columns the file does not name are left as they are")
+            dest="cmd", required=True, metavar="COMMAND"
+        )
+        p = command(
+            sub,
+            "import",
+            _import(entity),
+            f"upsert {name} from a CSV file; columns the file does not name are left as they are",
+        )
         p.add_argument("--org", required=True, help=f"the org the {name} belong to")
-        p.add_argument("--dry-run", action="store_true", help="print what would change (new, updated, unchanged rows) "
-                       "and write nothing")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print what would change (new, updated, unchanged rows) and write nothing",
+        )
         p.add_argument("file", metavar="FILE.csv", help=f"a header row, then one {name[:-1]} per row (docs/cli.md)")
 
     key = top.add_parser("keys", help="the Fernet keys secrets are stored with").add_subparsers(
-        dest="cmd", required=True, metavar="COMMAND")
-    command(key, "reencrypt", cmd_keys_reencrypt,
-            "rewrite every stored secret with the first key of SEGMENT_ELT_FERNET_KEY (after adding a new key first)")
+        dest="cmd", required=True, metavar="COMMAND"
+    )
+    command(
+        key,
+        "reencrypt",
+        cmd_keys_reencrypt,
+        "rewrite every stored secret with the first key of SEGMENT_ELT_FERNET_KEY (after adding a new key first)",
+    )
 
-    pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(dest="cmd", required=True,
-                                                                                      metavar="COMMAND")
-    command(pipe, "run-once", cmd_run_once,
-            "run the segment_rollups DAG once in this process and print its figures; exit 1 unless it succeeded",
-            json_output=True)
+    pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(
+        dest="cmd", required=True, metavar="COMMAND"
+    )
+    command(
+        pipe,
+        "run-once",
+        cmd_run_once,
+        "run the segment_rollups DAG once in this process and print its figures; exit 1 unless it succeeded",
+        json_output=True,
+    )
     return parser
 
 
@@ -376,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except psycopg.OperationalError as exc:
-        print(f"error: cannot reach PostgreSQL ({_first_line(exc)}); check DATABASE_URL or start the embedded server "
-              "(python -m segment_elt.local.embedded start)", file=sys.stderr)
+        print(
+            f"error: cannot reach PostgreSQL ({_first_line(exc)}); check DATABASE_URL or start the embedded server "
+            "(python -m segment_elt.local.embedded start)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -386,8 +582,10 @@ def _check_database_url() -> None:
     try:
         psycopg.conninfo.conninfo_to_dict(settings().require_database_url())
     except psycopg.ProgrammingError as exc:
-        raise UserError(f"DATABASE_URL is not a PostgreSQL URL ({_first_line(exc)}); "
-                        "use postgresql://user:password@host:5432/dbname") from None
+        raise UserError(
+            f"DATABASE_URL is not a PostgreSQL URL ({_first_line(exc)}); "
+            "use postgresql://user:password@host:5432/dbname"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:

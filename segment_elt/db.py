@@ -7,8 +7,9 @@ import psycopg
 from segment_elt.settings import settings
 
 
-def connect(url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True,
-            application_name: str = "segment-elt") -> psycopg.Connection:
+def connect(
+    url: str | None = None, *, timeout_s: float = 10, autocommit: bool = True, application_name: str = "segment-elt"
+) -> psycopg.Connection:
     """Open a connection that fails within `timeout_s` when the server is down or stuck;
     `application_name` is how pg_stat_activity (and a writer waiting for this one) names it."""
     ms = int(timeout_s * 1000)

@@ -21,8 +21,13 @@ from segment_elt.control.errors import UserError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Values never echoed in an error message.
-SECRET_VARIABLES = {"DATABASE_URL", "SEGMENT_ELT_FERNET_KEY", "AIRFLOW_PASSWORD", "SEGMENT_ELT_ALERT_WEBHOOK_URL",
-                    "SEGMENT_ELT_ALERT_SMTP_URL"}
+SECRET_VARIABLES = {
+    "DATABASE_URL",
+    "SEGMENT_ELT_FERNET_KEY",
+    "AIRFLOW_PASSWORD",
+    "SEGMENT_ELT_ALERT_WEBHOOK_URL",
+    "SEGMENT_ELT_ALERT_SMTP_URL",
+}
 
 
 def _default_project_dir() -> Path:
@@ -63,7 +68,8 @@ class Settings(BaseSettings):
     receiver_queue_max_bytes: int = Field(256 * 1024 * 1024, ge=1, validation_alias="RECEIVER_QUEUE_MAX_BYTES")
     prometheus_multiproc_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     receiver_loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", validation_alias="RECEIVER_LOGLEVEL")
+        "info", validation_alias="RECEIVER_LOGLEVEL"
+    )
     # the DAGs
     retention_days: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_RETENTION_DAYS")
     dag_retries: int = Field(2, ge=0, validation_alias="SEGMENT_ELT_DAG_RETRIES")
@@ -107,8 +113,10 @@ class Settings(BaseSettings):
         written = self.local_dir / "pg" / "url"
         if written.exists():
             return written.read_text().strip()
-        raise SettingsError(f"DATABASE_URL is not set and no embedded PostgreSQL has started under {written.parent}: "
-                            "set DATABASE_URL, or start the embedded one (make db-start)")
+        raise SettingsError(
+            f"DATABASE_URL is not set and no embedded PostgreSQL has started under {written.parent}: "
+            "set DATABASE_URL, or start the embedded one (make db-start)"
+        )
 
 
 def settings() -> Settings:
@@ -120,5 +128,7 @@ def settings() -> Settings:
         variable = str(error["loc"][0])  # errors are located by the environment variable's name
         field = next(f for f in Settings.model_fields.values() if f.validation_alias == variable)
         shown = "" if variable in SECRET_VARIABLES else f"={error.get('input')!r}"
-        raise SettingsError(f"{variable}{shown} is not usable: {error['msg'].lower()}"
-                            f" (default {field.get_default(call_default_factory=False)!r})") from None
+        raise SettingsError(
+            f"{variable}{shown} is not usable: {error['msg'].lower()}"
+            f" (default {field.get_default(call_default_factory=False)!r})"
+        ) from None

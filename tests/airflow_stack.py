@@ -27,8 +27,9 @@ class Stack:
 
     def airflow(self, *args: str) -> subprocess.CompletedProcess:
         """The `airflow` CLI against this stack; fails with its stderr."""
-        done = subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **self.env}, capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            [str(BIN / "airflow"), *args], env={**os.environ, **self.env}, capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, f"airflow {' '.join(args)}: {done.stderr[-2000:]}"
         return done
 
@@ -38,14 +39,26 @@ class Stack:
         with db.connect(self.metadata_url) as conn:
             before = conn.execute("select count(*) from backfill where dag_id = %s", (dag_id,)).fetchone()[0]
         began = time.monotonic()
-        self.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
-                     "--to-date", last.isoformat(), "--max-active-runs", "1", *more)
+        self.airflow(
+            "backfill",
+            "create",
+            "--dag-id",
+            dag_id,
+            "--from-date",
+            first.isoformat(),
+            "--to-date",
+            last.isoformat(),
+            "--max-active-runs",
+            "1",
+            *more,
+        )
         self.airflow("dags", "unpause", dag_id)  # after: a backfill made first holds the days it names
 
         def completed() -> bool:
             with db.connect(self.metadata_url) as conn:
-                rows = conn.execute("select completed_at is not null from backfill where dag_id = %s order by id",
-                                    (dag_id,)).fetchall()
+                rows = conn.execute(
+                    "select completed_at is not null from backfill where dag_id = %s order by id", (dag_id,)
+                ).fetchall()
             return len(rows) > before and rows[-1][0]
 
         wait_until(completed, f"the backfill of {dag_id} did not complete", timeout_s)
@@ -53,10 +66,14 @@ class Stack:
 
     def trigger(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> tuple[str, float]:
         """A manual run with `conf`, waited for; returns its end state and wall time in seconds."""
+
         def manual_runs() -> dict[str, str]:
             with db.connect(self.metadata_url) as conn:
-                return dict(conn.execute("select run_id, state from dag_run where dag_id = %s and run_type = 'manual'",
-                                         (dag_id,)).fetchall())
+                return dict(
+                    conn.execute(
+                        "select run_id, state from dag_run where dag_id = %s and run_type = 'manual'", (dag_id,)
+                    ).fetchall()
+                )
 
         before, began = manual_runs(), time.monotonic()
         self.airflow("dags", "trigger", dag_id, "--conf", json.dumps(conf))
@@ -73,7 +90,9 @@ class Stack:
         with db.connect(self.metadata_url) as conn:
             rows = conn.execute(
                 "select logical_date::date, state, extract(epoch from end_date - start_date), clear_number"
-                " from dag_run where dag_id = %s and run_type = 'backfill'", (dag_id,)).fetchall()
+                " from dag_run where dag_id = %s and run_type = 'backfill'",
+                (dag_id,),
+            ).fetchall()
         return {day: (state, float(seconds or 0), clears) for day, state, seconds, clears in rows}
 
     def task_states(self, dag_id: str) -> dict[tuple[dt.date, str], str]:
@@ -82,7 +101,9 @@ class Stack:
             rows = conn.execute(
                 "select r.logical_date::date, ti.task_id, ti.state from task_instance ti"
                 " join dag_run r on r.dag_id = ti.dag_id and r.run_id = ti.run_id"
-                " where ti.dag_id = %s and r.run_type = 'backfill'", (dag_id,)).fetchall()
+                " where ti.dag_id = %s and r.run_type = 'backfill'",
+                (dag_id,),
+            ).fetchall()
         return {(day, task): state for day, task, state in rows}
 
 
@@ -110,8 +131,11 @@ def scheduler_stack(database_url: str, dag_id: str) -> Iterator[Stack]:
     stack = Stack(env, env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""))
     port = env["AIRFLOW__API__PORT"]
     with ExitStack() as running:
-        for name, args in (("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"]),
-                           ("api-server", ["api-server", "--host", "127.0.0.1", "--port", port])):
+        for name, args in (
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+            ("api-server", ["api-server", "--host", "127.0.0.1", "--port", port]),
+        ):
             running.enter_context(process([str(BIN / "airflow"), *args], env, name))
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/api/v2/version"), "the API server did not answer")
 

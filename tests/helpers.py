@@ -64,7 +64,10 @@ def start_receiver(env: dict, log_dir: Path, workers: int = 2) -> Receiver:
     log = log_dir / f"receiver-{port}.log"
     proc = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "receiver" / "gunicorn.conf.py")],
-        cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=full_env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc=proc)
@@ -85,7 +88,8 @@ class MotoS3:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_http(self.endpoint, proc=self.proc)
 

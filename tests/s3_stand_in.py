@@ -74,14 +74,25 @@ class _Handler(BaseHTTPRequestHandler):
         bucket, key = self._name()
         if key:
             body = self.server.objects.get(f"{bucket}/{key}")
-            return self._answer(200, body) if body is not None else self._answer(404, b"<Error><Code>NoSuchKey</Code></Error>")
+            return (
+                self._answer(200, body)
+                if body is not None
+                else self._answer(404, b"<Error><Code>NoSuchKey</Code></Error>")
+            )
         prefix = parse_qs(urlparse(self.path).query).get("prefix", [""])[0]
-        keys = sorted(name.split("/", 1)[1] for name in list(self.server.objects)
-                      if name.startswith(f"{bucket}/{prefix}"))
+        keys = sorted(
+            name.split("/", 1)[1] for name in list(self.server.objects) if name.startswith(f"{bucket}/{prefix}")
+        )
         contents = "".join(f"<Contents><Key>{escape(k)}</Key></Contents>" for k in keys)
-        self._answer(200, (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{bucket}</Name>'
-                           f"<IsTruncated>false</IsTruncated><KeyCount>{len(keys)}</KeyCount>{contents}"
-                           "</ListBucketResult>").encode(), {"Content-Type": "application/xml"})
+        self._answer(
+            200,
+            (
+                f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{bucket}</Name>'
+                f"<IsTruncated>false</IsTruncated><KeyCount>{len(keys)}</KeyCount>{contents}"
+                "</ListBucketResult>"
+            ).encode(),
+            {"Content-Type": "application/xml"},
+        )
 
 
 class SlowS3Process:

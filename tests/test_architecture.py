@@ -63,8 +63,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_nothing_outside_the_local_runtime_imports_it():
-    offenders = {name: sorted(m for m in found if m.startswith("segment_elt.local"))
-                 for name, found in imports().items() if not name.startswith("segment_elt.local")}
+    offenders = {
+        name: sorted(m for m in found if m.startswith("segment_elt.local"))
+        for name, found in imports().items()
+        if not name.startswith("segment_elt.local")
+    }
     assert {name: found for name, found in offenders.items() if found} == {}
 
 

@@ -30,7 +30,8 @@ def test_a_saved_port_another_process_holds_is_left_for_a_free_one(base, capsys)
     moved = embedded.port(base)
     assert moved != saved and url == embedded.url(base)
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"embedded PostgreSQL: port {saved} is taken by another process; starting on {moved} instead"]
+        f"embedded PostgreSQL: port {saved} is taken by another process; starting on {moved} instead"
+    ]
     with psycopg.connect(url) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
 
@@ -39,8 +40,12 @@ def test_a_server_that_cannot_start_says_why_in_one_line(base):
     embedded.start(base, server_port=embedded.free_port())
     embedded.stop(base)
     (base / "data" / "postgresql.auto.conf").write_text("shared_buffers = 'a lot'\n")
-    done = subprocess.run([sys.executable, "-m", "segment_elt.local.embedded", "start", str(base)],
-                          check=False, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "segment_elt.local.embedded", "start", str(base)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not start" in lines[0] and "shared_buffers" in lines[0], done.stderr

@@ -23,8 +23,9 @@ def _import(tmp_path, text: str, *extra: str, entity: str = "accounts", ok: bool
 
 
 def _account(db, account_id: str = "a1") -> tuple:
-    return db.execute("select name, external_id, ps_id, vitally_id, traits from app.accounts where account_id = %s",
-                      (account_id,)).fetchone()
+    return db.execute(
+        "select name, external_id, ps_id, vitally_id, traits from app.accounts where account_id = %s", (account_id,)
+    ).fetchone()
 
 
 @pytest.fixture
@@ -43,11 +44,14 @@ def test_an_empty_cell_clears_its_column_or_trait(imported, db, tmp_path):
     assert _account(db) == ("Acme", "ext-1", None, None, {"plan": "pro"})
 
 
-@pytest.mark.parametrize(("text", "line"), [
-    ('account_id,name\na2,Beta\na3,"Gamma\na4,Delta\n', 3),
-    ("account_id,name\na2,Be\0ta\na3,Gamma\n", 2),
-    ('account_id,name\na2,"Beta"x\n', 2),
-])
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('account_id,name\na2,Beta\na3,"Gamma\na4,Delta\n', 3),
+        ("account_id,name\na2,Be\0ta\na3,Gamma\n", 2),
+        ('account_id,name\na2,"Beta"x\n', 2),
+    ],
+)
 def test_a_malformed_file_is_refused_with_its_line_and_nothing_is_written(imported, db, tmp_path, text, line):
     done = _import(tmp_path, text, ok=False)
     assert done.returncode == 1 and done.stderr.startswith(f"error: line {line}:"), done.stderr
@@ -88,8 +92,12 @@ def test_dry_run_prints_what_would_change_and_writes_nothing(imported, db, tmp_p
 
 
 def test_contacts_keep_what_the_file_does_not_name(org, db, tmp_path):
-    _import(tmp_path, "contact_id,account_id,email,product_external_user_id\nc1,a1,bob@acme.test,u-bob\n",
-            entity="contacts")
+    _import(
+        tmp_path, "contact_id,account_id,email,product_external_user_id\nc1,a1,bob@acme.test,u-bob\n", entity="contacts"
+    )
     _import(tmp_path, "contact_id,email\nc1,Bob@Acme.test\n", entity="contacts")
     assert db.execute("select account_id, email, product_external_user_id from app.contacts").fetchone() == (
-        "a1", "Bob@Acme.test", "u-bob")
+        "a1",
+        "Bob@Acme.test",
+        "u-bob",
+    )

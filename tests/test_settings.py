@@ -17,15 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "segment-elt")
 
 
-@pytest.mark.parametrize(("variable", "value", "says"), [
-    ("SEGMENT_ELT_RETENTION_DAYS", "30d", "SEGMENT_ELT_RETENTION_DAYS='30d' is not usable"),
-    ("SEGMENT_ELT_RETENTION_DAYS", "0", "greater than or equal to 1"),
-    ("SEGMENT_ELT_DB_TIMEOUT_S", "fast", "SEGMENT_ELT_DB_TIMEOUT_S='fast'"),
-    ("AIRFLOW_PORT", "99999", "AIRFLOW_PORT='99999'"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("SEGMENT_ELT_RETENTION_DAYS", "30d", "SEGMENT_ELT_RETENTION_DAYS='30d' is not usable"),
+        ("SEGMENT_ELT_RETENTION_DAYS", "0", "greater than or equal to 1"),
+        ("SEGMENT_ELT_DB_TIMEOUT_S", "fast", "SEGMENT_ELT_DB_TIMEOUT_S='fast'"),
+        ("AIRFLOW_PORT", "99999", "AIRFLOW_PORT='99999'"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_variable(database_url, variable, value, says):
-    done = subprocess.run([CLI, "connections", "list"], capture_output=True, text=True,
-                          env={**os.environ, variable: value})
+    done = subprocess.run(
+        [CLI, "connections", "list"], capture_output=True, text=True, env={**os.environ, variable: value}
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and says in done.stderr
     assert "Traceback" not in done.stderr
@@ -62,15 +66,24 @@ def test_nothing_reads_the_environment_outside_the_settings():
             if path.name == "settings.py" or "local" in path.relative_to(ROOT).parts:
                 continue
             for number, line in enumerate(path.read_text().splitlines(), 1):
-                if re.search(r"""os\.environ(\.get\(["']|\[["'][^"']+["']\](?!\s*=))|os\.getenv\(""", line) and "PG" not in line:
+                if (
+                    re.search(r"""os\.environ(\.get\(["']|\[["'][^"']+["']\](?!\s*=))|os\.getenv\(""", line)
+                    and "PG" not in line
+                ):
                     readers.append(f"{path.relative_to(ROOT)}:{number}")
     assert readers == []
 
 
 def test_a_bad_receiver_setting_stops_gunicorn_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "receiver" / "gunicorn.conf.py")],
-                          capture_output=True, text=True, env={**os.environ, "RECEIVER_THREADS": "many"}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "receiver" / "gunicorn.conf.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECEIVER_THREADS": "many"},
+        timeout=60,
+    )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "receiver: RECEIVER_THREADS='many' is not usable: input should be a valid integer, unable to parse string as an"
-        " integer (default 64)"]
+        " integer (default 64)"
+    ]

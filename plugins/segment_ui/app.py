@@ -71,21 +71,32 @@ def create_app() -> FastAPI:
     @app.get("/connections", response_class=HTMLResponse, dependencies=[READ])
     def connections_page():
         with database() as conn:
-            return views.connections_page(page_queries.connections_overview(conn),
-                                          page_queries.last_rollups_run(conn))
+            return views.connections_page(page_queries.connections_overview(conn), page_queries.last_rollups_run(conn))
 
     @app.get("/api/connections", dependencies=[READ])
     def connections_json():
         with database() as conn:
-            return JSONResponse(views.jsonable({"connections": page_queries.connections_overview(conn),
-                                                "last_rollups_run": page_queries.last_rollups_run(conn)}))
+            return JSONResponse(
+                views.jsonable(
+                    {
+                        "connections": page_queries.connections_overview(conn),
+                        "last_rollups_run": page_queries.last_rollups_run(conn),
+                    }
+                )
+            )
 
     @app.get("/connections/{connection_id}/debugger", response_class=HTMLResponse, dependencies=[READ])
     def debugger_page(connection_id: str, event_name: str = "", show: str = "all"):
         with database() as conn:
             data = page_queries.debugger(conn, connection_id, event_name or None, show)
-            return views.debugger_page(data, event_name, show, page_queries.allowlist(conn, connection_id),
-                                       page_queries.seen_event_names(conn, connection_id), REFRESH_S)
+            return views.debugger_page(
+                data,
+                event_name,
+                show,
+                page_queries.allowlist(conn, connection_id),
+                page_queries.seen_event_names(conn, connection_id),
+                REFRESH_S,
+            )
 
     @app.get("/api/connections/{connection_id}/debugger", dependencies=[READ])
     def debugger_json(connection_id: str, event_name: str = "", show: str = "all"):
@@ -125,8 +136,11 @@ def create_app() -> FastAPI:
             return views.outbound_page(page_queries.outbound_view(conn))
 
     @app.post("/connections/{connection_id}/reconcile", dependencies=[TRIGGER])
-    def reconcile_action(connection_id: str, request: Request,
-                         bearer: HTTPAuthorizationCredentials | None = Depends(HTTPBearer(auto_error=False))):
+    def reconcile_action(
+        connection_id: str,
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Depends(HTTPBearer(auto_error=False)),
+    ):
         with database() as conn:
             page_queries.connections.require_live(conn, connection_id)
         token = bearer.credentials if bearer else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
@@ -140,11 +154,11 @@ def create_app() -> FastAPI:
     def allowlist_action(connection_id: str, request: Request, add: str = Form(""), remove: str = Form("")):
         with database() as conn:
             names = page_queries.connections.allowlist(
-                conn, connection_id, add=[add] if add else [], remove=[remove] if remove else [])
+                conn, connection_id, add=[add] if add else [], remove=[remove] if remove else []
+            )
         if "json" in request.headers.get("accept", ""):
             return JSONResponse({"connection_id": connection_id, "allowlist": names})
         back = f"{views.PREFIX}/connections/{quote(connection_id, safe='')}/debugger?{urlencode({'show': 'all'})}"
         return RedirectResponse(back, status_code=303)
 
     return app
-

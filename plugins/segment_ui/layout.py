@@ -10,8 +10,7 @@ from html import escape
 
 PREFIX = "/segment"
 NAV = (("Connections", "/connections"), ("Identity", "/identity"), ("Outbound", "/outbound"))
-PALETTE = ("#017cee", "#f08a24", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
+PALETTE = ("#017cee", "#f08a24", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1f2933;background:#fff}
 nav{display:flex;gap:1em;padding:.6em 1em;background:#f0f4f8;border-bottom:1px solid #d9e2ec}
@@ -46,22 +45,28 @@ def link(path: str, text) -> str:
     return f'<a href="{escape(url(path))}">{e(text)}</a>'
 
 
-def table(headings: list[str], rows: list[list[str]], empty: str, numeric: set[int] = frozenset(), attrs: str = "") -> str:
+def table(
+    headings: list[str], rows: list[list[str]], empty: str, numeric: set[int] = frozenset(), attrs: str = ""
+) -> str:
     """Cells are HTML already (built with e() / link())."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headings)
     if not rows:
         return f'<p class="muted">{escape(empty)}</p>'
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{cell}</td>'
-                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{cell}</td>" for i, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
     return f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def page(title: str, body: str, here: str = "", script: str = "") -> str:
     links = "".join(f'<a href="{url(path)}"{" class=here" if path == here else ""}>{name}</a>' for name, path in NAV)
     links += '<a href="/cosmos/segment_elt/dbt_docs_index.html">dbt docs</a>'
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · Segment</title>'
-            f'<style>{STYLE}</style></head><body><nav>{links}</nav><main><h1>{escape(title)}</h1>{body}</main>'
-            f'{f"<script>{script}</script>" if script else ""}</body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · Segment</title>'
+        f"<style>{STYLE}</style></head><body><nav>{links}</nav><main><h1>{escape(title)}</h1>{body}</main>"
+        f"{f'<script>{script}</script>' if script else ''}</body></html>"
+    )
 
 
 def chart(daily: list[dict], since: dt.date, today: dt.date, only: str | None = None) -> str:
@@ -73,10 +78,12 @@ def chart(daily: list[dict], since: dt.date, today: dt.date, only: str | None = 
     top = max(totals + [1])
     width, height, left, right, bottom = 720, 220, 40, 24, 20
     bar = (width - left - right) / len(days)
-    parts = [f'<svg id="daily-chart" viewBox="0 0 {width} {height + bottom}" width="{width}" height="{height + bottom}"'
-             f' role="img" aria-label="daily events">',
-             f'<text x="0" y="12" font-size="11">{top}</text><text x="0" y="{height}" font-size="11">0</text>',
-             f'<line x1="{left}" y1="{height}" x2="{width}" y2="{height}" stroke="#9aa5b1"/>']
+    parts = [
+        f'<svg id="daily-chart" viewBox="0 0 {width} {height + bottom}" width="{width}" height="{height + bottom}"'
+        f' role="img" aria-label="daily events">',
+        f'<text x="0" y="12" font-size="11">{top}</text><text x="0" y="{height}" font-size="11">0</text>',
+        f'<line x1="{left}" y1="{height}" x2="{width}" y2="{height}" stroke="#9aa5b1"/>',
+    ]
     for i, day in enumerate(days):
         y = height
         for k, name in enumerate(names):
@@ -85,11 +92,14 @@ def chart(daily: list[dict], since: dt.date, today: dt.date, only: str | None = 
                 continue
             h = count / top * (height - 10)
             y -= h
-            parts.append(f'<rect x="{left + i * bar + 1:.1f}" y="{y:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
-                         f'fill="{PALETTE[k % len(PALETTE)]}"><title>{escape(f"{day} {name}: {count}")}</title></rect>')
+            parts.append(
+                f'<rect x="{left + i * bar + 1:.1f}" y="{y:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '
+                f'fill="{PALETTE[k % len(PALETTE)]}"><title>{escape(f"{day} {name}: {count}")}</title></rect>'
+            )
         if i % 5 == 0 or day == today:
             parts.append(f'<text x="{left + i * bar}" y="{height + 14}" font-size="10">{day:%m-%d}</text>')
     parts.append("</svg>")
-    legend = "".join(f'<span><i style="background:{PALETTE[k % len(PALETTE)]}"></i>{escape(n)}</span>'
-                     for k, n in enumerate(names))
+    legend = "".join(
+        f'<span><i style="background:{PALETTE[k % len(PALETTE)]}"></i>{escape(n)}</span>' for k, n in enumerate(names)
+    )
     return "".join(parts) + f'<div class="legend">{legend}</div>'

@@ -55,7 +55,9 @@ def _new_write_key() -> tuple[str, str, str]:
 
 def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_limit: int | None = None) -> Created:
     if not ORG_ID.match(org_id):
-        raise UserError(f"org id {org_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise UserError(
+            f"org id {org_id!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     if rate_limit is not None and rate_limit <= 0:
         raise UserError("--rate-limit must be a positive number of events per minute")
     connection_id = "conn_" + secrets.token_hex(12)
@@ -83,15 +85,17 @@ def rotate_write_key(conn: psycopg.Connection, connection_id: str) -> str:
     process that cached it stops accepting it within backends.SECRETS_TTL_S)."""
     require_live(conn, connection_id)
     write_key, write_key_enc, write_key_sha256 = _new_write_key()
-    conn.execute("update control.connections set write_key_enc = %s, write_key_sha256 = %s where connection_id = %s",
-                 (write_key_enc, write_key_sha256, connection_id))
+    conn.execute(
+        "update control.connections set write_key_enc = %s, write_key_sha256 = %s where connection_id = %s",
+        (write_key_enc, write_key_sha256, connection_id),
+    )
     return write_key
 
 
 @dataclass
 class Rotation:
     connection_id: str
-    secret: str | None          # the new secret (shown once), None when finishing
+    secret: str | None  # the new secret (shown once), None when finishing
     previous_until: dt.datetime | None  # the previous secret verifies until then; None: refused now
 
 
@@ -103,23 +107,30 @@ def rotate_secret(conn: psycopg.Connection, connection_id: str, grace: dt.timede
     with conn.transaction():
         row = conn.execute(
             "select previous_secret_until from control.connections where connection_id = %s for update",
-            (connection_id,)).fetchone()
+            (connection_id,),
+        ).fetchone()
         if row[0] is not None and row[0] > dt.datetime.now(dt.timezone.utc):
-            raise UserError(f"{connection_id} is already rotating: its previous secret verifies until "
-                            f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
-                            f"{connection_id} --finish`")
+            raise UserError(
+                f"{connection_id} is already rotating: its previous secret verifies until "
+                f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
+                f"{connection_id} --finish`"
+            )
         until = conn.execute(
             "update control.connections set previous_secret_enc = secret_enc, secret_enc = %s,"
             " previous_secret_until = now() + %s where connection_id = %s returning previous_secret_until",
-            (crypto.encrypt(secret), grace, connection_id)).fetchone()[0]
+            (crypto.encrypt(secret), grace, connection_id),
+        ).fetchone()[0]
     return Rotation(connection_id, secret, until)
 
 
 def finish_rotation(conn: psycopg.Connection, connection_id: str) -> Rotation:
     """Refuse the previous secret from now on."""
     require_live(conn, connection_id)
-    conn.execute("update control.connections set previous_secret_enc = null, previous_secret_until = null"
-                 " where connection_id = %s", (connection_id,))
+    conn.execute(
+        "update control.connections set previous_secret_enc = null, previous_secret_until = null"
+        " where connection_id = %s",
+        (connection_id,),
+    )
     return Rotation(connection_id, None, None)
 
 
@@ -146,8 +157,16 @@ def list_connections(conn: psycopg.Connection, org_id: str | None = None) -> lis
         """,
         {"org": org_id},
     ).fetchall()
-    keys = ["connection_id", "org_id", "name", "created_at", "rate_limit_per_minute", "allowlisted_events",
-            "outbound_enabled", "outbound_region"]
+    keys = [
+        "connection_id",
+        "org_id",
+        "name",
+        "created_at",
+        "rate_limit_per_minute",
+        "allowlisted_events",
+        "outbound_enabled",
+        "outbound_region",
+    ]
     out = [dict(zip(keys, row)) for row in rows]
     for item in out:
         item["webhook_url"] = webhook_url(item["connection_id"])
@@ -168,13 +187,21 @@ def _clean_names(names: list[str]) -> list[str]:
         if not name:
             continue
         if len(name) > MAX_EVENT_NAME or not name.isprintable():
-            raise UserError(f"event name {raw[:40]!r} is invalid: printable text of at most {MAX_EVENT_NAME} characters")
+            raise UserError(
+                f"event name {raw[:40]!r} is invalid: printable text of at most {MAX_EVENT_NAME} characters"
+            )
         cleaned.append(name)
     return cleaned
 
 
-def allowlist(conn: psycopg.Connection, connection_id: str, *, set_to: list[str] | None = None,
-              add: list[str] | None = None, remove: list[str] | None = None) -> list[str]:
+def allowlist(
+    conn: psycopg.Connection,
+    connection_id: str,
+    *,
+    set_to: list[str] | None = None,
+    add: list[str] | None = None,
+    remove: list[str] | None = None,
+) -> list[str]:
     """Edit a connection's allowlist (track event names, or $page, $screen, $identify, $group, $alias)."""
     require_live(conn, connection_id)
     with conn.transaction():
@@ -189,11 +216,15 @@ def allowlist(conn: psycopg.Connection, connection_id: str, *, set_to: list[str]
         names = _clean_names(remove or [])
         if names:
             conn.execute(
-                "delete from control.allowlist where connection_id = %s and event_name = any(%s)", (connection_id, names)
+                "delete from control.allowlist where connection_id = %s and event_name = any(%s)",
+                (connection_id, names),
             )
-    return [r[0] for r in conn.execute(
-        "select event_name from control.allowlist where connection_id = %s order by event_name", (connection_id,)
-    )]
+    return [
+        r[0]
+        for r in conn.execute(
+            "select event_name from control.allowlist where connection_id = %s order by event_name", (connection_id,)
+        )
+    ]
 
 
 def _set_org_rate_limit(conn: psycopg.Connection, org_id: str, per_minute: int) -> None:
@@ -233,7 +264,15 @@ def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50)
         """,
         (connection_id, limit),
     ).fetchall()
-    keys = ["received_at", "message_id", "event_type", "event_name", "in_allowlist", "external_group_id", "external_user_id"]
+    keys = [
+        "received_at",
+        "message_id",
+        "event_type",
+        "event_name",
+        "in_allowlist",
+        "external_group_id",
+        "external_user_id",
+    ]
     return [dict(zip(keys, row), received_at=row[0].isoformat()) for row in rows]
 
 
@@ -244,6 +283,8 @@ def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> li
         raise UserError(f"--limit must be between 1 and {MAX_RECENT}")
     rows = conn.execute(
         "select rejected_at, status, reason, repeats, body_bytes, body_head from control.rejects"
-        " where connection_id = %s order by rejected_at desc limit %s", (connection_id, limit)).fetchall()
+        " where connection_id = %s order by rejected_at desc limit %s",
+        (connection_id, limit),
+    ).fetchall()
     keys = ["rejected_at", "status", "reason", "repeats", "body_bytes", "body_head"]
     return [dict(zip(keys, row), rejected_at=row[0].isoformat()) for row in rows]

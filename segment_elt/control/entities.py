@@ -47,11 +47,15 @@ class Change:
     def differences(self) -> list[str]:
         """What changes, one `column: old -> new` (or `trait key: ...`) per changed value."""
         before = self.before or {}
-        described = [f"{c}: {before.get(c)!r} -> {v!r}" for c, v in self.after.items()
-                     if c != TRAITS and before.get(c) != v]
+        described = [
+            f"{c}: {before.get(c)!r} -> {v!r}" for c, v in self.after.items() if c != TRAITS and before.get(c) != v
+        ]
         old_traits, new_traits = before.get(TRAITS) or {}, self.after[TRAITS]
-        described += [f"trait {k}: {old_traits.get(k)!r} -> {new_traits.get(k)!r}"
-                      for k in sorted(set(old_traits) | set(new_traits)) if old_traits.get(k) != new_traits.get(k)]
+        described += [
+            f"trait {k}: {old_traits.get(k)!r} -> {new_traits.get(k)!r}"
+            for k in sorted(set(old_traits) | set(new_traits))
+            if old_traits.get(k) != new_traits.get(k)
+        ]
         return described
 
 
@@ -68,8 +72,10 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """The file's non-blank records with the line each starts on; a malformed one is a UserError."""
     nul = text.find("\0")
     if nul >= 0:
-        raise UserError(f"line {text.count(chr(10), 0, nul) + 1}: the file holds a NUL byte, so it is not CSV text "
-                        "(save it from the spreadsheet as CSV UTF-8); nothing was imported")
+        raise UserError(
+            f"line {text.count(chr(10), 0, nul) + 1}: the file holds a NUL byte, so it is not CSV text "
+            "(save it from the spreadsheet as CSV UTF-8); nothing was imported"
+        )
     reader = csv.reader(io.StringIO(text), strict=True)
     while True:
         starts = reader.line_num + 1
@@ -96,8 +102,9 @@ def parse_csv(text: str, entity: Entity) -> list[dict]:
     rows, seen = [], set()
     for line, fields in records:
         if len(fields) != len(header):
-            raise UserError(f"line {line}: {'more' if len(fields) > len(header) else 'fewer'} fields than the header "
-                            "has columns")
+            raise UserError(
+                f"line {line}: {'more' if len(fields) > len(header) else 'fewer'} fields than the header has columns"
+            )
         record = {column: value.strip() for column, value in zip(header, fields)}
         key = record.pop(entity.key)
         if not key:
@@ -133,26 +140,37 @@ def _traits_object(cell: str, line: int) -> dict | None:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        raise UserError(f"line {line}: the traits cell is not a JSON object ({cell[:60]!r}); write it as "
-                        '{"key": "value", ...} or put each trait in a column of its own')
+        raise UserError(
+            f"line {line}: the traits cell is not a JSON object ({cell[:60]!r}); write it as "
+            '{"key": "value", ...} or put each trait in a column of its own'
+        )
     return value
 
 
-def upsert(conn: psycopg.Connection, org_id: str, entity: Entity, rows: list[dict], *,
-           dry_run: bool = False) -> ImportPlan:
+def upsert(
+    conn: psycopg.Connection, org_id: str, entity: Entity, rows: list[dict], *, dry_run: bool = False
+) -> ImportPlan:
     """Apply rows (as parse_csv gives them) to the org's records in one transaction; write nothing on a dry run."""
     if conn.execute("select 1 from control.orgs where org_id = %s", (org_id,)).fetchone() is None:
-        raise UserError(f"no org {org_id!r}: create a connection for it first (`segment-elt connections create --org {org_id}`)")
+        raise UserError(
+            f"no org {org_id!r}: create a connection for it first (`segment-elt connections create --org {org_id}`)"
+        )
     columns = [entity.key, *entity.columns, TRAITS]
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(f"select {', '.join(columns)} from {entity.table} where org_id = %s and {entity.key} = any(%s) "
-                    "for update", (org_id, [r[entity.key] for r in rows]))
+        cur.execute(
+            f"select {', '.join(columns)} from {entity.table} where org_id = %s and {entity.key} = any(%s) for update",
+            (org_id, [r[entity.key] for r in rows]),
+        )
         existing = {record[0]: dict(zip(columns, record)) for record in cur.fetchall()}
-        changes = [Change(r[entity.key], existing.get(r[entity.key]), _applied(entity, existing.get(r[entity.key]), r))
-                   for r in rows]
-        plan = ImportPlan(new=[c for c in changes if c.before is None],
-                          updated=[c for c in changes if c.before is not None and c.before != c.after],
-                          unchanged=sum(c.before == c.after for c in changes))
+        changes = [
+            Change(r[entity.key], existing.get(r[entity.key]), _applied(entity, existing.get(r[entity.key]), r))
+            for r in rows
+        ]
+        plan = ImportPlan(
+            new=[c for c in changes if c.before is None],
+            updated=[c for c in changes if c.before is not None and c.before != c.after],
+            unchanged=sum(c.before == c.after for c in changes),
+        )
         written = plan.new + plan.updated
         if written and not dry_run:
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
@@ -160,7 +178,8 @@ def upsert(conn: psycopg.Connection, org_id: str, entity: Entity, rows: list[dic
                 f"insert into {entity.table} (org_id, {', '.join(columns)}, updated_at) "
                 f"values (%s, {', '.join(['%s'] * len(columns))}, now()) "
                 f"on conflict (org_id, {entity.key}) do update set {updates}, updated_at = now()",
-                [(org_id, *[json.dumps(c.after[k]) if k == TRAITS else c.after[k] for k in columns]) for c in written])
+                [(org_id, *[json.dumps(c.after[k]) if k == TRAITS else c.after[k] for k in columns]) for c in written],
+            )
     return plan
 
 

@@ -35,8 +35,11 @@ def reencrypt_all(conn: psycopg.Connection) -> int:
     crypto.check_keys()  # every key well-formed, even with nothing stored yet
     bad = unreadable(conn)
     if bad:
-        raise crypto.SecretKeyError(f"{crypto.UNDECRYPTABLE}: {', '.join(bad[:5])}"
-                                    + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") + "; nothing rewritten")
+        raise crypto.SecretKeyError(
+            f"{crypto.UNDECRYPTABLE}: {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + "; nothing rewritten"
+        )
     done = 0
     with conn.transaction():
         for table, key, column in STORED:

@@ -37,8 +37,12 @@ def _rows(conn: psycopg.Connection, sql: str, params) -> list[dict]:
 
 def last_rollups_run(conn: psycopg.Connection) -> dict | None:
     """The newest segment_rollups run record: status, when, rows staged, the marts' row figures."""
-    rows = _rows(conn, "select run_id, status, started_at, finished_at, staged_rows, detail from control.pipeline_runs"
-                       " where dag_id = %s order by started_at desc limit 1", (ROLLUPS,))
+    rows = _rows(
+        conn,
+        "select run_id, status, started_at, finished_at, staged_rows, detail from control.pipeline_runs"
+        " where dag_id = %s order by started_at desc limit 1",
+        (ROLLUPS,),
+    )
     return rows[0] if rows else None
 
 
@@ -48,7 +52,11 @@ def connections_overview(conn: psycopg.Connection) -> list[dict]:
     if not listed:
         return []
     ids = [item["connection_id"] for item in listed]
-    figures = {row["connection_id"]: row for row in _rows(conn, """
+    figures = {
+        row["connection_id"]: row
+        for row in _rows(
+            conn,
+            """
         select c.connection_id,
                (select coalesce(sum(r.repeats), 0) from control.rejects r
                  where r.connection_id = c.connection_id and r.rejected_at > now() - interval '1 hour') as rejected_1h,
@@ -59,10 +67,17 @@ def connections_overview(conn: psycopg.Connection) -> list[dict]:
         from unnest(%s::text[]) as c(connection_id)
         left join lateral (select o.status, o.finished_at from control.outbound_runs o
                            where o.connection_id = c.connection_id order by o.started_at desc limit 1) ob on true
-        """, (ids,))}
+        """,
+            (ids,),
+        )
+    }
     marts = {}
     if _exists(conn, "analytics.identity_resolution_report", "analytics.recent_events"):
-        marts = {row["connection_id"]: row for row in _rows(conn, """
+        marts = {
+            row["connection_id"]: row
+            for row in _rows(
+                conn,
+                """
             select c.connection_id,
                    (select coalesce(sum(r.event_count), 0) from analytics.identity_resolution_report r
                      where r.connection_id = c.connection_id
@@ -73,7 +88,10 @@ def connections_overview(conn: psycopg.Connection) -> list[dict]:
                    (select max(e.received_at) from analytics.recent_events e
                      where e.connection_id = c.connection_id) as last_received_at
             from unnest(%s::text[]) as c(connection_id)
-            """, (ids,))}
+            """,
+                (ids,),
+            )
+        }
     empty = {"events_today": None, "events_7d": None, "last_received_at": None}
     return [{**item, **figures[item["connection_id"]], **marts.get(item["connection_id"], empty)} for item in listed]
 
@@ -82,13 +100,16 @@ def _resolved(conn: psycopg.Connection, connection_id: str, message_ids: list[st
     """account_id and matched_by of the events resolution has reached (product_events' unique index)."""
     if not message_ids or not _exists(conn, "analytics.product_events"):
         return {}
-    rows = _rows(conn, "select message_id, account_id, matched_by from analytics.product_events"
-                       " where connection_id = %s and message_id = any(%s)", (connection_id, message_ids))
+    rows = _rows(
+        conn,
+        "select message_id, account_id, matched_by from analytics.product_events"
+        " where connection_id = %s and message_id = any(%s)",
+        (connection_id, message_ids),
+    )
     return {row["message_id"]: row for row in rows}
 
 
-def debugger(conn: psycopg.Connection, connection_id: str, event_name: str | None = None,
-             show: str = "all") -> dict:
+def debugger(conn: psycopg.Connection, connection_id: str, event_name: str | None = None, show: str = "all") -> dict:
     """The newest accepted events (staged, live) and rejected requests of one connection.
 
     `event_name` keeps the accepted events of that name among the newest DEBUG_WINDOW; `show` is
@@ -122,35 +143,64 @@ def allowlist(conn: psycopg.Connection, connection_id: str) -> list[str]:
 
 def account_view(conn: psycopg.Connection, org_id: str, account_id: str) -> dict:
     """Daily counts of the last CHART_DAYS days, the newest events, indicators and the health score."""
-    if not _exists(conn, "analytics.account_event_daily", "analytics.account_indicators", "analytics.account_health",
-                   "analytics.product_events"):
+    if not _exists(
+        conn,
+        "analytics.account_event_daily",
+        "analytics.account_indicators",
+        "analytics.account_health",
+        "analytics.product_events",
+    ):
         raise UserError("the account marts are not built yet: wait for the first segment_rollups run")
     today = conn.execute("select (now() at time zone 'UTC')::date").fetchone()[0]
     since = today - dt.timedelta(days=CHART_DAYS - 1)
-    daily = _rows(conn, "select event_date, event_name, event_count, unique_users from analytics.account_event_daily"
-                        " where org_id = %s and event_date >= %s and account_id = %s"
-                        " order by event_date, event_name", (org_id, since, account_id))
-    indicators = _rows(conn, "select event_name, events_7d, events_30d, active_users_7d, active_users_30d,"
-                             " last_seen_at from analytics.account_indicators where org_id = %s and account_id = %s"
-                             " order by events_30d desc, event_name", (org_id, account_id))
-    health = _rows(conn, "select health_score, computed_at from analytics.account_health"
-                         " where org_id = %s and account_id = %s", (org_id, account_id))
+    daily = _rows(
+        conn,
+        "select event_date, event_name, event_count, unique_users from analytics.account_event_daily"
+        " where org_id = %s and event_date >= %s and account_id = %s"
+        " order by event_date, event_name",
+        (org_id, since, account_id),
+    )
+    indicators = _rows(
+        conn,
+        "select event_name, events_7d, events_30d, active_users_7d, active_users_30d,"
+        " last_seen_at from analytics.account_indicators where org_id = %s and account_id = %s"
+        " order by events_30d desc, event_name",
+        (org_id, account_id),
+    )
+    health = _rows(
+        conn,
+        "select health_score, computed_at from analytics.account_health where org_id = %s and account_id = %s",
+        (org_id, account_id),
+    )
     name = _rows(conn, "select name from app.accounts where org_id = %s and account_id = %s", (org_id, account_id))
     if not (daily or indicators or health or name):
         raise UserError(f"no account {account_id!r} in org {org_id!r}")
     # The newest events: one backward step of the (org_id, account_id, event_name, event_at) index per name.
-    timeline = _rows(conn, """
+    timeline = _rows(
+        conn,
+        """
         select e.event_at, e.event_name, e.event_type, e.user_id, e.matched_by, e.connection_id, e.message_id
         from unnest(%s::text[]) as n(event_name)
         cross join lateral (select * from analytics.product_events p
                             where p.org_id = %s and p.account_id = %s and p.event_name = n.event_name
                             order by p.event_at desc limit %s) e
         order by e.event_at desc, e.message_id limit %s
-        """, ([i["event_name"] for i in indicators], org_id, account_id, TIMELINE, TIMELINE))
+        """,
+        ([i["event_name"] for i in indicators], org_id, account_id, TIMELINE, TIMELINE),
+    )
     score = health[0] if health else None
-    return {"org_id": org_id, "account_id": account_id, "name": name[0]["name"] if name else None,
-            "since": since, "today": today, "daily": daily, "indicators": indicators, "timeline": timeline,
-            "health": score, "components": _components(conn, indicators, score)}
+    return {
+        "org_id": org_id,
+        "account_id": account_id,
+        "name": name[0]["name"] if name else None,
+        "since": since,
+        "today": today,
+        "daily": daily,
+        "indicators": indicators,
+        "timeline": timeline,
+        "health": score,
+        "components": _components(conn, indicators, score),
+    }
 
 
 def _components(conn: psycopg.Connection, indicators: list[dict], health: dict | None) -> list[dict]:
@@ -159,8 +209,10 @@ def _components(conn: psycopg.Connection, indicators: list[dict], health: dict |
     (distinct users across event names, which no mart keeps) is what the score leaves over."""
     if health is None or not _exists(conn, "seeds.health_weights"):
         return []
-    weights = {r["component"]: r for r in _rows(conn, "select component, weight::float, target::float"
-                                                      " from seeds.health_weights", ())}
+    weights = {
+        r["component"]: r
+        for r in _rows(conn, "select component, weight::float, target::float from seeds.health_weights", ())
+    }
     last_seen = max((i["last_seen_at"] for i in indicators if i["last_seen_at"]), default=None)
     measures = {
         "activity": sum(i["events_30d"] for i in indicators),
@@ -177,14 +229,22 @@ def _components(conn: psycopg.Connection, indicators: list[dict], health: dict |
     if "users" in weights:
         total = sum(w["weight"] for w in weights.values())
         rest = sum(weights[k]["weight"] * v for k, v in scores.items())
-        scores["users"] = min(1.0, max(0.0, (float(health["health_score"]) / 100 * total - rest)
-                                       / weights["users"]["weight"]))
+        scores["users"] = min(
+            1.0, max(0.0, (float(health["health_score"]) / 100 * total - rest) / weights["users"]["weight"])
+        )
         measures["users"] = round(scores["users"] * weights["users"]["target"], 1)  # capped at the target
     out = []
     for name in ("activity", "breadth", "users", "recency"):
         if name in weights:
-            out.append({"component": name, "weight": weights[name]["weight"], "target": weights[name]["target"],
-                        "measure": measures.get(name), "score": round(scores[name], 3)})
+            out.append(
+                {
+                    "component": name,
+                    "weight": weights[name]["weight"],
+                    "target": weights[name]["target"],
+                    "measure": measures.get(name),
+                    "score": round(scores[name], 3),
+                }
+            )
     return out
 
 
@@ -192,11 +252,22 @@ def outbound_view(conn: psycopg.Connection) -> list[dict]:
     """Per live connection: whether outbound is enabled, and its last OUTBOUND_RUNS syncs."""
     out = []
     for item in connections.list_connections(conn):
-        runs = _rows(conn, "select started_at, finished_at, status, sent, skipped_unchanged, oversized, failed, error"
-                           " from control.outbound_runs where connection_id = %s order by started_at desc limit %s",
-                     (item["connection_id"], OUTBOUND_RUNS))
+        runs = _rows(
+            conn,
+            "select started_at, finished_at, status, sent, skipped_unchanged, oversized, failed, error"
+            " from control.outbound_runs where connection_id = %s order by started_at desc limit %s",
+            (item["connection_id"], OUTBOUND_RUNS),
+        )
         configured = item["outbound_region"] is not None
-        out.append({"connection_id": item["connection_id"], "org_id": item["org_id"], "name": item["name"],
-                    "configured": configured, "enabled": item["outbound_enabled"], "region": item["outbound_region"],
-                    "runs": runs})
+        out.append(
+            {
+                "connection_id": item["connection_id"],
+                "org_id": item["org_id"],
+                "name": item["name"],
+                "configured": configured,
+                "enabled": item["outbound_enabled"],
+                "region": item["outbound_region"],
+                "runs": runs,
+            }
+        )
     return out

@@ -43,14 +43,18 @@ def report(conn: psycopg.Connection, connection_id: str, days: int = DEFAULT_DAY
     if not 1 <= days <= MAX_DAYS:
         raise UserError(f"--days must be between 1 and {MAX_DAYS}")
     if None in conn.execute(f"select {', '.join(['to_regclass(%s)'] * len(MARTS))}", MARTS).fetchone():
-        raise UserError("the identity resolution report is not built yet: run `segment-elt pipeline run-once` "
-                        "(or wait for the next segment_rollups run)")
+        raise UserError(
+            "the identity resolution report is not built yet: run `segment-elt pipeline run-once` "
+            "(or wait for the next segment_rollups run)"
+        )
     since = conn.execute("select (now() at time zone 'UTC')::date - %s", (days - 1,)).fetchone()[0]
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         daily = cur.execute(
             "select event_date, matched_by, event_count, unique_users from analytics.identity_resolution_report"
             " where connection_id = %s and event_date >= %s"
-            " order by event_date desc, event_count desc, matched_by", (connection_id, since)).fetchall()
+            " order by event_date desc, event_count desc, matched_by",
+            (connection_id, since),
+        ).fetchall()
         unresolved_values = cur.execute(
             """
             select kind, value, event_count, last_seen_at from (
@@ -62,9 +66,12 @@ def report(conn: psycopg.Connection, connection_id: str, days: int = DEFAULT_DAY
             ) as ranked
             where rank <= %s
             order by kind, event_count desc, value
-            """, (connection_id, since, TOP_VALUES)).fetchall()
-    return ResolutionReport(connection_id, org_id, days, since, daily, _by_rule(daily), _by_day(daily),
-                            unresolved_values)
+            """,
+            (connection_id, since, TOP_VALUES),
+        ).fetchall()
+    return ResolutionReport(
+        connection_id, org_id, days, since, daily, _by_rule(daily), _by_day(daily), unresolved_values
+    )
 
 
 def _share(part: int, whole: int) -> float:
@@ -76,8 +83,10 @@ def _by_rule(daily: list[dict]) -> list[dict]:
     for row in daily:
         totals[row["matched_by"]] = totals.get(row["matched_by"], 0) + row["event_count"]
     everything = sum(totals.values())
-    return [{"matched_by": rule, "event_count": count, "share": _share(count, everything)}
-            for rule, count in sorted(totals.items(), key=lambda item: (-item[1], item[0]))]
+    return [
+        {"matched_by": rule, "event_count": count, "share": _share(count, everything)}
+        for rule, count in sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
 
 def _by_day(daily: list[dict]) -> list[dict]:
@@ -86,5 +95,12 @@ def _by_day(daily: list[dict]) -> list[dict]:
         counts = days.setdefault(row["event_date"], [0, 0])
         counts[0] += row["event_count"]
         counts[1] += row["event_count"] if row["matched_by"] == UNRESOLVED else 0
-    return [{"event_date": day, "event_count": total, "unresolved_count": unresolved,
-             "unresolved_share": _share(unresolved, total)} for day, (total, unresolved) in days.items()]
+    return [
+        {
+            "event_date": day,
+            "event_count": total,
+            "unresolved_count": unresolved,
+            "unresolved_share": _share(unresolved, total),
+        }
+        for day, (total, unresolved) in days.items()
+    ]

@@ -57,8 +57,10 @@ def group_object(requests: list[tuple[dt.datetime, str]]) -> bytes:
     `body` is the request body as a JSON string: request bodies are UTF-8, so encoding the string
     as UTF-8 gives back the exact bytes received.
     """
-    parts = (json.dumps({"received_at": at.isoformat(timespec="microseconds"), "body": text}, ensure_ascii=False)
-             for at, text in requests)
+    parts = (
+        json.dumps({"received_at": at.isoformat(timespec="microseconds"), "body": text}, ensure_ascii=False)
+        for at, text in requests
+    )
     return GROUP_MARK + b'"requests":[' + ",".join(parts).encode() + b"]}"
 
 
@@ -92,8 +94,10 @@ def verify_body(key: str, body: bytes) -> None:
     """Raise ArchiveCorrupt unless `body` is the exact body the key was made for."""
     digest = hashlib.sha256(body).hexdigest()[:16]
     if digest != body_digest_of(key):
-        raise ArchiveCorrupt(f"{len(body)} bytes whose sha256 starts {digest}, not {body_digest_of(key)} as its key "
-                             "names (truncated or altered)")
+        raise ArchiveCorrupt(
+            f"{len(body)} bytes whose sha256 starts {digest}, not {body_digest_of(key)} as its key "
+            "names (truncated or altered)"
+        )
 
 
 class Archive(Protocol):
@@ -256,7 +260,9 @@ class S3Archive:
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise ArchiveUnavailable(f"S3 {what} s3://{self.bucket}/{kwargs.get('Key', kwargs.get('Prefix', ''))} failed: {exc}") from exc
+            raise ArchiveUnavailable(
+                f"S3 {what} s3://{self.bucket}/{kwargs.get('Key', kwargs.get('Prefix', ''))} failed: {exc}"
+            ) from exc
 
     def put(self, key: str, body: bytes) -> None:
         """PUT with Content-MD5 and a SHA-256 checksum, which S3 verifies before storing; then check
@@ -266,7 +272,11 @@ class S3Archive:
 
         md5 = hashlib.md5(body)
         answer = self._call(
-            "put", self.client.put_object, Key=key, Body=body, ContentType="application/json",
+            "put",
+            self.client.put_object,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
             ContentMD5=base64.b64encode(md5.digest()).decode(),
             ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
@@ -276,8 +286,10 @@ class S3Archive:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
             except (BotoCoreError, ClientError):  # unusable either way: replay and prune check digests
                 log.warning("could not delete the mismatched object s3://%s/%s", self.bucket, key)
-            raise ArchiveUnavailable(f"S3 put s3://{self.bucket}/{key} stored other bytes than sent "
-                                     f"(ETag {etag}, expected {md5.hexdigest()}); retry")
+            raise ArchiveUnavailable(
+                f"S3 put s3://{self.bucket}/{key} stored other bytes than sent "
+                f"(ETag {etag}, expected {md5.hexdigest()}); retry"
+            )
 
     def get(self, key: str) -> bytes:
         return self._call("get", self.client.get_object, Key=key)["Body"].read()

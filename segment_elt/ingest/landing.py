@@ -167,7 +167,9 @@ def insert_group(
                 first_seen[mid] = n
                 own.append((mid, event_type(event)))
     params = {
-        "connection_id": connection_id, "org_id": org_id, "archive_key": archive_key,
+        "connection_id": connection_id,
+        "org_id": org_id,
+        "archive_key": archive_key,
         # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
         # parameters would make psycopg escape every element in Python first (the bodies' every
         # quote). messageIds and types are printable without NUL, so jsonb holds them.
@@ -181,8 +183,18 @@ def insert_group(
             _execute_atomically(conn, cur, _INSERT_GROUP, params)
         except psycopg.DataError:
             with conn.transaction():
-                return [insert_events(conn, connection_id=connection_id, org_id=org_id, text=text, events=events,
-                                      received_at=at, archive_key=archive_key) for at, text, events in requests]
+                return [
+                    insert_events(
+                        conn,
+                        connection_id=connection_id,
+                        org_id=org_id,
+                        text=text,
+                        events=events,
+                        received_at=at,
+                        archive_key=archive_key,
+                    )
+                    for at, text, events in requests
+                ]
         for (mid,) in cur.fetchall():
             new[first_seen[mid]] += 1
     return new

@@ -1,6 +1,6 @@
 """The Airflow configuration of the embedded default: environment variables, metadata DB, pool.
 
-    python -m segment_elt.local.airflow_env   # prints `export` lines for a shell
+python -m segment_elt.local.airflow_env   # prints `export` lines for a shell
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def airflow_env(metadata_url: str | None = None) -> dict[str, str]:
 
 def dbt_docs_projects(target_dir) -> str:
     """astronomer-cosmos' dbt docs plugin setting: the project's docs (`dbt docs generate` writes them to target/)."""
-    return json.dumps({DBT_DOCS_SLUG: {"dir": str(target_dir), "index": "index.html", "name": "dbt docs (segment-elt)"}})
+    return json.dumps(
+        {DBT_DOCS_SLUG: {"dir": str(target_dir), "index": "index.html", "name": "dbt docs (segment-elt)"}}
+    )
 
 
 def postgres_metadata_url(database_url: str) -> str:

@@ -28,14 +28,28 @@ from segment_elt.settings import settings
 
 ORG = f"acme-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"  # a fresh org per demo run
 ALLOWLIST = ["Report Created", "Dashboard Viewed", "Invite Sent", "Export Downloaded", "$page", "$identify", "$group"]
-ACCOUNTS = [dict(account_id="acct-acme", name="Acme", external_id="acme-ext-1", ps_id=None, vitally_id=None,
-                 traits={"plan": "enterprise"}),
-            dict(account_id="acct-globex", name="Globex", external_id=None, ps_id="globex-ext-9", vitally_id=None,
-                 traits={"plan": "pro"})]
-CONTACTS = [dict(contact_id="c-bob", account_id="acct-acme", email="bob@acme.test", product_external_user_id=None,
-                 traits={}),
-            dict(contact_id="c-erin", account_id="acct-globex", email=None, product_external_user_id="u-erin",
-                 traits={})]
+ACCOUNTS = [
+    dict(
+        account_id="acct-acme",
+        name="Acme",
+        external_id="acme-ext-1",
+        ps_id=None,
+        vitally_id=None,
+        traits={"plan": "enterprise"},
+    ),
+    dict(
+        account_id="acct-globex",
+        name="Globex",
+        external_id=None,
+        ps_id="globex-ext-9",
+        vitally_id=None,
+        traits={"plan": "pro"},
+    ),
+]
+CONTACTS = [
+    dict(contact_id="c-bob", account_id="acct-acme", email="bob@acme.test", product_external_user_id=None, traits={}),
+    dict(contact_id="c-erin", account_id="acct-globex", email=None, product_external_user_id="u-erin", traits={}),
+]
 
 
 def post(url: str, secret: str, body: bytes, signed: bytes | None = None) -> requests.Response:
@@ -83,23 +97,42 @@ def land_sample_events(conn, base_url: str) -> str:
 
 
 def show_landing(conn, connection_id: str) -> None:
-    staged = conn.execute("select event_type, count(*) from raw.segment_events where connection_id = %s"
-                          " group by 1 order by 1", (connection_id,)).fetchall()
+    staged = conn.execute(
+        "select event_type, count(*) from raw.segment_events where connection_id = %s group by 1 order by 1",
+        (connection_id,),
+    ).fetchall()
     print(table(staged, ["staged event_type", "rows"]))
     keys = [k for k in open_archive(settings().archive_url).list("") if f"connection={connection_id}" in k]
     print(f"\narchive {settings().archive_url}: {len(keys)} objects, e.g.\n  {keys[0] if keys else '-'}\n")
     recent = connections.recent_events(conn, connection_id, 8)
-    print(table([(r["received_at"][11:23], r["event_type"], r["event_name"], r["in_allowlist"], r["external_group_id"],
-                  r["external_user_id"]) for r in recent],
-                ["received", "type", "event_name", "in_allowlist", "externalGroupId", "externalUserId"]))
+    print(
+        table(
+            [
+                (
+                    r["received_at"][11:23],
+                    r["event_type"],
+                    r["event_name"],
+                    r["in_allowlist"],
+                    r["external_group_id"],
+                    r["external_user_id"],
+                )
+                for r in recent
+            ],
+            ["received", "type", "event_name", "in_allowlist", "externalGroupId", "externalUserId"],
+        )
+    )
 
 
 def run_rollups(url: str) -> None:
     env = airflow_ready(url)
     print("\nrunning segment_rollups once (segment-elt pipeline run-once) ...", flush=True)
     started = dt.datetime.now()
-    result = subprocess.run([str(BIN / "segment-elt"), "pipeline", "run-once", "--json"], env={**os.environ, **env},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "segment-elt"), "pipeline", "run-once", "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     took = (dt.datetime.now() - started).total_seconds()
     if result.returncode != 0:
         print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
@@ -109,26 +142,56 @@ def run_rollups(url: str) -> None:
 
 
 def show_rollups(conn, connection_id: str) -> None:
-    print(table(conn.execute("select account_id, event_date, event_name, event_count, unique_users"
-                             " from analytics.account_event_daily where org_id = %(org)s"
-                             " order by event_date, account_id nulls last, event_name", {"org": ORG}).fetchall(),
-                ["account_id", "event_date", "event_name", "events", "unique_users"]))
+    print(
+        table(
+            conn.execute(
+                "select account_id, event_date, event_name, event_count, unique_users"
+                " from analytics.account_event_daily where org_id = %(org)s"
+                " order by event_date, account_id nulls last, event_name",
+                {"org": ORG},
+            ).fetchall(),
+            ["account_id", "event_date", "event_name", "events", "unique_users"],
+        )
+    )
     print()
-    print(table(conn.execute("select event_at::timestamp(0), user_id, event_name, account_id, contact_id, matched_by"
-                             " from analytics.product_events where connection_id = %s order by event_at",
-                             (connection_id,)).fetchall(),
-                ["event_at", "user_id", "event_name", "account_id", "contact_id", "matched_by"]))
+    print(
+        table(
+            conn.execute(
+                "select event_at::timestamp(0), user_id, event_name, account_id, contact_id, matched_by"
+                " from analytics.product_events where connection_id = %s order by event_at",
+                (connection_id,),
+            ).fetchall(),
+            ["event_at", "user_id", "event_name", "account_id", "contact_id", "matched_by"],
+        )
+    )
     print()
-    print(table(conn.execute("select account_id, event_name, events_7d, events_30d, active_users_7d, active_users_30d,"
-                             " last_seen_at::timestamp(0) from analytics.account_indicators where org_id = %(org)s"
-                             " order by account_id nulls last, event_name", {"org": ORG}).fetchall(),
-                ["account_id", "event_name", "7d", "30d", "users_7d", "users_30d", "last_seen_at"]))
+    print(
+        table(
+            conn.execute(
+                "select account_id, event_name, events_7d, events_30d, active_users_7d, active_users_30d,"
+                " last_seen_at::timestamp(0) from analytics.account_indicators where org_id = %(org)s"
+                " order by account_id nulls last, event_name",
+                {"org": ORG},
+            ).fetchall(),
+            ["account_id", "event_name", "7d", "30d", "users_7d", "users_30d", "last_seen_at"],
+        )
+    )
     print()
-    print(table(conn.execute("select account_id, health_score from analytics.account_health where org_id = %(org)s"
-                             " order by account_id", {"org": ORG}).fetchall(), ["account_id", "health_score"]))
+    print(
+        table(
+            conn.execute(
+                "select account_id, health_score from analytics.account_health where org_id = %(org)s"
+                " order by account_id",
+                {"org": ORG},
+            ).fetchall(),
+            ["account_id", "health_score"],
+        )
+    )
     pending = sync.preview(org_id=ORG)
-    print(f"\noutbound: with `segment-elt connections outbound {connection_id} --write-key K --region us` the next"
-          f" run would send {len(pending)} messages to Segment, e.g.:")
+    print(
+        f"\noutbound: with `segment-elt connections outbound {connection_id} --write-key K --region us` the next"
+        f" run would send {len(pending)} messages to Segment, e.g.:"
+    )
     for kind in ("identify", "group", "track"):
         example = next((m for m in pending if m["type"] == kind), None)
         if example:

@@ -89,8 +89,10 @@ def _port_to_start_on(base: Path, requested: int | None) -> int:
     chosen = port(base)
     if not _port_free(chosen):
         taken, chosen = chosen, free_port()
-        print(f"embedded PostgreSQL: port {taken} is taken by another process; starting on {chosen} instead",
-              file=sys.stderr)
+        print(
+            f"embedded PostgreSQL: port {taken} is taken by another process; starting on {chosen} instead",
+            file=sys.stderr,
+        )
     return chosen
 
 
@@ -149,8 +151,12 @@ def start(base: Path, *, settings: dict[str, str] | None = None, server_port: in
     if not is_running(base):
         chosen = _port_to_start_on(base, server_port)
         (base / "port").write_text(str(chosen))
-        options = {"listen_addresses": "127.0.0.1", "port": str(chosen), "unix_socket_directories": str(sock),
-                   "max_connections": "200"}
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(chosen),
+            "unix_socket_directories": str(sock),
+            "max_connections": "200",
+        }
         options.update(settings or {})
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = data / "server.log"

@@ -13,7 +13,9 @@ import uuid
 from segment_elt.ingest.signing import sign
 
 LIBRARY = {"name": "analytics.js", "version": "next-1.70.0"}
-USER_AGENT = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+USER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
 
 
 def headers(secret: str, body: bytes) -> dict[str, str]:
@@ -36,9 +38,19 @@ def _iso(at: dt.datetime) -> str:
     return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def event(kind: str, *, user_id: str | None = None, anonymous_id: str | None = None, at: dt.datetime | None = None,
-          name: str | None = None, group_id: str | None = None, traits: dict | None = None,
-          properties: dict | None = None, context_group_id: str | None = None, message_id: str | None = None) -> dict:
+def event(
+    kind: str,
+    *,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    at: dt.datetime | None = None,
+    name: str | None = None,
+    group_id: str | None = None,
+    traits: dict | None = None,
+    properties: dict | None = None,
+    context_group_id: str | None = None,
+    message_id: str | None = None,
+) -> dict:
     """One Segment call of type `kind` (track, page, screen, identify, group, alias)."""
     at = at or dt.datetime.now(dt.timezone.utc)
     context = {
@@ -88,20 +100,37 @@ def workday(seed: int = 7, now: dt.datetime | None = None) -> list[dict]:
     """A realistic day of product events for two accounts and an unknown visitor."""
     rng = random.Random(seed)
     now = now or dt.datetime.now(dt.timezone.utc)
-    users = {"u-alice": ("acme-ext-1", "alice@acme.test"), "u-bob": ("acme-ext-1", "Bob@Acme.test "),
-             "u-carol": ("globex-ext-9", "carol@globex.test")}
+    users = {
+        "u-alice": ("acme-ext-1", "alice@acme.test"),
+        "u-bob": ("acme-ext-1", "Bob@Acme.test "),
+        "u-carol": ("globex-ext-9", "carol@globex.test"),
+    }
     out: list[dict] = []
     for user, (group, email) in users.items():
         start = now - dt.timedelta(hours=rng.randint(2, 20))
         out.append(event("identify", user_id=user, at=start, traits={"email": email, "plan": "pro"}))
-        out.append(event("group", user_id=user, at=start + dt.timedelta(seconds=1), group_id=group,
-                         traits={"name": group.split("-")[0].title(), "employees": rng.randint(10, 500)}))
+        out.append(
+            event(
+                "group",
+                user_id=user,
+                at=start + dt.timedelta(seconds=1),
+                group_id=group,
+                traits={"name": group.split("-")[0].title(), "employees": rng.randint(10, 500)},
+            )
+        )
         for step in range(rng.randint(3, 8)):
             at = start + dt.timedelta(minutes=5 * (step + 1))
             kind = rng.choice(["track", "track", "track", "page", "screen"])
             name = rng.choice(["Report Created", "Dashboard Viewed", "Invite Sent", "Export Downloaded"])
-            out.append(event(kind, user_id=user, at=at, name=name if kind == "track" else None,
-                             properties={"plan": "pro", "seats": rng.randint(1, 50)}))
+            out.append(
+                event(
+                    kind,
+                    user_id=user,
+                    at=at,
+                    name=name if kind == "track" else None,
+                    properties={"plan": "pro", "seats": rng.randint(1, 50)},
+                )
+            )
     out.append(event("page", anonymous_id="anon-visitor-1", at=now - dt.timedelta(hours=1), name="Pricing"))
     out.append(event("alias", user_id="u-alice", anonymous_id="anon-visitor-1", at=now - dt.timedelta(minutes=30)))
     return out

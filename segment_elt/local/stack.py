@@ -53,7 +53,9 @@ def process(args: list[str], env: dict, log_name: str):
     logs = settings().local_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{log_name}.log").open("ab") as log:
-        proc = subprocess.Popen(args, cwd=settings().project_dir, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, cwd=settings().project_dir, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         yield proc
     finally:
@@ -67,8 +69,11 @@ def process(args: list[str], env: dict, log_name: str):
 
 @contextmanager
 def receiver(bind: str):
-    with process([str(BIN / "gunicorn"), "-c", str(settings().project_dir / "receiver" / "gunicorn.conf.py")],
-                 {"RECEIVER_BIND": bind, "RECEIVER_WORKERS": os.environ.get("RECEIVER_WORKERS", "2")}, "receiver") as proc:
+    with process(
+        [str(BIN / "gunicorn"), "-c", str(settings().project_dir / "receiver" / "gunicorn.conf.py")],
+        {"RECEIVER_BIND": bind, "RECEIVER_WORKERS": os.environ.get("RECEIVER_WORKERS", "2")},
+        "receiver",
+    ) as proc:
         url = f"http://{bind}"
         deadline = time.monotonic() + 30
         while True:
@@ -77,7 +82,9 @@ def receiver(bind: str):
                 break
             except requests.RequestException:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the receiver did not start; see {settings().local_dir / 'logs' / 'receiver.log'}")
+                    raise RuntimeError(
+                        f"the receiver did not start; see {settings().local_dir / 'logs' / 'receiver.log'}"
+                    )
                 time.sleep(0.1)
         yield url
 
@@ -101,6 +108,10 @@ def airflow_ready(url: str) -> dict[str, str]:
     ensure_manifest()
     generate_dbt_docs(url)
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=full, check=True, capture_output=True)
-    subprocess.run([str(BIN / "airflow"), "pools", "set", POOL, "1", "dbt models run one at a time"],
-                   env=full, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "airflow"), "pools", "set", POOL, "1", "dbt models run one at a time"],
+        env=full,
+        check=True,
+        capture_output=True,
+    )
     return env

@@ -24,18 +24,23 @@ def main() -> int:
         url = stack.enter_context(embedded_database())
         env = airflow_ready(url)
         base = stack.enter_context(receiver(bind))
-        procs = [stack.enter_context(process([str(BIN / "airflow"), *args], env, name)) for name, args in (
-            ("scheduler", ["scheduler"]),
-            ("dag-processor", ["dag-processor"]),
-            ("triggerer", ["triggerer"]),
-            ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(settings().airflow_port)]),
-        )]
+        procs = [
+            stack.enter_context(process([str(BIN / "airflow"), *args], env, name))
+            for name, args in (
+                ("scheduler", ["scheduler"]),
+                ("dag-processor", ["dag-processor"]),
+                ("triggerer", ["triggerer"]),
+                ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(settings().airflow_port)]),
+            )
+        ]
         passwords = os.path.join(env["AIRFLOW_HOME"], "simple_auth_manager_passwords.json")
         time.sleep(5)
         login = "admin / see " + passwords
         if os.path.exists(passwords):
             login = "admin / " + json.load(open(passwords)).get("admin", "?")
-        print(f"receiver:   {base}/webhooks/segment/<connection_id>   (create one: segment-elt connections create --org ORG)")
+        print(
+            f"receiver:   {base}/webhooks/segment/<connection_id>   (create one: segment-elt connections create --org ORG)"
+        )
         print(f"Airflow UI: http://127.0.0.1:{settings().airflow_port}   login {login}")
         print(f"database:   {url}")
         print("logs:       .local/logs/   Ctrl-C stops everything", flush=True)

@@ -42,8 +42,11 @@ class SegmentRejected(RuntimeError):
     """Segment refused the request (400/401/403/...); retrying will not help."""
 
     def __init__(self, status: int, body: str):
-        hint = {401: "the write key is wrong or revoked", 403: "the write key may not send to this source",
-                400: "Segment found the batch malformed"}.get(status, "see Segment's answer")
+        hint = {
+            401: "the write key is wrong or revoked",
+            403: "the write key may not send to this source",
+            400: "Segment found the batch malformed",
+        }.get(status, "see Segment's answer")
         super().__init__(f"Segment answered {status} ({hint}): {body[:300]}")
         self.status = status
 
@@ -99,10 +102,17 @@ class SegmentClient:
 
     def probe(self) -> tuple[int, str]:
         """Send one test track event, once; returns Segment's status and body (0 and the reason if nothing answered)."""
-        message = {"type": "track", "event": "Segment ELT Test", "anonymousId": "segment-elt-test",
-                   "messageId": f"segment-elt-test-{time.time_ns()}", "properties": {"source": "segment-elt"}}
+        message = {
+            "type": "track",
+            "event": "Segment ELT Test",
+            "anonymousId": "segment-elt-test",
+            "messageId": f"segment-elt-test-{time.time_ns()}",
+            "properties": {"source": "segment-elt"},
+        }
         try:
-            answer = requests.post(self.url, json={"batch": [message]}, auth=(self.write_key, ""), timeout=self.timeout_s)
+            answer = requests.post(
+                self.url, json={"batch": [message]}, auth=(self.write_key, ""), timeout=self.timeout_s
+            )
         except requests.RequestException as exc:
             return 0, str(exc)
         return answer.status_code, answer.text
@@ -111,8 +121,13 @@ class SegmentClient:
         body = BODY_START + SEPARATOR.join(encoded) + BODY_END
         for attempt in range(self.retries + 1):
             try:
-                answer = requests.post(self.url, data=body, auth=(self.write_key, ""), timeout=self.timeout_s,
-                                       headers={"Content-Type": "application/json", "User-Agent": "segment-elt"})
+                answer = requests.post(
+                    self.url,
+                    data=body,
+                    auth=(self.write_key, ""),
+                    timeout=self.timeout_s,
+                    headers={"Content-Type": "application/json", "User-Agent": "segment-elt"},
+                )
             except requests.RequestException as exc:
                 status, wait, text = None, None, str(exc)
             else:
@@ -127,10 +142,12 @@ class SegmentClient:
                     raise error
             if attempt == self.retries:
                 break
-            backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+            backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             time.sleep(max(wait or 0.0, backoff))
-        error = SegmentUnavailable(f"Segment did not accept a batch after {self.retries + 1} attempts "
-                                   f"(last: {status or 'no answer'} {text[:200]})")
+        error = SegmentUnavailable(
+            f"Segment did not accept a batch after {self.retries + 1} attempts "
+            f"(last: {status or 'no answer'} {text[:200]})"
+        )
         error.outcome = outcome
         raise error
 

@@ -82,8 +82,12 @@ def _relation_exists(conn: psycopg.Connection, name: str) -> bool:
 def audiences(conn: psycopg.Connection, org_id: str) -> dict[str, set[str]]:
     """user id -> the audiences (tables of schema `audiences`) they are in."""
     members: dict[str, set[str]] = {}
-    names = [r[0] for r in conn.execute(
-        "select table_name from information_schema.tables where table_schema = 'audiences' order by 1")]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'audiences' order by 1"
+        )
+    ]
     for name in names:
         query = sql.SQL("select user_id from audiences.{} where org_id = %s").format(sql.Identifier(name))
         for (user_id,) in conn.execute(query, (org_id,)):
@@ -101,7 +105,8 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
     if _relation_exists(conn, "analytics.outbound_identify"):
         member_of = audiences(conn, org_id)
         for user_id, traits in conn.execute(
-                "select user_id, traits from analytics.outbound_identify where org_id = %s order by user_id", (org_id,)):
+            "select user_id, traits from analytics.outbound_identify where org_id = %s order by user_id", (org_id,)
+        ):
             traits = dict(traits)
             previous = (sent.get(("identify", user_id)) or {}).get("traits", {})
             for audience in member_of.get(user_id, ()):
@@ -112,18 +117,36 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
             out.append(Pending("identify", user_id, {"type": "identify", "userId": user_id, "traits": traits}))
     if _relation_exists(conn, "analytics.outbound_group"):
         for account_id, group_id, traits in conn.execute(
-                "select account_id, group_id, traits from analytics.outbound_group where org_id = %s order by 1", (org_id,)):
+            "select account_id, group_id, traits from analytics.outbound_group where org_id = %s order by 1", (org_id,)
+        ):
             if group_id is None:
                 skipped[NO_PRODUCT_GROUP_ID] += 1
                 continue
-            out.append(Pending("group", account_id, {"type": "group", "groupId": group_id,
-                                                     "anonymousId": f"account:{account_id}", "traits": traits}))
+            out.append(
+                Pending(
+                    "group",
+                    account_id,
+                    {"type": "group", "groupId": group_id, "anonymousId": f"account:{account_id}", "traits": traits},
+                )
+            )
     if _relation_exists(conn, "analytics.outbound_moments"):
         for account_id, moment, key, properties in conn.execute(
-                "select account_id, moment, occurrence_key, properties from analytics.outbound_moments"
-                " where org_id = %s order by 3", (org_id,)):
-            out.append(Pending("track", key, {"type": "track", "event": moment, "anonymousId": f"account:{account_id}",
-                                              "properties": properties}))
+            "select account_id, moment, occurrence_key, properties from analytics.outbound_moments"
+            " where org_id = %s order by 3",
+            (org_id,),
+        ):
+            out.append(
+                Pending(
+                    "track",
+                    key,
+                    {
+                        "type": "track",
+                        "event": moment,
+                        "anonymousId": f"account:{account_id}",
+                        "properties": properties,
+                    },
+                )
+            )
     return out
 
 
@@ -133,16 +156,22 @@ def _is_audience(conn: psycopg.Connection, name: str) -> bool:
 
 def changes(conn: psycopg.Connection, connection_id: str, org_id: str) -> Plan:
     """The messages whose content differs from what Segment last accepted, each with its messageId."""
-    sent = {(kind, key): (payload, last_id) for kind, key, payload, last_id in conn.execute(
-        "select kind, key, payload, message_id from control.outbound_sent where connection_id = %s", (connection_id,))}
+    sent = {
+        (kind, key): (payload, last_id)
+        for kind, key, payload, last_id in conn.execute(
+            "select kind, key, payload, message_id from control.outbound_sent where connection_id = %s",
+            (connection_id,),
+        )
+    }
     plan = Plan()
     for item in desired(conn, org_id, {k: payload for k, (payload, _) in sent.items()}, plan.skipped):
         previous, last_id = sent.get((item.kind, item.key), (None, None))
         if previous is not None and (item.kind == "track" or _content(previous) == _content(item.message)):
             plan.unchanged += 1
             continue
-        item.message.update(messageId=message_id(connection_id, item.kind, item.key, last_id, item.message),
-                            context=CONTEXT)
+        item.message.update(
+            messageId=message_id(connection_id, item.kind, item.key, last_id, item.message), context=CONTEXT
+        )
         plan.todo.append(item)
     return plan
 
@@ -168,12 +197,17 @@ def sync_connection(conn: psycopg.Connection, connection_id: str, org_id: str, *
             "insert into control.outbound_sent (connection_id, kind, key, payload, message_id) values (%s, %s, %s, %s, %s)"
             " on conflict (connection_id, kind, key) do update set payload = excluded.payload,"
             " message_id = excluded.message_id, sent_at = now()",
-            (connection_id, item.kind, item.key, json.dumps(_content(message), default=str), message["messageId"]))
+            (connection_id, item.kind, item.key, json.dumps(_content(message), default=str), message["messageId"]),
+        )
     counts.sent, counts.oversized = len(outcome.accepted), len(outcome.oversized)
     counts.failed = len(plan.todo) - counts.sent - counts.oversized
     for message in outcome.oversized:
-        log.warning("outbound %s: %s %s is over Segment's 32 KB limit; skipped", connection_id,
-                    message["type"], by_id[message["messageId"]].key)
+        log.warning(
+            "outbound %s: %s %s is over Segment's 32 KB limit; skipped",
+            connection_id,
+            message["type"],
+            by_id[message["messageId"]].key,
+        )
     return counts
 
 
@@ -181,17 +215,30 @@ def _record_run(conn: psycopg.Connection, connection_id: str, started: dt.dateti
     conn.execute(
         "insert into control.outbound_runs (connection_id, started_at, status, sent, skipped_unchanged, oversized,"
         " failed, skipped, error) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (connection_id, started, "failed" if counts.error else "success", counts.sent, counts.skipped_unchanged,
-         counts.oversized, counts.failed, json.dumps(counts.skipped), counts.error))
+        (
+            connection_id,
+            started,
+            "failed" if counts.error else "success",
+            counts.sent,
+            counts.skipped_unchanged,
+            counts.oversized,
+            counts.failed,
+            json.dumps(counts.skipped),
+            counts.error,
+        ),
+    )
     log.info("outbound %s: %s", connection_id, json.dumps(asdict(counts)))
 
 
 def client_for(conn: psycopg.Connection, connection_id: str, **options) -> SegmentClient:
-    row = conn.execute("select write_key_enc, region from control.outbound where connection_id = %s",
-                       (connection_id,)).fetchone()
+    row = conn.execute(
+        "select write_key_enc, region from control.outbound where connection_id = %s", (connection_id,)
+    ).fetchone()
     if row is None:
-        raise LookupError(f"connection {connection_id} has no outbound settings: "
-                          "run `segment-elt connections outbound CONNECTION_ID --write-key K --region us|eu`")
+        raise LookupError(
+            f"connection {connection_id} has no outbound settings: "
+            "run `segment-elt connections outbound CONNECTION_ID --write-key K --region us|eu`"
+        )
     return SegmentClient(crypto.decrypt(row[0]), row[1], **options)
 
 
@@ -202,7 +249,8 @@ def sync_all(database_url: str | None = None, **client_options) -> dict:
     with db.connect(database_url, timeout_s=300) as conn:
         enabled = conn.execute(
             "select o.connection_id, c.org_id from control.outbound o join control.connections c using (connection_id)"
-            " where o.enabled and c.deleted_at is null order by 1").fetchall()
+            " where o.enabled and c.deleted_at is null order by 1"
+        ).fetchall()
         if not enabled:
             log.info("outbound sync: no connection has outbound enabled")
         for connection_id, org_id in enabled:
@@ -216,14 +264,19 @@ def sync_all(database_url: str | None = None, **client_options) -> dict:
             results[connection_id] = asdict(counts)
     failed = {k: v["error"] for k, v in results.items() if v["error"]}
     if failed:
-        raise OutboundFailed(f"outbound failed for {len(failed)} of {len(results)} connections: "
-                             + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise OutboundFailed(
+            f"outbound failed for {len(failed)} of {len(results)} connections: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     return results
 
 
 def preview(database_url: str | None = None, org_id: str | None = None) -> list[dict]:
     """What the next sync would send for every connection of an org (nothing is sent or marked)."""
     with db.connect(database_url) as conn:
-        rows = conn.execute("select connection_id, org_id from control.connections"
-                            " where deleted_at is null and (%s::text is null or org_id = %s)", (org_id, org_id)).fetchall()
+        rows = conn.execute(
+            "select connection_id, org_id from control.connections"
+            " where deleted_at is null and (%s::text is null or org_id = %s)",
+            (org_id, org_id),
+        ).fetchall()
         return [item.message for connection_id, org in rows for item in changes(conn, connection_id, org).todo]

@@ -42,12 +42,15 @@ def _configs():
 
     project, manifest = settings().dbt_project_dir, manifest_path()
     if not manifest.exists():
-        raise FileNotFoundError(f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
-                                "ensure_manifest; ensure_manifest()'` (make up and make demo do it)")
+        raise FileNotFoundError(
+            f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
+            "ensure_manifest; ensure_manifest()'` (make up and make demo do it)"
+        )
     return (
         ProjectConfig(dbt_project_path=project, manifest_path=manifest, env_vars=dbt_env(), partial_parse=True),
-        ProfileConfig(profile_name="segment_elt", target_name="default",
-                      profiles_yml_filepath=project / "profiles.yml"),
+        ProfileConfig(
+            profile_name="segment_elt", target_name="default", profiles_yml_filepath=project / "profiles.yml"
+        ),
         ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
     )
 
@@ -66,8 +69,9 @@ def dbt_task_group(group_id: str, vars_template: str):
         # No per-model assets: the DAGs publish one asset for the marts, and cosmos builds model
         # asset URIs from the profile's host, which a Unix-socket DATABASE_URL has not (cosmos
         # reads emit_datasets from RenderConfig only; an operator arg is overridden).
-        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL,
-                                   emit_datasets=False),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL, emit_datasets=False
+        ),
         operator_args={"vars": vars_template, "pool": POOL, "install_deps": False},
     )
 

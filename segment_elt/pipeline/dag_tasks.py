@@ -33,8 +33,9 @@ def finish(dag_id: str, context: dict, detail: dict | None = None) -> dict:
     from segment_elt.pipeline import runs
 
     with db.connect() as conn:
-        return runs.finish_run(conn, dag_id, context["dag_run"].run_id, "success",
-                                   {**(detail or {}), "marts": runs.mart_counts(conn)})
+        return runs.finish_run(
+            conn, dag_id, context["dag_run"].run_id, "success", {**(detail or {}), "marts": runs.mart_counts(conn)}
+        )
 
 
 def record_failure(context: dict) -> None:

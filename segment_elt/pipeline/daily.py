@@ -62,8 +62,12 @@ class Days:
         return {"rebuild_from": self.first.isoformat(), "rebuild_to": self.last.isoformat()}
 
 
-def days_of_run(interval_start: dt.datetime | None, interval_end: dt.datetime | None,
-                start_date: str | None = None, end_date: str | None = None) -> Days:
+def days_of_run(
+    interval_start: dt.datetime | None,
+    interval_end: dt.datetime | None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+) -> Days:
     """The event days a run rebuilds: `start_date`..`end_date` when given (both or neither),
     else the UTC days its data interval covers (one day for the daily schedule and its backfills).
     Raises UserError for params a person typed wrong."""
@@ -71,8 +75,9 @@ def days_of_run(interval_start: dt.datetime | None, interval_end: dt.datetime | 
         try:
             first, last = dt.date.fromisoformat(start_date or ""), dt.date.fromisoformat(end_date or "")
         except ValueError:
-            raise UserError(f"start_date and end_date must both be dates YYYY-MM-DD, got {start_date!r} and "
-                            f"{end_date!r}") from None
+            raise UserError(
+                f"start_date and end_date must both be dates YYYY-MM-DD, got {start_date!r} and {end_date!r}"
+            ) from None
     elif interval_start is None or interval_end is None:
         raise UserError("this run has no data interval: give start_date and end_date")
     else:
@@ -168,8 +173,13 @@ def reland(conn: psycopg.Connection, archive: Archive, receive_days: Days) -> re
             failures.append(str(exc))
             done = exc.done
         total.add(done)
-        log.info("re-landed %s, receive days %s..%s: %s", connection_id, receive_days.first, receive_days.last,
-                 done.as_dict())
+        log.info(
+            "re-landed %s, receive days %s..%s: %s",
+            connection_id,
+            receive_days.first,
+            receive_days.last,
+            done.as_dict(),
+        )
     if failures:
         raise replay.ReplayIncomplete("; ".join(failures), total)
     return total
@@ -181,7 +191,8 @@ def events_per_day(conn: psycopg.Connection, days: Days) -> dict[str, int]:
     if conn.execute("select to_regclass('staging.stg_segment__events')").fetchone()[0] is not None:
         for day, n in conn.execute(
             "select event_date, count(*) from staging.stg_segment__events where event_date between %s and %s"
-            " group by 1", (days.first, days.last),
+            " group by 1",
+            (days.first, days.last),
         ):
             counts[day.isoformat()] = n
     return counts

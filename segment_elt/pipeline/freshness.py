@@ -24,8 +24,8 @@ class SourceStale(RuntimeError):
 
 @dataclass(frozen=True)
 class SourceAge:
-    source: str       # e.g. raw.segment_events
-    status: str       # pass, warn, error, runtime error
+    source: str  # e.g. raw.segment_events
+    status: str  # pass, warn, error, runtime error
     age_hours: float | None  # None: the table holds no row
     line: str
 
@@ -38,8 +38,9 @@ def check(url: str | None = None) -> list[SourceAge]:
     from segment_elt.pipeline.transform import run_dbt
 
     stale_hours = settings().raw_stale_hours
-    results = run_dbt(["source", "freshness", "--vars", json.dumps({"raw_stale_hours": stale_hours})],
-                      url=url, check=False)
+    results = run_dbt(
+        ["source", "freshness", "--vars", json.dumps({"raw_stale_hours": stale_hours})], url=url, check=False
+    )
     ages = [_age(result, stale_hours) for result in results.results if result.node.resource_type == "source"]
     for age in ages:
         (log.warning if age.status != "pass" else log.info)("%s", age.line)
@@ -60,8 +61,10 @@ def _age(result, stale_hours: float) -> SourceAge:
     hours = round(result.age / 3600, 2)
     line = f"{source}: newest row landed {hours} h ago"
     if status == "error":
-        line += (f", more than SEGMENT_ELT_RAW_STALE_HOURS={stale_hours:g}: is Segment still sending to "
-                 "the receiver, and is the receiver up?")
+        line += (
+            f", more than SEGMENT_ELT_RAW_STALE_HOURS={stale_hours:g}: is Segment still sending to "
+            "the receiver, and is the receiver up?"
+        )
     elif status == "warn":
         line += " (dbt warns after its warn_after)"
     return SourceAge(source, status, hours, line)

@@ -41,8 +41,12 @@ class Pruned:
 def _expired_objects(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, int, bool]]:
     """(archive key, expired rows, whether staging holds all of them) per object with expired rows."""
     if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is None:
-        return [(key, rows, False) for key, rows in conn.execute(
-            "select archive_key, count(*) from raw.segment_events where received_at < %s group by 1", (cutoff,))]
+        return [
+            (key, rows, False)
+            for key, rows in conn.execute(
+                "select archive_key, count(*) from raw.segment_events where received_at < %s group by 1", (cutoff,)
+            )
+        ]
     return conn.execute(
         f"""
         select raw.archive_key, count(*), bool_and(staged.message_id is not null)
@@ -56,8 +60,9 @@ def _expired_objects(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tupl
     ).fetchall()
 
 
-def prune(conn: psycopg.Connection, archive: Archive, retention_days: int, now: dt.datetime | None = None,
-          batch: int = 1000) -> Pruned:
+def prune(
+    conn: psycopg.Connection, archive: Archive, retention_days: int, now: dt.datetime | None = None, batch: int = 1000
+) -> Pruned:
     if retention_days < 1:
         raise ValueError("retention must be at least one day")
     cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=retention_days)
@@ -69,7 +74,7 @@ def prune(conn: psycopg.Connection, archive: Archive, retention_days: int, now: 
             done.keep("not yet in the staging model", rows)
     keys = sorted(consumed)
     for i in range(0, len(keys), batch):
-        chunk = keys[i:i + batch]
+        chunk = keys[i : i + batch]
         problems = archive.audit(chunk)
         done.checked_objects += len(chunk)
         for key, problem in problems.items():

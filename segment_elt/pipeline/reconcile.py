@@ -36,13 +36,16 @@ def trigger(connection_id: str) -> str | None:
     try:
         if credentials is None:
             return None
-        token = requests.post(f"{base}/auth/token", json={"username": credentials[0], "password": credentials[1]},
-                              timeout=5)
+        token = requests.post(
+            f"{base}/auth/token", json={"username": credentials[0], "password": credentials[1]}, timeout=5
+        )
     except requests.RequestException:
         return None
     if token.status_code in (401, 403):
-        raise UserError(f"Airflow at {base} refused the credentials of user {credentials[0]!r} "
-                        f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD")
+        raise UserError(
+            f"Airflow at {base} refused the credentials of user {credentials[0]!r} "
+            f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD"
+        )
     _require_ok(token, "log in", base)
     return trigger_as(base, token.json()["access_token"], connection_id)
 

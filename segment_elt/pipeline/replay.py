@@ -78,8 +78,9 @@ def validate(conn: psycopg.Connection, connection_id: str, start: str, end: str)
     return row[0], first, last
 
 
-def replay(conn: psycopg.Connection, archive: Archive, connection_id: str, org_id: str,
-           first: dt.date, last: dt.date) -> Replayed:
+def replay(
+    conn: psycopg.Connection, archive: Archive, connection_id: str, org_id: str, first: dt.date, last: dt.date
+) -> Replayed:
     """Re-land every archived request of the range; raises ReplayIncomplete naming the objects that
     could not be read back intact (every object was accepted with a 200, so none may be skipped)."""
     done = Replayed()
@@ -100,21 +101,30 @@ def replay(conn: psycopg.Connection, archive: Archive, connection_id: str, org_i
                 done.failed_keys.append(key)
                 continue
             done.events += sum(len(events) for _, _, events in requests)
-            done.new += sum(landing.insert_group(conn, connection_id=connection_id, org_id=org_id, archive_key=key,
-                                                 requests=requests))
+            done.new += sum(
+                landing.insert_group(
+                    conn, connection_id=connection_id, org_id=org_id, archive_key=key, requests=requests
+                )
+            )
         day += dt.timedelta(days=1)
     if done.failed_keys:
         shown = ", ".join(done.failed_keys[:5]) + (" ..." if len(done.failed_keys) > 5 else "")
-        raise ReplayIncomplete(f"{len(done.failed_keys)} of {done.objects} archived objects could not be read back "
-                               f"intact and were not replayed ({done.events} events of the others were): {shown}", done)
+        raise ReplayIncomplete(
+            f"{len(done.failed_keys)} of {done.objects} archived objects could not be read back "
+            f"intact and were not replayed ({done.events} events of the others were): {shown}",
+            done,
+        )
     return done
 
 
 def _staged_keys(conn: psycopg.Connection, connection_id: str, day: dt.date) -> set[str]:
     """The archive keys of the connection's rows staged with a receive time on `day` (UTC)."""
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    return {key for (key,) in conn.execute(
-        "select distinct archive_key from raw.segment_events"
-        " where received_at >= %s and received_at < %s and connection_id = %s",
-        (start, start + dt.timedelta(days=1), connection_id),
-    )}
+    return {
+        key
+        for (key,) in conn.execute(
+            "select distinct archive_key from raw.segment_events"
+            " where received_at >= %s and received_at < %s and connection_id = %s",
+            (start, start + dt.timedelta(days=1), connection_id),
+        )
+    }

@@ -52,8 +52,10 @@ def run_rollups_once() -> tuple[str, dict]:
             run = bag.dags[ROLLUPS].test()
         except OperationalError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-            raise UserError(f"Airflow's metadata database is not ready ({first}); run `airflow db migrate` with "
-                            "this AIRFLOW_HOME (make up does it)") from None
+            raise UserError(
+                f"Airflow's metadata database is not ready ({first}); run `airflow db migrate` with "
+                "this AIRFLOW_HOME (make up does it)"
+            ) from None
     with db.connect() as conn:
         row = conn.execute(
             "select status, staged_rows, extract(epoch from finished_at - started_at), detail"
@@ -63,6 +65,10 @@ def run_rollups_once() -> tuple[str, dict]:
     figures = {"run_id": run.run_id}
     if row is not None:
         status, staged, seconds, detail = row
-        figures.update(recorded_status=status, staged_rows=staged,
-                       duration_s=round(float(seconds), 1) if seconds is not None else None, **(detail or {}))
+        figures.update(
+            recorded_status=status,
+            staged_rows=staged,
+            duration_s=round(float(seconds), 1) if seconds is not None else None,
+            **(detail or {}),
+        )
     return str(getattr(run.state, "value", run.state)), figures

@@ -73,12 +73,19 @@ def late_by(conn: psycopg.Connection, now: dt.datetime | None = None) -> str | N
     minutes = (now - last[1]).total_seconds() / 60
     if minutes <= limit:
         return None
-    return (f"no successful {ROLLUPS} run for {minutes:.0f} min (last success finished {last[1]:%Y-%m-%d %H:%M} UTC; "
-            f"SEGMENT_ELT_ROLLUPS_LATE_MINUTES={limit}); this run catches up")
+    return (
+        f"no successful {ROLLUPS} run for {minutes:.0f} min (last success finished {last[1]:%Y-%m-%d %H:%M} UTC; "
+        f"SEGMENT_ELT_ROLLUPS_LATE_MINUTES={limit}); this run catches up"
+    )
 
 
-def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.datetime | None,
-                 interval_end: dt.datetime | None, now: dt.datetime | None = None) -> Plan:
+def plan_rollups(
+    conn: psycopg.Connection,
+    run_type: str,
+    interval_start: dt.datetime | None,
+    interval_end: dt.datetime | None,
+    now: dt.datetime | None = None,
+) -> Plan:
     """Plan a segment_rollups run.
 
     Scheduled and manual runs build incrementally from the last success (skipping dbt only when
@@ -102,8 +109,10 @@ def plan_rollups(conn: psycopg.Connection, run_type: str, interval_start: dt.dat
 def backfill_pointer(interval_start: dt.datetime | None) -> str:
     """The log line of a segment_rollups backfill run: what to run instead."""
     day = f"{interval_start.astimezone(dt.UTC):%Y-%m-%d}" if interval_start else "YYYY-MM-DD"
-    return (f"backfill: {ROLLUPS} no longer rebuilds past days, skipping; backfill {DAILY} instead (one run per day): "
-            f"airflow backfill create --dag-id {DAILY} --from-date {day} --to-date {day} --max-active-runs 1")
+    return (
+        f"backfill: {ROLLUPS} no longer rebuilds past days, skipping; backfill {DAILY} instead (one run per day): "
+        f"airflow backfill create --dag-id {DAILY} --from-date {day} --to-date {day} --max-active-runs 1"
+    )
 
 
 class WriterBusy(RuntimeError):
@@ -124,8 +133,9 @@ def writer_wait() -> dt.timedelta:
 RunIsLive = Callable[[str, str], bool]  # (dag_id, run_id) -> is that Airflow run still queued or running?
 
 
-def _open_writer_runs(conn: psycopg.Connection, own: tuple[str, str] | None, run_is_live: RunIsLive | None,
-                      now: dt.datetime) -> list[tuple[str, str, dt.datetime]]:
+def _open_writer_runs(
+    conn: psycopg.Connection, own: tuple[str, str] | None, run_is_live: RunIsLive | None, now: dt.datetime
+) -> list[tuple[str, str, dt.datetime]]:
     """The writer runs whose records are 'running' and that truly run; closes the others as failed.
 
     A record stays 'running' when its run died without closing it (PostgreSQL down when the
@@ -152,8 +162,12 @@ def _open_writer_runs(conn: psycopg.Connection, own: tuple[str, str] | None, run
         conn.execute(
             "update control.pipeline_runs set status = 'failed', finished_at = clock_timestamp(),"
             " detail = detail || %s::jsonb where (dag_id, run_id, started_at) = (%s, %s, %s)",
-            (json.dumps({"reason": f"closed as stale: {reason}", "closed_by": own and "/".join(own)}),
-             dag_id, run_id, started_at),
+            (
+                json.dumps({"reason": f"closed as stale: {reason}", "closed_by": own and "/".join(own)}),
+                dag_id,
+                run_id,
+                started_at,
+            ),
         )
         log.warning("closed the stale run record %s/%s (started %s): %s", dag_id, run_id, started_at, reason)
     return live
@@ -189,12 +203,21 @@ def _airflow_record(dag_id: str, run_id: str, started_at: dt.datetime) -> str:
     return f"Airflow run {dag_id}/{run_id} (running since {started_at:%H:%M:%S %Z})"
 
 
-def start_run(conn: psycopg.Connection, dag_id: str, run_id: str, run_type: str, plan: Plan | None = None, *,
-              run_is_live: RunIsLive, say: Callable[[str], None] = print) -> None:
+def start_run(
+    conn: psycopg.Connection,
+    dag_id: str,
+    run_id: str,
+    run_type: str,
+    plan: Plan | None = None,
+    *,
+    run_is_live: RunIsLive,
+    say: Callable[[str], None] = print,
+) -> None:
     """Open the run's 'running' record once no other writer is at work, closing stale records first.
 
     The record holds the writer role until finish_run closes it; meanwhile in-process builds and
     the other writer DAGs wait (see the module docstring)."""
+
     def take() -> str | None:
         with conn.transaction():
             if not conn.execute("select pg_try_advisory_xact_lock(%s::int, %s::int)", WRITER_LOCK).fetchone()[0]:
@@ -205,8 +228,14 @@ def start_run(conn: psycopg.Connection, dag_id: str, run_id: str, run_type: str,
             conn.execute(
                 "insert into control.pipeline_runs (dag_id, run_id, run_type, high_water, staged_rows, dbt_vars)"
                 " values (%s, %s, %s, %s, %s, %s)",
-                (dag_id, run_id, run_type, plan.high_water if plan else None, plan.staged_rows if plan else None,
-                 json.dumps(plan.dbt_vars if plan else {})),
+                (
+                    dag_id,
+                    run_id,
+                    run_type,
+                    plan.high_water if plan else None,
+                    plan.staged_rows if plan else None,
+                    json.dumps(plan.dbt_vars if plan else {}),
+                ),
             )
         return None
 
@@ -220,6 +249,7 @@ def sole_writer(lock_conn: psycopg.Connection, say: Callable[[str], None] = prin
     `lock_conn` must stay open for the whole build: its session advisory lock is the role, and a
     killed process releases it with its connection. Airflow records are presumed live (this
     process cannot ask Airflow) until stale_after()."""
+
     def take() -> str | None:
         if not lock_conn.execute("select pg_try_advisory_lock(%s::int, %s::int)", WRITER_LOCK).fetchone()[0]:
             return _lock_holder(lock_conn)
@@ -263,8 +293,14 @@ def finish_run(conn: psycopg.Connection, dag_id: str, run_id: str, status: str, 
         " returning staged_rows, extract(epoch from finished_at - started_at), high_water",
         {"status": status, "detail": json.dumps(detail or {}), "dag_id": dag_id, "run_id": run_id},
     ).fetchone()
-    figures = {"dag_id": dag_id, "run_id": run_id, "status": status, "staged_rows": row[0] if row else None,
-               "duration_s": round(float(row[1]), 1) if row else None, **(detail or {})}
+    figures = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "status": status,
+        "staged_rows": row[0] if row else None,
+        "duration_s": round(float(row[1]), 1) if row else None,
+        **(detail or {}),
+    }
     log.info("run figures: %s", json.dumps(figures, default=str))
     return figures
 

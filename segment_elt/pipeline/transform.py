@@ -54,8 +54,10 @@ def dbt_env(url: str | None = None) -> dict[str, str]:
         given["search_path"] = match.group(1)
     unsupported = sorted(set(given) - _CONNECTION - set(DBT_SETTINGS) - {"search_path"})
     if unsupported:
-        raise UserError(f"DATABASE_URL sets {', '.join(unsupported)}, which dbt-postgres cannot take; it takes "
-                        f"{', '.join([*DBT_SETTINGS, 'options=-c search_path=...'])}")
+        raise UserError(
+            f"DATABASE_URL sets {', '.join(unsupported)}, which dbt-postgres cannot take; it takes "
+            f"{', '.join([*DBT_SETTINGS, 'options=-c search_path=...'])}"
+        )
     if "," in given.get("host", "") + given.get("port", ""):
         raise UserError("DATABASE_URL names several hosts or ports; dbt-postgres connects to one")
     user = given.get("user") or os.environ.get("PGUSER") or getpass.getuser()
@@ -121,8 +123,10 @@ def _writer_role(writes: bool, url: str | None):
     from segment_elt.pipeline import runs
 
     name = f"segment-elt in-process dbt build (pid {os.getpid()})"
-    with db.connect(url, application_name=name) as lock_conn, \
-            runs.sole_writer(lock_conn, say=lambda line: print(line, file=sys.stderr, flush=True)):
+    with (
+        db.connect(url, application_name=name) as lock_conn,
+        runs.sole_writer(lock_conn, say=lambda line: print(line, file=sys.stderr, flush=True)),
+    ):
         yield
 
 

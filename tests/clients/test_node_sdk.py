@@ -29,15 +29,22 @@ def node() -> str:
         pytest.skip(f"{missing} is not installed: the @segment/analytics-node tests need Node 20+")
     installed = NODE_DIR / "node_modules" / "@segment" / "analytics-node" / "package.json"
     if not installed.exists() or json.loads(installed.read_text())["version"] != VERSION:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
     return node
 
 
 def send(node: str, host: str, write_key: str) -> dict:
-    done = subprocess.run([node, "send.mjs"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "HOST": host, "WRITE_KEY": write_key})
+    done = subprocess.run(
+        [node, "send.mjs"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOST": host, "WRITE_KEY": write_key},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -47,8 +54,14 @@ def test_every_call_lands_once_in_one_batch_and_reaches_the_marts(node, sdk_conn
     seen = send(node, url, created.write_key)
     assert seen == {"errors": [], "statuses": [200]}  # batching on: the six calls in one /v1/batch
     rows = staged(db, created.connection_id)
-    assert len(rows) == 6 and {r["type"] for r in rows.values()} == {"identify", "track", "group", "page", "screen",
-                                                                        "alias"}
+    assert len(rows) == 6 and {r["type"] for r in rows.values()} == {
+        "identify",
+        "track",
+        "group",
+        "page",
+        "screen",
+        "alias",
+    }
     assert len({r["receivedAt"] for r in rows.values()}) == 1  # one request
     marts = build_marts(db, created.connection_id, "node-user", "node-group")
     assert marts["events"] == sorted(EVENT_NAMES) and marts["daily_events"] == 6

@@ -13,8 +13,13 @@ from tests.clients.conftest import EVENT_NAMES, build_marts, staged
 def test_every_call_lands_once_and_reaches_the_marts(sdk_connection, db):
     url, created = sdk_connection
     errors = []
-    client = Client(created.write_key, host=url, on_error=lambda error, batch: errors.append(error),
-                    upload_interval=0.05, max_retries=1)
+    client = Client(
+        created.write_key,
+        host=url,
+        on_error=lambda error, batch: errors.append(error),
+        upload_interval=0.05,
+        max_retries=1,
+    )
     sent = [
         client.identify("py-user", {"email": "py@example.com", "plan": "pro"})[1],
         client.track("py-user", "Report Created", {"rows": 3})[1],
@@ -40,8 +45,13 @@ def test_every_call_lands_once_and_reaches_the_marts(sdk_connection, db):
 def test_a_wrong_write_key_is_refused_and_lands_nothing(sdk_connection, db, caplog):
     url, created = sdk_connection
     errors = []
-    client = Client("not-the-write-key", host=url, on_error=lambda error, batch: errors.append(error),
-                    upload_interval=0.05, max_retries=0)
+    client = Client(
+        "not-the-write-key",
+        host=url,
+        on_error=lambda error, batch: errors.append(error),
+        upload_interval=0.05,
+        max_retries=0,
+    )
     with caplog.at_level(logging.ERROR, logger="segment"):
         client.track("py-user", "Report Created")
         client.flush()

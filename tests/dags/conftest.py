@@ -47,8 +47,21 @@ def acme(db):
 
     created = connections.create(db, "acme")
     connections.allowlist(db, created.connection_id, add=["Report Created", "$page"])
-    entities.upsert(db, "acme", entities.ACCOUNTS, [{"account_id": "a1", "name": "Acme", "external_id": "acme-ext",
-                                                     "ps_id": None, "vitally_id": None, "traits": {}}])
+    entities.upsert(
+        db,
+        "acme",
+        entities.ACCOUNTS,
+        [
+            {
+                "account_id": "a1",
+                "name": "Acme",
+                "external_id": "acme-ext",
+                "ps_id": None,
+                "vitally_id": None,
+                "traits": {},
+            }
+        ],
+    )
     return created
 
 

@@ -71,9 +71,11 @@ def test_a_late_run_on_stale_data_says_both_and_fails_after_building(dags, db, a
     monkeypatch.setenv("SEGMENT_ELT_ALERT_WEBHOOK_URL", webhook.url)
     land(db, acme, tracks(2), NOW)
     db.execute("update raw.segment_events set loaded_at = now() - interval '7 hours'")  # nothing since
-    db.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, started_at, finished_at, status,"
-               " high_water) values ('segment_rollups', 'scheduled__before', 'scheduled', now() - interval '46 min',"
-               " now() - interval '45 min', 'success', now() - interval '1 day')")
+    db.execute(
+        "insert into control.pipeline_runs (dag_id, run_id, run_type, started_at, finished_at, status,"
+        " high_water) values ('segment_rollups', 'scheduled__before', 'scheduled', now() - interval '46 min',"
+        " now() - interval '45 min', 'success', now() - interval '1 day')"
+    )
     try:
         result = dags["segment_rollups"].test()
     finally:
@@ -88,7 +90,8 @@ def test_a_late_run_on_stale_data_says_both_and_fails_after_building(dags, db, a
     # what had landed is built and recorded: staleness fails the run, not the build
     assert total_events(db) == 2
     assert db.execute("select status from control.pipeline_runs where run_id = %s", (result.run_id,)).fetchone() == (
-        "success",)
+        "success",
+    )
 
 
 class Mailbox(socketserver.ThreadingTCPServer):
@@ -152,8 +155,10 @@ def test_a_run_is_late_only_past_the_limit_after_a_success(db, monkeypatch):
     from segment_elt.pipeline import runs
 
     assert runs.late_by(db) is None  # no success yet: nothing to be late against
-    db.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, finished_at, status) values"
-               " ('segment_rollups', 'manual__1', 'manual', now() - interval '20 min', 'success')")
+    db.execute(
+        "insert into control.pipeline_runs (dag_id, run_id, run_type, finished_at, status) values"
+        " ('segment_rollups', 'manual__1', 'manual', now() - interval '20 min', 'success')"
+    )
     assert runs.late_by(db) is None
     monkeypatch.setenv("SEGMENT_ELT_ROLLUPS_LATE_MINUTES", "15")
     assert runs.late_by(db).startswith("no successful segment_rollups run for 20 min")

@@ -43,11 +43,21 @@ def test_backfill_with_a_day_past_retention_equals_a_full_rebuild_of_the_archive
     acme = connections.create(db, "acme")
     connections.allowlist(db, acme.connection_id, add=["Report Created", "Invite Sent"])
     for days_ago in (3, 2, 1):
-        land(db, acme, noon_tracks(days_ago, 2, "Report Created") + noon_tracks(days_ago, 3, "Invite Sent"),
-             MIDNIGHT - dt.timedelta(days=days_ago, hours=-13), archive_url)
+        land(
+            db,
+            acme,
+            noon_tracks(days_ago, 2, "Report Created") + noon_tracks(days_ago, 3, "Invite Sent"),
+            MIDNIGHT - dt.timedelta(days=days_ago, hours=-13),
+            archive_url,
+        )
     # an event of 3 days ago received a day late: its receive day must be re-landed for day 3 too
-    land(db, acme, noon_tracks(3, 1, "Report Created", user="late"), MIDNIGHT - dt.timedelta(days=2, hours=-1),
-         archive_url)
+    land(
+        db,
+        acme,
+        noon_tracks(3, 1, "Report Created", user="late"),
+        MIDNIGHT - dt.timedelta(days=2, hours=-1),
+        archive_url,
+    )
     run_dbt(["build"])
     pruned = maintenance.prune(db, archive, RETENTION_DAYS, now=MIDNIGHT)
     assert pruned.deleted_rows == 5 + 6
@@ -56,8 +66,10 @@ def test_backfill_with_a_day_past_retention_equals_a_full_rebuild_of_the_archive
 
     first = backfill(db, archive, (3, 2, 1))  # receive days 4..2, 3..2 and 2..2 ago
     assert first[0] == {"objects": 11, "already_staged": 0, "events": 11, "new": 11, "failed_keys": []}
-    assert first[1:] == [first[0] | {"already_staged": 11, "events": 0, "new": 0},
-                         {"objects": 6, "already_staged": 6, "events": 0, "new": 0, "failed_keys": []}]
+    assert first[1:] == [
+        first[0] | {"already_staged": 11, "events": 0, "new": 0},
+        {"objects": 6, "already_staged": 6, "events": 0, "new": 0, "failed_keys": []},
+    ]
     backfilled = daily(db)
     assert sum(v[0] for v in backfilled.values()) == 16
 
@@ -90,8 +102,11 @@ def test_days_of_a_run():
     assert daily_days.days_of_run(start, start + dt.timedelta(days=1)) == daily_days.Days(start.date(), start.date())
     ranged = daily_days.days_of_run(start, start + dt.timedelta(days=1), "2026-09-01", "2026-09-30")
     assert (ranged.count, ranged.dbt_vars()) == (30, {"rebuild_from": "2026-09-01", "rebuild_to": "2026-09-30"})
-    for bad, says in ((("2026-09-30", "2026-09-01"), "before"), (("2026-09-01", None), "both"),
-                      (("2025-01-01", "2026-09-01"), "at most")):
+    for bad, says in (
+        (("2026-09-30", "2026-09-01"), "before"),
+        (("2026-09-01", None), "both"),
+        (("2025-01-01", "2026-09-01"), "at most"),
+    ):
         try:
             daily_days.days_of_run(start, start, *bad)
         except daily_days.UserError as exc:
@@ -111,14 +126,22 @@ def test_backfill_runs_share_builds_and_the_days_of_a_failed_build_go_one_per_ru
         """One backfill run of day d: what the plan task decides, its record closed with `status`."""
         run_id = f"backfill__{d}"
         queued.discard(d)
-        runs.start_run(db, daily_days.DAILY, run_id, "backfill",
-                       runs.Plan(True, daily_days.Days(d, d).dbt_vars()), run_is_live=lambda *_: False)
+        runs.start_run(
+            db,
+            daily_days.DAILY,
+            run_id,
+            "backfill",
+            runs.Plan(True, daily_days.Days(d, d).dbt_vars()),
+            run_is_live=lambda *_: False,
+        )
         if covered_by := daily_days.covering_run(db, run_id, d):
             runs.finish_run(db, daily_days.DAILY, run_id, "skipped", {"rebuilt_by": covered_by})
             return covered_by
         window = daily_days.Days(d - dt.timedelta(days=most - 1), d + dt.timedelta(days=most - 1))
         days = daily_days.backfill_days(d, queued.__contains__, daily_days.failed_days(db, window), most)
-        runs.widen_run(db, daily_days.DAILY, run_id, days.dbt_vars(), {"covered": [x.isoformat() for x in days if x != d]})
+        runs.widen_run(
+            db, daily_days.DAILY, run_id, days.dbt_vars(), {"covered": [x.isoformat() for x in days if x != d]}
+        )
         runs.finish_run(db, daily_days.DAILY, run_id, status)
         return days
 
@@ -137,9 +160,13 @@ def test_backfill_runs_share_builds_and_the_days_of_a_failed_build_go_one_per_ru
     assert daily_days.failed_days(db, daily_days.Days(day[0], day[8])) == set()
     queued.update(day[:3])  # a backfill run backwards (--run-backwards): the earlier days' runs are queued
     assert attempt(day[3]) == daily_days.Days(day[0], day[3])
-    statuses = db.execute("select run_id, status, detail->>'rebuilt_by' from control.pipeline_runs"
-                          " where status = 'skipped' order by started_at").fetchall()
-    assert statuses == [(f"backfill__{day[1]}", "skipped", f"backfill__{day[0]}"),
-                        (f"backfill__{day[2]}", "skipped", f"backfill__{day[0]}"),
-                        (f"backfill__{day[7]}", "skipped", f"backfill__{day[6]}"),
-                        (f"backfill__{day[8]}", "skipped", f"backfill__{day[6]}")]
+    statuses = db.execute(
+        "select run_id, status, detail->>'rebuilt_by' from control.pipeline_runs"
+        " where status = 'skipped' order by started_at"
+    ).fetchall()
+    assert statuses == [
+        (f"backfill__{day[1]}", "skipped", f"backfill__{day[0]}"),
+        (f"backfill__{day[2]}", "skipped", f"backfill__{day[0]}"),
+        (f"backfill__{day[7]}", "skipped", f"backfill__{day[6]}"),
+        (f"backfill__{day[8]}", "skipped", f"backfill__{day[6]}"),
+    ]

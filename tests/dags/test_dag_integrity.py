@@ -27,16 +27,16 @@ def test_dags_import_with_owner_retries_tags(dags):
 def test_schedules(dags):
     rollups = dags["segment_rollups"].timetable
     start = pendulum.datetime(2026, 3, 1, 12, 3, tz="UTC")
-    info = rollups.next_dagrun_info(last_automated_data_interval=None,
-                                    restriction=_restriction(start))
+    info = rollups.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
     assert info.data_interval.end - info.data_interval.start == dt.timedelta(minutes=10)
     assert not dags["segment_replay"].timetable.can_be_scheduled
     assert not dags["segment_reconcile"].timetable.can_be_scheduled
     maintenance = dags["segment_maintenance"].timetable
     info = maintenance.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
     assert info.data_interval.end - info.data_interval.start == dt.timedelta(days=1)
-    daily = dags["segment_daily"].timetable.next_dagrun_info(last_automated_data_interval=None,
-                                                              restriction=_restriction(start))
+    daily = dags["segment_daily"].timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=_restriction(start)
+    )
     assert daily.data_interval.start.time() == dt.time(0)  # one UTC event day a run
     assert daily.data_interval.end - daily.data_interval.start == dt.timedelta(days=1)
 
@@ -69,8 +69,11 @@ def test_shell_environment_points_at_the_stacks_metadata_database():
     `make up`) must reach the same metadata database and project database as the running stack."""
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
     env["DATABASE_URL"] = "postgresql://segment:pw@db.internal:5432/segment"
-    out = subprocess.run([sys.executable, "-m", "segment_elt.local.airflow_env"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "segment_elt.local.airflow_env"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
-    assert exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "'postgresql+psycopg2://segment:pw@db.internal:5432/airflow'"
+    assert (
+        exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "'postgresql+psycopg2://segment:pw@db.internal:5432/airflow'"
+    )
     assert exports["DATABASE_URL"] == "'postgresql://segment:pw@db.internal:5432/segment'"

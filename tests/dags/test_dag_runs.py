@@ -21,13 +21,21 @@ def land(db, created, events, received_at, archive_url=None):
         key = object_key("", created.org_id, created.connection_id, at, body)
         if archive_url:
             open_archive(archive_url).put(key, body)
-        landing.insert_events(db, connection_id=created.connection_id, org_id=created.org_id, text=body.decode(),
-                              events=[event], received_at=at, archive_key=key)
+        landing.insert_events(
+            db,
+            connection_id=created.connection_id,
+            org_id=created.org_id,
+            text=body.decode(),
+            events=[event],
+            received_at=at,
+            archive_key=key,
+        )
 
 
 def daily(db) -> dict:
-    rows = db.execute("select account_id, event_date, event_name, event_count, unique_users"
-                      " from analytics.account_event_daily").fetchall()
+    rows = db.execute(
+        "select account_id, event_date, event_name, event_count, unique_users from analytics.account_event_daily"
+    ).fetchall()
     return {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
 
 
@@ -43,8 +51,10 @@ def run(dag, **conf):
 
 def tracks(n, day_offset=0, user="u1", group="acme-ext", name="Report Created"):
     at = NOW - dt.timedelta(days=day_offset, hours=1)
-    return [samples.event("track", user_id=user, group_id=group, name=name, at=at + dt.timedelta(seconds=i))
-            for i in range(n)]
+    return [
+        samples.event("track", user_id=user, group_id=group, name=name, at=at + dt.timedelta(seconds=i))
+        for i in range(n)
+    ]
 
 
 def test_run_processes_new_events_and_a_rerun_changes_nothing(dags, db, acme):
@@ -87,7 +97,9 @@ def test_replay_after_allowlist_change_brings_old_events_exactly_once(dags, db, 
     assert total_events(db) == 2
     db.execute("delete from raw.segment_events")  # pruned from staging; the archive still has them
     connections.allowlist(db, acme.connection_id, add=["Invite Sent"])
-    conf = dict(connection_id=acme.connection_id, start_date=old_day.date().isoformat(), end_date=NOW.date().isoformat())
+    conf = dict(
+        connection_id=acme.connection_id, start_date=old_day.date().isoformat(), end_date=NOW.date().isoformat()
+    )
     run(dags["segment_replay"], **conf)
     assert total_events(db) == 6
     run(dags["segment_replay"], **conf)
@@ -99,8 +111,12 @@ def test_reconcile_moves_unresolved_events_onto_a_newly_mapped_account(dags, db,
     land(db, acme, tracks(3, group="globex-ext"), NOW)
     run(dags["segment_rollups"])
     assert daily(db)[(None, (NOW - dt.timedelta(hours=1)).date(), "Report Created")][0] == 3
-    entities.upsert(db, "acme", entities.ACCOUNTS, [dict(account_id="g1", name="Globex", external_id="globex-ext",
-                                                         ps_id=None, vitally_id=None, traits={})])
+    entities.upsert(
+        db,
+        "acme",
+        entities.ACCOUNTS,
+        [dict(account_id="g1", name="Globex", external_id="globex-ext", ps_id=None, vitally_id=None, traits={})],
+    )
     run(dags["segment_reconcile"], connection_id=acme.connection_id)
     counts = {k[0]: v[0] for k, v in daily(db).items()}
     assert counts == {"g1": 3}

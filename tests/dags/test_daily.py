@@ -25,7 +25,8 @@ def test_a_range_run_rebuilds_its_days_from_staging_and_the_archive(dags, db, ac
 
     assert sum(v[0] for v in daily(db).values()) == 9
     status, detail, dbt_vars = db.execute(
-        "select status, detail, dbt_vars from control.pipeline_runs where dag_id = 'segment_daily'").fetchone()
+        "select status, detail, dbt_vars from control.pipeline_runs where dag_id = 'segment_daily'"
+    ).fetchone()
     assert (status, dbt_vars) == ("success", {"rebuild_from": first.isoformat(), "rebuild_to": last.isoformat()})
     assert detail["days"] == 3
     assert sum(detail["events_per_day"].values()) == 9 and len(detail["events_per_day"]) == 3

@@ -24,9 +24,13 @@ def start_cli_reconcile_once_a_run_is_open(database_url: str, connection_id: str
         with psycopg.connect(database_url, autocommit=True) as conn:
             while conn.execute("select 1 from control.pipeline_runs where status = 'running'").fetchone() is None:
                 time.sleep(0.05)
-        started["cli"] = subprocess.Popen([CLI, "connections", "reconcile", connection_id], text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          env={**os.environ, "AIRFLOW_API_URL": "http://127.0.0.1:9"})
+        started["cli"] = subprocess.Popen(
+            [CLI, "connections", "reconcile", connection_id],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "AIRFLOW_API_URL": "http://127.0.0.1:9"},
+        )
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -51,8 +55,10 @@ def test_an_airflow_run_waits_for_an_in_process_build(dags, db, acme, database_u
     held, released = threading.Event(), {}
 
     def in_process_build() -> None:
-        with segment_db.connect(application_name="segment-elt in-process dbt build (test)") as lock_conn, \
-                runs.sole_writer(lock_conn):
+        with (
+            segment_db.connect(application_name="segment-elt in-process dbt build (test)") as lock_conn,
+            runs.sole_writer(lock_conn),
+        ):
             held.set()
             time.sleep(15)
             released["at"] = lock_conn.execute("select clock_timestamp()").fetchone()[0]

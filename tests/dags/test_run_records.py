@@ -18,12 +18,14 @@ from tests.outbound.conftest import StandIn
 
 def records(database_url: str) -> list[tuple]:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        return conn.execute("select status, staged_rows, detail->>'reason' from control.pipeline_runs"
-                            " order by started_at").fetchall()
+        return conn.execute(
+            "select status, staged_rows, detail->>'reason' from control.pipeline_runs order by started_at"
+        ).fetchall()
 
 
 def stop_once_a_run_is_open(pg_server, database_url: str) -> threading.Thread:
     """Stop PostgreSQL (immediate: a crash) as soon as a run record is open, i.e. mid-run."""
+
     def watch() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -38,8 +40,7 @@ def stop_once_a_run_is_open(pg_server, database_url: str) -> threading.Thread:
     return watcher
 
 
-def test_a_record_left_running_by_a_postgres_crash_is_closed_by_the_next_plan(dags, db, acme, pg_server,
-                                                                                database_url):
+def test_a_record_left_running_by_a_postgres_crash_is_closed_by_the_next_plan(dags, db, acme, pg_server, database_url):
     land(db, acme, tracks(6), NOW)
     watcher = stop_once_a_run_is_open(pg_server, database_url)
     crashed = dags["segment_rollups"].test()
@@ -64,8 +65,10 @@ def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, d
     segment = StandIn()  # knows no write key: every batch is refused with 401
     monkeypatch.setitem(segment_api.SEGMENT_API_BASES, "us", f"{segment.url}/us")
     monkeypatch.delenv("SEGMENT_API_URL", raising=False)
-    db.execute("insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, 'us')",
-               (acme.connection_id, crypto.encrypt("revoked-key")))
+    db.execute(
+        "insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, 'us')",
+        (acme.connection_id, crypto.encrypt("revoked-key")),
+    )
     # the product's own group call gives the account a groupId, so there is a group call to send
     landed = tracks(4) + [samples.event("group", user_id="u1", group_id="acme-ext", at=NOW - dt.timedelta(hours=2))]
     land(db, acme, landed, NOW)
@@ -76,9 +79,12 @@ def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, d
     states = {ti.task_id: ti.state for ti in result.get_task_instances()}
     assert states["publish"] == "success" and states["outbound_sync"] == "failed"
     assert db.execute("select status, staged_rows from control.pipeline_runs").fetchall() == [("success", len(landed))]
-    assert db.execute("select status from control.outbound_runs where connection_id = %s",
-                      (acme.connection_id,)).fetchall() == [("failed",)]
+    assert db.execute(
+        "select status from control.outbound_runs where connection_id = %s", (acme.connection_id,)
+    ).fetchall() == [("failed",)]
 
     db.execute("update control.outbound set enabled = false")
     run(dags["segment_rollups"])  # counts from the build that succeeded: nothing new
-    assert db.execute("select staged_rows from control.pipeline_runs order by started_at desc limit 1").fetchone() == (0,)
+    assert db.execute("select staged_rows from control.pipeline_runs order by started_at desc limit 1").fetchone() == (
+        0,
+    )

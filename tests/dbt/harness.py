@@ -70,8 +70,15 @@ class Loaded:
         for i, (name, payload) in enumerate(batch):
             at = received_at + dt.timedelta(milliseconds=i)
             cid, org = self.ids[name], self.world.connections[name]
-            landing.insert_events(self.db, connection_id=cid, org_id=org, text=json.dumps(payload), events=[payload],
-                                  received_at=at, archive_key="test")
+            landing.insert_events(
+                self.db,
+                connection_id=cid,
+                org_id=org,
+                text=json.dumps(payload),
+                events=[payload],
+                received_at=at,
+                archive_key="test",
+            )
             self.landed.append(Event(cid, org, landing.message_id(payload), landing.event_type(payload), at, payload))
 
     def build(self, *extra: str) -> None:
@@ -79,8 +86,15 @@ class Loaded:
 
     def reference(self) -> dict[str, list[dict]]:
         allowlist = [(self.ids[c], e) for c, e in self.world.allowlist]
-        return Reference(self.landed, allowlist, self.world.accounts, self.world.contacts, self.rules,
-                         health_weights(self.project), AS_OF).marts()
+        return Reference(
+            self.landed,
+            allowlist,
+            self.world.accounts,
+            self.world.contacts,
+            self.rules,
+            health_weights(self.project),
+            AS_OF,
+        ).marts()
 
 
 def _norm(value):

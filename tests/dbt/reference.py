@@ -94,13 +94,25 @@ class Event:
         linked = {"identify": self.anonymous_id, "alias": blank_none(text(p.get("previousId")))}
         self.linked_anonymous_id = linked.get(self.event_type) if self.user_id else None
         self.group_id = blank_none(text(p.get("groupId"))) or blank_none(text(get(p, "context", "groupId")))
-        self.email = (email(text(get(p, "traits", "email"))) or email(text(get(p, "context", "traits", "email")))
-                      or email(text(get(p, "properties", "email"))))
-        self.reported_event_at = next((t for t in (timestamp(text(p.get(k))) for k in
-                                       ("timestamp", "originalTimestamp", "sentAt", "receivedAt")) if t), None)
-        self.event_at = (self.reported_event_at if self.reported_event_at is not None
-                         and years_before(self.received_at, 5) <= self.reported_event_at
-                         <= self.received_at + dt.timedelta(days=1) else self.received_at)
+        self.email = (
+            email(text(get(p, "traits", "email")))
+            or email(text(get(p, "context", "traits", "email")))
+            or email(text(get(p, "properties", "email")))
+        )
+        self.reported_event_at = next(
+            (
+                t
+                for t in (timestamp(text(p.get(k))) for k in ("timestamp", "originalTimestamp", "sentAt", "receivedAt"))
+                if t
+            ),
+            None,
+        )
+        self.event_at = (
+            self.reported_event_at
+            if self.reported_event_at is not None
+            and years_before(self.received_at, 5) <= self.reported_event_at <= self.received_at + dt.timedelta(days=1)
+            else self.received_at
+        )
         self.event_date = self.event_at.date()
         self.order = (self.event_at, self.received_at, self.message_id.encode())
 
@@ -134,7 +146,13 @@ def entity_keys(accounts: list[dict], contacts: list[dict]) -> dict:
         for k, v in a["traits"].items():
             add(a["org_id"], f"account.trait:{k}", text(v), a["account_id"], None)
     for c in contacts:
-        add(c["org_id"], "contact.product_external_user_id", c["product_external_user_id"], c["account_id"], c["contact_id"])
+        add(
+            c["org_id"],
+            "contact.product_external_user_id",
+            c["product_external_user_id"],
+            c["account_id"],
+            c["contact_id"],
+        )
         add(c["org_id"], "contact.email", email(c["email"]), c["account_id"], c["contact_id"])
         for k, v in c["traits"].items():
             add(c["org_id"], f"contact.trait:{k}", text(v), c["account_id"], c["contact_id"])
@@ -197,10 +215,14 @@ class Reference:
         group, mail = self.group_of(e), self.email_of(e)
         for rule in rules_for(self.rules, e.connection_id):
             source = rule["source"]
-            value = {"groupId": group, "userId": self.stitched_user(e), "anonymousId": e.anonymous_id,
-                     "email": mail}.get(source)
+            value = {
+                "groupId": group,
+                "userId": self.stitched_user(e),
+                "anonymousId": e.anonymous_id,
+                "email": mail,
+            }.get(source)
             if source.startswith("payload:"):
-                value = text(get(e.payload, *source[len("payload:"):].split(".")))
+                value = text(get(e.payload, *source[len("payload:") :].split(".")))
             if rule["target"] == "contact.email":
                 value = email(value)
             match = self.keys.get((e.org_id, rule["target"], value))
@@ -214,21 +236,45 @@ class Reference:
             if (e.connection_id, e.event_name) not in self.allowlist:
                 continue
             account_id, contact_id, matched_by, group, mail = self.resolve(e)
-            rows.append(dict(org_id=e.org_id, connection_id=e.connection_id, message_id=e.message_id,
-                             event_type=e.event_type, event_name=e.event_name, user_id=self.stitched_user(e),
-                             anonymous_id=e.anonymous_id, external_group_id=group, email=mail, event_at=e.event_at,
-                             event_date=e.event_date, reported_event_at=e.reported_event_at, received_at=e.received_at, account_id=account_id,
-                             contact_id=contact_id, matched_by=matched_by, properties=e.payload.get("properties"),
-                             _order=e.order))
+            rows.append(
+                dict(
+                    org_id=e.org_id,
+                    connection_id=e.connection_id,
+                    message_id=e.message_id,
+                    event_type=e.event_type,
+                    event_name=e.event_name,
+                    user_id=self.stitched_user(e),
+                    anonymous_id=e.anonymous_id,
+                    external_group_id=group,
+                    email=mail,
+                    event_at=e.event_at,
+                    event_date=e.event_date,
+                    reported_event_at=e.reported_event_at,
+                    received_at=e.received_at,
+                    account_id=account_id,
+                    contact_id=contact_id,
+                    matched_by=matched_by,
+                    properties=e.payload.get("properties"),
+                    _order=e.order,
+                )
+            )
         return rows
 
     def account_event_daily(self, events) -> list[dict]:
         groups = defaultdict(list)
         for r in events:
             groups[(r["org_id"], r["account_id"], r["event_date"], r["event_name"])].append(r)
-        return [dict(org_id=k[0], account_id=k[1], event_date=k[2], event_name=k[3], event_count=len(rs),
-                     unique_users=len({r["user_id"] or r["anonymous_id"] for r in rs} - {None}))
-                for k, rs in groups.items()]
+        return [
+            dict(
+                org_id=k[0],
+                account_id=k[1],
+                event_date=k[2],
+                event_name=k[3],
+                event_count=len(rs),
+                unique_users=len({r["user_id"] or r["anonymous_id"] for r in rs} - {None}),
+            )
+            for k, rs in groups.items()
+        ]
 
     def account_indicators(self, events) -> list[dict]:
         groups = defaultdict(list)
@@ -237,12 +283,23 @@ class Reference:
                 groups[(r["org_id"], r["account_id"], r["event_name"])].append(r)
         out = []
         for (org, account, name), rs in groups.items():
+
             def window(days):
                 return [r for r in rs if r["event_at"] > self.as_of - dt.timedelta(days=days)]
+
             users = lambda rows: len({r["user_id"] or r["anonymous_id"] for r in rows} - {None})  # noqa: E731
-            out.append(dict(org_id=org, account_id=account, event_name=name, events_7d=len(window(7)),
-                            events_30d=len(window(30)), active_users_7d=users(window(7)),
-                            active_users_30d=users(window(30)), last_seen_at=max(r["event_at"] for r in rs)))
+            out.append(
+                dict(
+                    org_id=org,
+                    account_id=account,
+                    event_name=name,
+                    events_7d=len(window(7)),
+                    events_30d=len(window(30)),
+                    active_users_7d=users(window(7)),
+                    active_users_30d=users(window(30)),
+                    last_seen_at=max(r["event_at"] for r in rs),
+                )
+            )
         return out
 
     def account_health(self, events) -> list[dict]:
@@ -260,8 +317,11 @@ class Reference:
                 "breadth": Decimal(len({r["event_name"] for r in recent})),
                 "users": Decimal(len({r["user_id"] or r["anonymous_id"] for r in recent} - {None})),
             }
-            days = (Decimal(str((self.as_of - max(r["event_at"] for r in rs)).total_seconds())) / Decimal(86400)
-                    if rs else None)
+            days = (
+                Decimal(str((self.as_of - max(r["event_at"] for r in rs)).total_seconds())) / Decimal(86400)
+                if rs
+                else None
+            )
             total = weight_sum = Decimal(0)
             for w in self.weights:
                 weight, target = Decimal(str(w["weight"])), Decimal(str(w["target"]))
@@ -289,9 +349,17 @@ class Reference:
             mine = sorted((r for r in events if r["org_id"] == org and r["user_id"] == user), key=lambda r: r["_order"])
             contact = next((r["contact_id"] for r in reversed(mine) if r["contact_id"] is not None), None)
             account = next((r["account_id"] for r in reversed(mine) if r["account_id"] is not None), None)
-            out.append(dict(org_id=org, user_id=user, email=max(mails, key=lambda c: c.order).email if mails else None,
-                            contact_id=contact, account_id=account, traits=traits,
-                            last_identified_at=max(c.event_at for c in cs)))
+            out.append(
+                dict(
+                    org_id=org,
+                    user_id=user,
+                    email=max(mails, key=lambda c: c.order).email if mails else None,
+                    contact_id=contact,
+                    account_id=account,
+                    traits=traits,
+                    last_identified_at=max(c.event_at for c in cs),
+                )
+            )
         return out
 
     def account_traits(self) -> list[dict]:
@@ -313,19 +381,35 @@ class Reference:
                     if match:
                         account = match[0]
                         break
-            out.append(dict(org_id=org, external_group_id=group, account_id=account, traits=traits,
-                            last_grouped_at=latest.event_at))
+            out.append(
+                dict(
+                    org_id=org,
+                    external_group_id=group,
+                    account_id=account,
+                    traits=traits,
+                    last_grouped_at=latest.event_at,
+                )
+            )
         return out
 
     def recent_events(self, events) -> list[dict]:
         resolved = {(r["connection_id"], r["message_id"]): r["account_id"] for r in events}
-        return [dict(connection_id=e.connection_id, received_at=e.received_at, message_id=e.message_id,
-                     event_type=e.event_type, event_name=e.event_name,
-                     in_allowlist=(e.connection_id, e.event_name) in self.allowlist,
-                     external_group_id=first_present(text(e.payload.get("groupId")), text(get(e.payload, "context", "groupId"))),
-                     external_user_id=text(e.payload.get("userId")),
-                     account_id=resolved.get((e.connection_id, e.message_id)))
-                for e in self.events]
+        return [
+            dict(
+                connection_id=e.connection_id,
+                received_at=e.received_at,
+                message_id=e.message_id,
+                event_type=e.event_type,
+                event_name=e.event_name,
+                in_allowlist=(e.connection_id, e.event_name) in self.allowlist,
+                external_group_id=first_present(
+                    text(e.payload.get("groupId")), text(get(e.payload, "context", "groupId"))
+                ),
+                external_user_id=text(e.payload.get("userId")),
+                account_id=resolved.get((e.connection_id, e.message_id)),
+            )
+            for e in self.events
+        ]
 
     def marts(self) -> dict[str, list[dict]]:
         events = self.product_events()

@@ -38,22 +38,30 @@ def expected(db: psycopg.Connection) -> dict[str, dict]:
     return {
         "identity_resolution_report": {
             key: (len(rows), len({r["user_id"] or r["anonymous_id"] for r in rows} - {None}))
-            for key, rows in by_rule.items()},
+            for key, rows in by_rule.items()
+        },
         "identity_unresolved_values": {
-            key: (len(rows), max(r["event_at"] for r in rows)) for key, rows in unresolved.items()},
+            key: (len(rows), max(r["event_at"] for r in rows)) for key, rows in unresolved.items()
+        },
     }
 
 
 def actual(db: psycopg.Connection) -> dict[str, dict]:
     return {
         "identity_resolution_report": {
-            tuple(row[:4]): tuple(row[4:]) for row in db.execute(
+            tuple(row[:4]): tuple(row[4:])
+            for row in db.execute(
                 "select org_id, connection_id, event_date, matched_by, event_count, unique_users"
-                " from analytics.identity_resolution_report")},
+                " from analytics.identity_resolution_report"
+            )
+        },
         "identity_unresolved_values": {
-            tuple(row[:5]): tuple(row[5:]) for row in db.execute(
+            tuple(row[:5]): tuple(row[5:])
+            for row in db.execute(
                 "select org_id, connection_id, event_date, kind, value, event_count, last_seen_at"
-                " from analytics.identity_unresolved_values")},
+                " from analytics.identity_unresolved_values"
+            )
+        },
     }
 
 
@@ -67,7 +75,11 @@ def with_default_rules(db: psycopg.Connection, tmp_path, seed: int = 0) -> Loade
 def test_the_report_follows_incremental_runs_a_reconcile_and_a_full_refresh(db, tmp_path):
     loaded = with_default_rules(db, tmp_path)
     events = loaded.world.events
-    thirds = [events[: len(events) // 3], events[len(events) // 3: 2 * len(events) // 3], events[2 * len(events) // 3:]]
+    thirds = [
+        events[: len(events) // 3],
+        events[len(events) // 3 : 2 * len(events) // 3],
+        events[2 * len(events) // 3 :],
+    ]
     for n, chunk in enumerate(thirds[:2]):
         loaded.land(chunk, AS_OF - dt.timedelta(days=3 - n))
         loaded.build()
@@ -76,17 +88,30 @@ def test_the_report_follows_incremental_runs_a_reconcile_and_a_full_refresh(db, 
     # an analyst imports the account behind the most frequent unresolved groupId and reconciles
     org, connection_id, group_id = db.execute(
         "select org_id, connection_id, value from analytics.identity_unresolved_values where kind = 'groupId'"
-        " group by 1, 2, 3 order by sum(event_count) desc, 3 limit 1").fetchone()
+        " group by 1, 2, 3 order by sum(event_count) desc, 3 limit 1"
+    ).fetchone()
     entities.upsert(db, org, entities.ACCOUNTS, [{"account_id": "imported", "external_id": group_id}])
-    run_dbt(["build", "--vars", json.dumps({**json.loads(VARS), "reconcile_connection_id": connection_id})],
-            project_dir=loaded.project)
+    run_dbt(
+        ["build", "--vars", json.dumps({**json.loads(VARS), "reconcile_connection_id": connection_id})],
+        project_dir=loaded.project,
+    )
     assert actual(db) == expected(db), "after the reconcile"
-    assert db.execute("select count(*) from analytics.identity_unresolved_values"
-                      " where connection_id = %s and kind = 'groupId' and value = %s",
-                      (connection_id, group_id)).fetchone()[0] == 0
-    assert db.execute("select sum(event_count) from analytics.identity_resolution_report"
-                      " where connection_id = %s and matched_by = 'account:groupId->external_id'",
-                      (connection_id,)).fetchone()[0] > 0
+    assert (
+        db.execute(
+            "select count(*) from analytics.identity_unresolved_values"
+            " where connection_id = %s and kind = 'groupId' and value = %s",
+            (connection_id, group_id),
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        db.execute(
+            "select sum(event_count) from analytics.identity_resolution_report"
+            " where connection_id = %s and matched_by = 'account:groupId->external_id'",
+            (connection_id,),
+        ).fetchone()[0]
+        > 0
+    )
 
     loaded.land(thirds[2], AS_OF - dt.timedelta(days=1))
     loaded.build()

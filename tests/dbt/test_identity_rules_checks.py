@@ -22,8 +22,10 @@ MISTAKES = """*,account,1,groupId,account.external_id
 ,contact,5,userId,contact.trait:y
 """
 VALID_SOURCES = "valid sources: groupId, userId, anonymousId, email, payload:<dot.path>"
-VALID_TARGETS = ("valid targets: account.external_id, account.ps_id, account.vitally_id, account.trait:<key>, "
-                 "contact.product_external_user_id, contact.email, contact.trait:<key>")
+VALID_TARGETS = (
+    "valid targets: account.external_id, account.ps_id, account.vitally_id, account.trait:<key>, "
+    "contact.product_external_user_id, contact.email, contact.trait:<key>"
+)
 
 
 def build_with_rules(tmp_path, rows: str):
@@ -56,21 +58,30 @@ def test_each_mistake_is_one_sentence_and_no_model_reads_the_rules(db, tmp_path,
         assert sentence in printed
     failed = {name for name, status in statuses.items() if status == "fail"}
     assert {name for name in failed if name.startswith("identity_rule_")} == {
-        f"identity_rule_{check}_identity_rules_" for check in (
-            "connection_ids_are_set", "chains_are_known", "sources_are_known", "targets_are_known",
-            "positions_are_set_and_unique")}
+        f"identity_rule_{check}_identity_rules_"
+        for check in (
+            "connection_ids_are_set",
+            "chains_are_known",
+            "sources_are_known",
+            "targets_are_known",
+            "positions_are_set_and_unique",
+        )
+    }
     assert statuses["int_identity__rules"] == "skipped"
     assert statuses["product_events"] == "skipped"
 
 
 def test_a_rule_for_a_connection_not_created_yet_warns_and_the_build_goes_on(db, tmp_path, capfd):
     acme = connections.create(db, "acme").connection_id
-    statuses = build_with_rules(tmp_path, DEFAULT_ROWS + f"{acme},account,1,groupId,account.ps_id\n"
-                                                         "conn_later,account,1,groupId,account.ps_id\n")
+    statuses = build_with_rules(
+        tmp_path, DEFAULT_ROWS + f"{acme},account,1,groupId,account.ps_id\nconn_later,account,1,groupId,account.ps_id\n"
+    )
     printed = capfd.readouterr().out
-    assert ("identity_rules.csv row 5 (connection conn_later, account, position 1): no connection has the id "
-            "'conn_later'; these rules apply to no events until it exists (check the id with "
-            "`segment-elt connections list`, or use * for the default rules)") in printed
+    assert (
+        "identity_rules.csv row 5 (connection conn_later, account, position 1): no connection has the id "
+        "'conn_later'; these rules apply to no events until it exists (check the id with "
+        "`segment-elt connections list`, or use * for the default rules)"
+    ) in printed
     assert f"connection {acme}," not in printed
     assert statuses["identity_rule_connections_exist_identity_rules_ref_stg_control__connections_"] == "warn"
     assert statuses["product_events"] == "success"

@@ -14,8 +14,9 @@ def tied_world() -> World:
     world = World(connections={"c": "org-a"}, allowlist=[("c", "Login")])
     world.accounts = [
         dict(org_id="org-a", account_id="by-ps", name="PS", external_id=None, ps_id="g-1", vitally_id=None, traits={}),
-        dict(org_id="org-a", account_id="by-ext", name="Ext", external_id="g-1", ps_id=None, vitally_id=None,
-             traits={}),
+        dict(
+            org_id="org-a", account_id="by-ext", name="Ext", external_id="g-1", ps_id=None, vitally_id=None, traits={}
+        ),
     ]
     # ps_id first in the file: the tie is broken by rule name, so external_id wins all the same
     world.rules = [
@@ -26,8 +27,14 @@ def tied_world() -> World:
 
 
 def event(n: int, at: dt.datetime) -> tuple[str, dict]:
-    return "c", {"type": "track", "event": "Login", "messageId": f"m-{n}", "userId": f"u-{n}", "groupId": "g-1",
-                 "timestamp": at.isoformat()}
+    return "c", {
+        "type": "track",
+        "event": "Login",
+        "messageId": f"m-{n}",
+        "userId": f"u-{n}",
+        "groupId": "g-1",
+        "timestamp": at.isoformat(),
+    }
 
 
 def test_tied_positions_resolve_by_rule_name_incrementally_and_in_a_rebuild(db, tmp_path):
@@ -38,6 +45,7 @@ def test_tied_positions_resolve_by_rule_name_incrementally_and_in_a_rebuild(db, 
         loaded.build(*ALLOW_TIED_POSITIONS)
     incremental = fetch_marts(db)["product_events"]
     assert {(row["account_id"], row["matched_by"]) for row in incremental.values()} == {
-        ("by-ext", "account:groupId->external_id")}
+        ("by-ext", "account:groupId->external_id")
+    }
     loaded.build("--full-refresh", *ALLOW_TIED_POSITIONS)
     assert fetch_marts(db)["product_events"] == incremental

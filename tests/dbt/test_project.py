@@ -32,33 +32,65 @@ def test_the_docs_airflow_serves_generate_on_a_fresh_database(database_url):
 def test_sqlfluff_is_clean_on_first_and_incremental_runs(database_url):
     env = {**os.environ, **dbt_env(database_url)}
     for state in ("empty database", "after a build"):  # is_incremental() renders differently
-        lint = subprocess.run([sys.executable, "-m", "sqlfluff", "lint", str(settings().dbt_project_dir / "models")],
-                              cwd=settings().dbt_project_dir.parent, env=env, capture_output=True, text=True)
+        lint = subprocess.run(
+            [sys.executable, "-m", "sqlfluff", "lint", str(settings().dbt_project_dir / "models")],
+            cwd=settings().dbt_project_dir.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert lint.returncode == 0, f"{state}:\n{lint.stdout[-3000:]}"
         run_dbt(["build"])
 
 
 def _schemas(*target: str) -> dict[str, str]:
-    listed = run_dbt(["ls", "--resource-type", "model", "--resource-type", "seed", "--output", "json",
-                      "--output-keys", "name", "schema", "--quiet", *target])
+    listed = run_dbt(
+        [
+            "ls",
+            "--resource-type",
+            "model",
+            "--resource-type",
+            "seed",
+            "--output",
+            "json",
+            "--output-keys",
+            "name",
+            "schema",
+            "--quiet",
+            *target,
+        ]
+    )
     return {node["name"]: node["schema"] for node in map(json.loads, listed)}
 
 
 def test_a_dev_target_writes_prefixed_schemas_and_seeds_have_their_own(database_url):
     production, dev = _schemas(), _schemas("--target", "dev")
     assert (production["product_events"], production["stg_segment__events"], production["identity_rules"]) == (
-        "analytics", "staging", "seeds")
+        "analytics",
+        "staging",
+        "seeds",
+    )
     assert (dev["product_events"], dev["stg_segment__events"], dev["identity_rules"]) == (
-        "dev_analytics", "dev_staging", "dev_seeds")
+        "dev_analytics",
+        "dev_staging",
+        "dev_seeds",
+    )
 
 
 def test_the_outbound_models_are_an_exposure_and_sources_are_read_only_in_staging(database_url):
-    exposures = run_dbt(["ls", "--resource-type", "exposure", "--output", "json", "--output-keys", "name",
-                         "depends_on", "--quiet"])
+    exposures = run_dbt(
+        ["ls", "--resource-type", "exposure", "--output", "json", "--output-keys", "name", "depends_on", "--quiet"]
+    )
     (exposure,) = map(json.loads, exposures)
-    assert {"model.segment_elt.outbound_identify", "model.segment_elt.outbound_group",
-            "model.segment_elt.outbound_moments"} <= set(exposure["depends_on"]["nodes"])
+    assert {
+        "model.segment_elt.outbound_identify",
+        "model.segment_elt.outbound_group",
+        "model.segment_elt.outbound_moments",
+    } <= set(exposure["depends_on"]["nodes"])
     models = settings().dbt_project_dir / "models"
-    readers = [p.relative_to(models).as_posix() for p in models.rglob("*.sql")
-               if "source(" in p.read_text() and p.parent.name != "staging"]
+    readers = [
+        p.relative_to(models).as_posix()
+        for p in models.rglob("*.sql")
+        if "source(" in p.read_text() and p.parent.name != "staging"
+    ]
     assert readers == []

@@ -47,13 +47,16 @@ def _rules(rng: random.Random, connection_names: list[str]) -> list[dict]:
     ]
     rules = [dict(connection_id="*", chain=c, position=p, source=s, target=t) for c, p, s, t in default]
     if rng.random() < 0.7:  # a default rule tied with groupId->ps_id, listed first: the rule name decides
-        rules.insert(0, dict(connection_id="*", chain="account", position=2, source="groupId",
-                             target="account.trait:tier_code"))
-    extra_sources = [("account", "payload:properties.account_uuid", "account.external_id"),
-                     ("account", "groupId", "account.trait:tier_code"),
-                     ("contact", "payload:context.traits.crm", "contact.trait:crm_id"),
-                     ("contact", "anonymousId", "contact.product_external_user_id"),
-                     ("account", "userId", "account.trait:owner")]
+        rules.insert(
+            0, dict(connection_id="*", chain="account", position=2, source="groupId", target="account.trait:tier_code")
+        )
+    extra_sources = [
+        ("account", "payload:properties.account_uuid", "account.external_id"),
+        ("account", "groupId", "account.trait:tier_code"),
+        ("contact", "payload:context.traits.crm", "contact.trait:crm_id"),
+        ("contact", "anonymousId", "contact.product_external_user_id"),
+        ("account", "userId", "account.trait:owner"),
+    ]
     for name in connection_names:
         if rng.random() < 0.5:  # a connection with rules of its own uses only those
             chosen = rng.sample(default + [(c, 0, s, t) for c, s, t in extra_sources], rng.randint(2, 6))
@@ -61,7 +64,9 @@ def _rules(rng: random.Random, connection_names: list[str]) -> list[dict]:
             for chain, _, source, target in chosen:
                 tied = chain in by_chain and rng.random() < 0.4  # the same position as the rule before
                 by_chain[chain] = by_chain.get(chain, 0) + (0 if tied else 1)
-                rules.append(dict(connection_id=name, chain=chain, position=by_chain[chain], source=source, target=target))
+                rules.append(
+                    dict(connection_id=name, chain=chain, position=by_chain[chain], source=source, target=target)
+                )
     return rules
 
 
@@ -76,14 +81,27 @@ def _visits_then_login(rng: random.Random, world: World, users: dict[str, list[s
         visitor, at = f"visitor-{rng.randint(0, 2)}", AS_OF - dt.timedelta(days=rng.uniform(1, 40))
         for i in range(rng.randint(1, 4)):
             seen = at - dt.timedelta(hours=rng.uniform(0, 48))
-            events.append((name, {"type": rng.choice(["track", "page"]), "event": rng.choice(TRACK_NAMES),
-                                  "messageId": f"visit-{n}-{i}", "anonymousId": visitor,
-                                  "timestamp": seen.isoformat(), "properties": {"plan": "free"}}))
+            events.append(
+                (
+                    name,
+                    {
+                        "type": rng.choice(["track", "page"]),
+                        "event": rng.choice(TRACK_NAMES),
+                        "messageId": f"visit-{n}-{i}",
+                        "anonymousId": visitor,
+                        "timestamp": seen.isoformat(),
+                        "properties": {"plan": "free"},
+                    },
+                )
+            )
         user = rng.choice(users[world.connections[name]])
         login = {"messageId": f"login-{n}", "userId": user, "timestamp": at.isoformat()}
         if rng.random() < 0.7:
-            login |= {"type": "identify", "anonymousId": visitor,
-                      "traits": {"email": rng.choice([f"user{rng.randint(0, 4)}@example.com", None])}}
+            login |= {
+                "type": "identify",
+                "anonymousId": visitor,
+                "traits": {"email": rng.choice([f"user{rng.randint(0, 4)}@example.com", None])},
+            }
         else:
             login |= {"type": "alias", "previousId": visitor}
         events.append((name, login))
@@ -99,24 +117,35 @@ def make_world(seed: int, n_events: int = 120) -> World:
             world.connections[f"{org}-c{i}"] = org
     names = list(world.connections)
     for name in names:
-        for event_name in rng.sample(TRACK_NAMES + ["$page", "$screen", "$identify", "$group", "$alias"], rng.randint(2, 7)):
+        for event_name in rng.sample(
+            TRACK_NAMES + ["$page", "$screen", "$identify", "$group", "$alias"], rng.randint(2, 7)
+        ):
             world.allowlist.append((name, event_name))
     users = {org: [f"{org}-u{i}" for i in range(5)] + [str(100 + i) for i in range(2)] for org in orgs}
     for org in orgs:
         for i in range(rng.randint(2, 5)):
-            world.accounts.append(dict(
-                org_id=org, account_id=f"acc-{i}", name=f"Account {i}",
-                external_id=rng.choice(SHARED_IDS + [None]), ps_id=rng.choice(SHARED_IDS + [None]),
-                vitally_id=rng.choice(SHARED_IDS + [None]),
-                traits={"tier_code": rng.choice(["gold", "silver", "grp-9"]), "owner": rng.choice(users[org])},
-            ))
+            world.accounts.append(
+                dict(
+                    org_id=org,
+                    account_id=f"acc-{i}",
+                    name=f"Account {i}",
+                    external_id=rng.choice(SHARED_IDS + [None]),
+                    ps_id=rng.choice(SHARED_IDS + [None]),
+                    vitally_id=rng.choice(SHARED_IDS + [None]),
+                    traits={"tier_code": rng.choice(["gold", "silver", "grp-9"]), "owner": rng.choice(users[org])},
+                )
+            )
         for i in range(rng.randint(2, 5)):
-            world.contacts.append(dict(
-                org_id=org, contact_id=f"con-{i}", account_id=rng.choice([f"acc-{j}" for j in range(3)] + [None]),
-                email=rng.choice([f"  User{i}@Example.COM ", f"user{i}@example.com", None]),
-                product_external_user_id=rng.choice(users[org] + [None]),
-                traits={"crm_id": rng.choice(["crm-1", "crm-2", "crm-3"])},
-            ))
+            world.contacts.append(
+                dict(
+                    org_id=org,
+                    contact_id=f"con-{i}",
+                    account_id=rng.choice([f"acc-{j}" for j in range(3)] + [None]),
+                    email=rng.choice([f"  User{i}@Example.COM ", f"user{i}@example.com", None]),
+                    product_external_user_id=rng.choice(users[org] + [None]),
+                    traits={"crm_id": rng.choice(["crm-1", "crm-2", "crm-3"])},
+                )
+            )
     world.rules = _rules(rng, names)
     groups = SHARED_IDS + ["grp-9", "gold", "unknown-grp", ""]
     for n in range(n_events):
@@ -138,7 +167,10 @@ def make_world(seed: int, n_events: int = 120) -> World:
         if rng.random() < 0.15:
             context["groupId"] = rng.choice(groups)
         if rng.random() < 0.15:
-            context["traits"] = {"email": rng.choice(["user1@example.com", "USER2@example.com "]), "crm": rng.choice(["crm-1", "crm-9"])}
+            context["traits"] = {
+                "email": rng.choice(["user1@example.com", "USER2@example.com "]),
+                "crm": rng.choice(["crm-1", "crm-9"]),
+            }
         payload["context"] = context
         if kind == "track":
             payload["event"] = rng.choice(TRACK_NAMES + [""])
@@ -150,8 +182,11 @@ def make_world(seed: int, n_events: int = 120) -> World:
                 props["email"] = "User3@example.com"
             payload["properties"] = props
         if kind == "identify":
-            payload["traits"] = {"email": rng.choice([f" User{rng.randint(0, 4)}@Example.com", None]),
-                                 "plan": rng.choice(["pro", "free", None]), "seats": rng.randint(1, 9)}
+            payload["traits"] = {
+                "email": rng.choice([f" User{rng.randint(0, 4)}@Example.com", None]),
+                "plan": rng.choice(["pro", "free", None]),
+                "seats": rng.randint(1, 9),
+            }
         if kind == "group":
             if rng.random() < 0.9:
                 payload["groupId"] = rng.choice(groups)

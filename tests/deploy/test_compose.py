@@ -21,8 +21,14 @@ PROJECT_ENV = {"DATABASE_URL", "ARCHIVE_URL", "SEGMENT_ELT_FERNET_KEY", "PUBLIC_
 PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 PROJECT_IMAGE = f"segment-elt:{PROJECT_VERSION}"
 PROJECT = {name for name, s in SERVICES.items() if s.get("image") == PROJECT_IMAGE}
-AIRFLOW = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-           "airflow-worker"}
+AIRFLOW = {
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+}
 
 
 # Repositories that no longer serve pulls: MinIO deleted both from Docker Hub in September 2026
@@ -186,7 +192,15 @@ def test_every_command_refers_to_something_that_exists(name):
         build_parser().parse_args(command[1:])
 
 
-TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "moto", "sqlfluff", "sqlfluff-templater-dbt", "check-jsonschema"}
+TEST_TOOLS = {
+    "pytest",
+    "pytest-timeout",
+    "hypothesis",
+    "moto",
+    "sqlfluff",
+    "sqlfluff-templater-dbt",
+    "check-jsonschema",
+}
 
 
 def _normalized(name: str) -> str:
@@ -233,8 +247,17 @@ def test_the_image_installs_the_project_at_the_locks_pins_without_test_tools():
     extras = set(install.group(1).split(","))
     assert extras == {"receiver", "airflow"}
     installed = _closure([f"segment-elt[{','.join(sorted(extras))}]"], set())
-    assert {"flask", "gunicorn", "uvicorn-worker", "uvloop", "httptools", "a2wsgi", "apache-airflow",
-            "astronomer-cosmos", "dbt-postgres"} <= installed
+    assert {
+        "flask",
+        "gunicorn",
+        "uvicorn-worker",
+        "uvloop",
+        "httptools",
+        "a2wsgi",
+        "apache-airflow",
+        "astronomer-cosmos",
+        "dbt-postgres",
+    } <= installed
     assert installed & TEST_TOOLS == set()
     assert _closure(["segment-elt[dev]"], set()) >= TEST_TOOLS  # the check sees test tools when they are there
     assert "ensure_manifest" in text  # the DAGs load the dbt graph from the manifest baked in
@@ -242,7 +265,10 @@ def test_the_image_installs_the_project_at_the_locks_pins_without_test_tools():
 
 
 def test_the_lock_pins_every_dependency_of_every_extra():
-    pins = {_normalized(line.split("==")[0].split("[")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
-            if "==" in line and not line.startswith((" ", "#"))}
+    pins = {
+        _normalized(line.split("==")[0].split("[")[0])
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
     wanted = _closure(["segment-elt[dev]"], set())
     assert wanted - pins == set()

@@ -97,8 +97,10 @@ def segment(monkeypatch):
 def enable(db, segment, org: str, write_key: str, region: str = "us") -> str:
     cid = connections.create(db, org).connection_id
     segment.keys.add(write_key)
-    db.execute("insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, %s)",
-               (cid, crypto.encrypt(write_key), region))
+    db.execute(
+        "insert into control.outbound (connection_id, write_key_enc, region) values (%s, %s, %s)",
+        (cid, crypto.encrypt(write_key), region),
+    )
     return cid
 
 
@@ -108,7 +110,9 @@ def marts(db):
     db.execute("create schema analytics; create schema audiences")
     db.execute("create table analytics.outbound_identify (org_id text, user_id text, traits jsonb)")
     db.execute("create table analytics.outbound_group (org_id text, account_id text, group_id text, traits jsonb)")
-    db.execute("create table analytics.outbound_moments (org_id text, account_id text, moment text,"
-               " occurrence_key text, properties jsonb)")
+    db.execute(
+        "create table analytics.outbound_moments (org_id text, account_id text, moment text,"
+        " occurrence_key text, properties jsonb)"
+    )
     db.execute("create table audiences.power_users (org_id text, user_id text)")
     return db

@@ -56,20 +56,58 @@ def test_outbound_test_exits_non_zero_when_nothing_answers(db, segment, monkeypa
 def test_outbound_models_on_real_marts(db):
     created = connections.create(db, "acme")
     connections.allowlist(db, created.connection_id, add=["Report Created"])
-    entities.upsert(db, "acme", entities.ACCOUNTS, [
-        {"account_id": "a1", "name": "Acme", "external_id": "ext-1", "ps_id": "ps-1", "vitally_id": None, "traits": {}},
-        {"account_id": "a2", "name": "Initech", "external_id": None, "ps_id": "ps-2", "vitally_id": None, "traits": {}},
-        {"account_id": "a3", "name": "Hooli", "external_id": "ext-3", "ps_id": None, "vitally_id": None, "traits": {}}])
+    entities.upsert(
+        db,
+        "acme",
+        entities.ACCOUNTS,
+        [
+            {
+                "account_id": "a1",
+                "name": "Acme",
+                "external_id": "ext-1",
+                "ps_id": "ps-1",
+                "vitally_id": None,
+                "traits": {},
+            },
+            {
+                "account_id": "a2",
+                "name": "Initech",
+                "external_id": None,
+                "ps_id": "ps-2",
+                "vitally_id": None,
+                "traits": {},
+            },
+            {
+                "account_id": "a3",
+                "name": "Hooli",
+                "external_id": "ext-3",
+                "ps_id": None,
+                "vitally_id": None,
+                "traits": {},
+            },
+        ],
+    )
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
-    events = [samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
-              samples.event("group", user_id="u1", group_id="ext-1", at=old),
-              samples.event("group", user_id="u1", group_id="ps-1", at=old + dt.timedelta(hours=1)),
-              samples.event("group", user_id="u1", group_id="ext-1", at=old - dt.timedelta(hours=1)),
-              samples.event("group", user_id="u2", group_id="ps-2", at=old)]
-    events += [samples.event("track", user_id="u1", name="Report Created", at=old + dt.timedelta(minutes=i)) for i in range(3)]
+    events = [
+        samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
+        samples.event("group", user_id="u1", group_id="ext-1", at=old),
+        samples.event("group", user_id="u1", group_id="ps-1", at=old + dt.timedelta(hours=1)),
+        samples.event("group", user_id="u1", group_id="ext-1", at=old - dt.timedelta(hours=1)),
+        samples.event("group", user_id="u2", group_id="ps-2", at=old),
+    ]
+    events += [
+        samples.event("track", user_id="u1", name="Report Created", at=old + dt.timedelta(minutes=i)) for i in range(3)
+    ]
     for event in events:
-        landing.insert_events(db, connection_id=created.connection_id, org_id="acme", text=json.dumps(event),
-                              events=[event], received_at=old, archive_key="k")
+        landing.insert_events(
+            db,
+            connection_id=created.connection_id,
+            org_id="acme",
+            text=json.dumps(event),
+            events=[event],
+            received_at=old,
+            archive_key="k",
+        )
     run_dbt(["build"])
     messages = sync.preview(org_id="acme")
     identify = next(m for m in messages if m["type"] == "identify" and m["userId"] == "u1")

@@ -24,8 +24,10 @@ def test_a_trait_that_returns_to_an_earlier_value_within_a_day_reaches_segment(m
     fill(marts, users=("u1",), health=80)
     run_sync(marts)
     for health in (12, 80):
-        marts.execute("update analytics.outbound_identify set traits = jsonb_set(traits, '{account_health_score}', %s)",
-                      (json.dumps(health),))
+        marts.execute(
+            "update analytics.outbound_identify set traits = jsonb_set(traits, '{account_health_score}', %s)",
+            (json.dumps(health),),
+        )
         run_sync(marts)
     assert health_of(segment, "u1") == [80, 12, 80]
     assert segment.dropped == []
@@ -82,8 +84,10 @@ def test_batches_as_received_stay_under_475000_bytes_and_events_under_32_kb(mart
     for i in range(300):
         traits = {f"note_{n}": "y" * 1000 for n in range(5)} | {"accented": "é" * (i % 50)}
         marts.execute("insert into analytics.outbound_identify values ('acme', %s, %s)", (f"u{i}", json.dumps(traits)))
-    marts.execute("insert into analytics.outbound_identify values ('acme', 'edge', %s)",
-                  (json.dumps({"blob": "z" * (32 * 1024 - 200)}),))
+    marts.execute(
+        "insert into analytics.outbound_identify values ('acme', 'edge', %s)",
+        (json.dumps({"blob": "z" * (32 * 1024 - 200)}),),
+    )
     result = run_sync(marts)
     assert max(len(body) for body in segment.bodies) <= 475_000
     received = [m for body in segment.bodies for m in json.loads(body)["batch"]]
@@ -104,7 +108,9 @@ def test_an_undecryptable_write_key_fails_only_its_connection(marts, segment):
     runs = dict(marts.execute("select connection_id, status from control.outbound_runs").fetchall())
     assert runs == {bad: "failed", good: "success"}
     assert len(segment.messages("wk-2")) == 4
-    failed = marts.execute("select failed, error from control.outbound_runs where connection_id = %s", (bad,)).fetchone()
+    failed = marts.execute(
+        "select failed, error from control.outbound_runs where connection_id = %s", (bad,)
+    ).fetchone()
     assert failed[0] == 4 and "SEGMENT_ELT_FERNET_KEY" in failed[1]
 
 
@@ -116,7 +122,9 @@ def test_a_connection_whose_models_break_fails_alone(marts, segment):
     with pytest.raises(sync.OutboundFailed, match=bad):
         run_sync(marts)
     assert dict(marts.execute("select connection_id, status from control.outbound_runs").fetchall()) == {
-        bad: "failed", good: "success"}
+        bad: "failed",
+        good: "success",
+    }
     assert len(segment.messages("wk-2")) == 4
 
 
@@ -128,4 +136,5 @@ def test_an_account_without_a_product_group_id_is_skipped_and_counted(marts, seg
     assert result[cid]["skipped"] == {"group_without_product_group_id": 1}
     assert [m["groupId"] for m in segment.messages() if m["type"] == "group"] == ["ext-1"]
     assert marts.execute("select skipped from control.outbound_runs").fetchone()[0] == {
-        "group_without_product_group_id": 1}
+        "group_without_product_group_id": 1
+    }

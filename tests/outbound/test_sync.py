@@ -14,10 +14,17 @@ FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05}
 
 def fill(db, org="acme", users=("u1", "u2"), health=80):
     for user in users:
-        db.execute("insert into analytics.outbound_identify values (%s, %s, %s)",
-                   (org, user, json.dumps({"account_id": "a1", "account_health_score": health})))
-    db.execute("insert into analytics.outbound_group values (%s, 'a1', 'ext-1', %s)", (org, json.dumps({"health_score": health})))
-    db.execute("insert into analytics.outbound_moments values (%s, 'a1', 'Account Went Quiet', 'a1@2026-01-01', '{}')", (org,))
+        db.execute(
+            "insert into analytics.outbound_identify values (%s, %s, %s)",
+            (org, user, json.dumps({"account_id": "a1", "account_health_score": health})),
+        )
+    db.execute(
+        "insert into analytics.outbound_group values (%s, 'a1', 'ext-1', %s)",
+        (org, json.dumps({"health_score": health})),
+    )
+    db.execute(
+        "insert into analytics.outbound_moments values (%s, 'a1', 'Account Went Quiet', 'a1@2026-01-01', '{}')", (org,)
+    )
 
 
 def run_sync(db):
@@ -41,8 +48,10 @@ def test_a_trait_change_sends_one_identify(marts, segment):
     enable(marts, segment, "acme", "wk-1")
     fill(marts)
     run_sync(marts)
-    marts.execute("update analytics.outbound_identify set traits = traits || '{\"account_health_score\": 12}'"
-                  " where user_id = 'u2'")
+    marts.execute(
+        "update analytics.outbound_identify set traits = traits || '{\"account_health_score\": 12}'"
+        " where user_id = 'u2'"
+    )
     run_sync(marts)
     latest = segment.messages()[4:]
     assert [(m["type"], m["userId"], m["traits"]["account_health_score"]) for m in latest] == [("identify", "u2", 12)]
@@ -86,8 +95,9 @@ def test_a_500_storm_fails_marks_nothing_and_the_next_run_sends_all(marts, segme
     with pytest.raises(sync.OutboundFailed):
         run_sync(marts)
     assert marts.execute("select count(*) from control.outbound_sent").fetchone()[0] == 0
-    assert marts.execute("select status, failed from control.outbound_runs where connection_id = %s",
-                         (cid,)).fetchone() == ("failed", 4)
+    assert marts.execute(
+        "select status, failed from control.outbound_runs where connection_id = %s", (cid,)
+    ).fetchone() == ("failed", 4)
     segment.script["wk-1"] = []
     assert [c["sent"] for c in run_sync(marts).values()] == [4]
     assert len({m["messageId"] for m in segment.messages()}) == 4
@@ -109,7 +119,9 @@ def test_401_stops_that_connection_and_others_still_sync(marts, segment):
 def test_an_oversized_event_is_skipped_and_reported(marts, segment):
     enable(marts, segment, "acme", "wk-1")
     fill(marts, users=("u1",))
-    marts.execute("insert into analytics.outbound_identify values ('acme', 'huge', %s)", (json.dumps({"blob": "x" * 40_000}),))
+    marts.execute(
+        "insert into analytics.outbound_identify values ('acme', 'huge', %s)", (json.dumps({"blob": "x" * 40_000}),)
+    )
     result = run_sync(marts)
     assert [(c["sent"], c["oversized"]) for c in result.values()] == [(3, 1)]
     assert "huge" not in {m.get("userId") for m in segment.messages()}

@@ -39,8 +39,11 @@ def post(path: str, body: bytes, signature: str | None, chunked: bool, headers: 
     if signature is not None:
         head += f"X-Signature: {signature}\r\n"
     if chunked:
-        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + (
-            f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+        return (
+            (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+            + (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"")
+            + b"0\r\n\r\n"
+        )
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 

@@ -31,6 +31,7 @@ def scrape_families(base: str):
     answer = requests.get(base + "/metrics", timeout=10)
     return [sample for family in text_string_to_metric_families(answer.text) for sample in family.samples]
 
+
 AT = dt.datetime(2026, 12, 1, 10, 30, tzinfo=dt.timezone.utc)
 
 
@@ -54,21 +55,31 @@ def test_a_damaged_group_object_is_corrupt_not_a_request():
 
 
 def staged(db, connection_id):
-    return db.execute("select message_id, received_at, archive_key from raw.segment_events"
-                      " where connection_id = %s order by message_id", (connection_id,)).fetchall()
+    return db.execute(
+        "select message_id, received_at, archive_key from raw.segment_events"
+        " where connection_id = %s order by message_id",
+        (connection_id,),
+    ).fetchall()
 
 
 def test_insert_group_answers_each_request_as_if_they_had_landed_one_after_the_other(db):
     created = connections.create(db, "acme")
     cid = created.connection_id
     e1, e2, e3 = (samples.event("track", user_id="u1", name="A") for _ in range(3))
-    landing.insert_events(db, connection_id=cid, org_id="acme", text=json.dumps(e3), events=[e3],
-                          received_at=AT, archive_key="earlier")
+    landing.insert_events(
+        db, connection_id=cid, org_id="acme", text=json.dumps(e3), events=[e3], received_at=AT, archive_key="earlier"
+    )
     first, second = [e1, e2], [e2, e3]  # e2 twice in the group, e3 staged before
-    new = landing.insert_group(db, connection_id=cid, org_id="acme", archive_key="group", requests=[
-        (AT + dt.timedelta(seconds=1), json.dumps(first), first),
-        (AT + dt.timedelta(seconds=2), json.dumps(second), second),
-    ])
+    new = landing.insert_group(
+        db,
+        connection_id=cid,
+        org_id="acme",
+        archive_key="group",
+        requests=[
+            (AT + dt.timedelta(seconds=1), json.dumps(first), first),
+            (AT + dt.timedelta(seconds=2), json.dumps(second), second),
+        ],
+    )
     assert new == [2, 0]
     rows = {mid: (at, key) for mid, at, key in staged(db, cid)}
     assert rows[e1["messageId"]] == rows[e2["messageId"]] == (AT + dt.timedelta(seconds=1), "group")
@@ -78,18 +89,25 @@ def test_insert_group_answers_each_request_as_if_they_had_landed_one_after_the_o
 def test_insert_group_lands_a_body_postgres_refuses_through_sanitised_copies(db):
     cid = connections.create(db, "acme").connection_id
     clean, dirty = samples.event("track", user_id="u1"), samples.event("track", user_id="u2", name="nul \u0000 here")
-    new = landing.insert_group(db, connection_id=cid, org_id="acme", archive_key="group", requests=[
-        (AT, json.dumps(clean), [clean]), (AT, json.dumps(dirty), [dirty])])
+    new = landing.insert_group(
+        db,
+        connection_id=cid,
+        org_id="acme",
+        archive_key="group",
+        requests=[(AT, json.dumps(clean), [clean]), (AT, json.dumps(dirty), [dirty])],
+    )
     assert new == [1, 1]
-    stored = db.execute("select payload->>'event' from raw.segment_events where message_id = %s",
-                        (dirty["messageId"],)).fetchone()[0]
+    stored = db.execute(
+        "select payload->>'event' from raw.segment_events where message_id = %s", (dirty["messageId"],)
+    ).fetchone()[0]
     assert stored == "nul \ufffd here"
 
 
 def test_one_token_take_answers_each_request_of_a_group_in_order(db):
     cid = connections.create(db, "capped", rate_limit=10).connection_id
-    takes = db.execute("select n, outcome, retry_after_s from control.take_tokens_each(%s, %s)",
-                       (cid, [4, 4, 4, 2])).fetchall()
+    takes = db.execute(
+        "select n, outcome, retry_after_s from control.take_tokens_each(%s, %s)", (cid, [4, 4, 4, 2])
+    ).fetchall()
     assert [(n, outcome) for n, outcome, _ in takes] == [(1, "ok"), (2, "ok"), (3, "limited"), (4, "ok")]
     assert 11 < takes[2][2] < 13  # 2 tokens left of 10/min: 2 more take 12 s
     db.execute("update control.rate_buckets set tokens = 10 where org_id = 'capped'")
@@ -97,7 +115,9 @@ def test_one_token_take_answers_each_request_of_a_group_in_order(db):
     assert takes == [("ok",), ("limited",)]  # a full bucket takes a request larger than the cap, into debt
     db.execute("update control.connections set deleted_at = now() where connection_id = %s", (cid,))
     assert db.execute("select outcome from control.take_tokens_each(%s, %s)", (cid, [1, 1])).fetchall() == [
-        ("gone",), ("gone",)]
+        ("gone",),
+        ("gone",),
+    ]
 
 
 @pytest.fixture
@@ -119,6 +139,7 @@ def post_all(hook, events, timeout=10):
             return hook.post(event).status_code
         except requests.RequestException:
             return None
+
     with ThreadPoolExecutor(len(events)) as pool:
         return list(pool.map(post, events))
 
@@ -165,16 +186,18 @@ def test_past_the_queue_limit_a_request_gets_503_lands_nothing_and_its_retry_lan
     receiver = receiver_factory(workers=1, env={"RECEIVER_QUEUE_MAX_BYTES": "3000", "RECEIVER_GROUP_WRITERS": "1"})
     hook = make_hook(db, receiver, rate_limit=1_000_000)
     assert hook.post(samples.event("track", user_id="u0")).status_code == 200  # the connection is cached
-    events = [samples.event("track", user_id=f"u{i}", name="Report Created", properties={"pad": "x" * 300})
-              for i in range(30)]
+    events = [
+        samples.event("track", user_id=f"u{i}", name="Report Created", properties={"pad": "x" * 300}) for i in range(30)
+    ]
     answers = post_all(hook, events)
     refused = [e for e, status in zip(events, answers) if status == 503]
     assert refused and set(answers) == {200, 503}, answers
     landed = {mid for mid, _, _ in staged(db, hook.connection_id)}
     assert landed.isdisjoint(e["messageId"] for e in refused)
     assert post_all(hook, refused[:3]) == [200] * 3  # Segment's retry, the queue drained
-    rejects = db.execute("select status, reason from control.rejects where connection_id = %s",
-                         (hook.connection_id,)).fetchall()
+    rejects = db.execute(
+        "select status, reason from control.rejects where connection_id = %s", (hook.connection_id,)
+    ).fetchall()
     assert (503, groups.OVERLOADED) in rejects
 
 
@@ -210,7 +233,12 @@ def test_a_worker_killed_with_a_group_in_flight_loses_nothing_and_double_counts_
     rows = staged(db, hook.connection_id)
     assert sorted(mid for mid, _, _ in rows) == sorted(e["messageId"] for e in events)  # each exactly once
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-        again = replay.replay(conn, open_archive("s3://slow/raw"), hook.connection_id, "acme",
-                              *[dt.datetime.now(dt.timezone.utc).date()] * 2)
+        again = replay.replay(
+            conn,
+            open_archive("s3://slow/raw"),
+            hook.connection_id,
+            "acme",
+            *[dt.datetime.now(dt.timezone.utc).date()] * 2,
+        )
     assert again.new == 0  # whatever the killed group wrote to the archive re-lands as duplicates
     assert len(staged(db, hook.connection_id)) == 20

@@ -13,8 +13,11 @@ from tests.receiver.conftest import make_hook
 def scrape(base: str) -> dict[tuple[str, tuple], float]:
     answer = requests.get(base + "/metrics", timeout=10)
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
 
 
 def test_metrics_sum_every_worker(db, archive_url, receiver_factory):
@@ -36,5 +39,6 @@ def test_metrics_sum_every_worker(db, archive_url, receiver_factory):
     assert figures[("segment_elt_receiver_request_seconds_count", ())] == 15
     assert hook.connection_id not in requests.get(receiver.url + "/metrics", timeout=10).text
     # every worker answers with the same sums
-    assert {scrape(receiver.url)[("segment_elt_receiver_events_total", (("outcome", "duplicate"),))]
-            for _ in range(6)} == {11}
+    assert {
+        scrape(receiver.url)[("segment_elt_receiver_events_total", (("outcome", "duplicate"),))] for _ in range(6)
+    } == {11}

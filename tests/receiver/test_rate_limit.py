@@ -28,8 +28,9 @@ def test_burst_of_single_events_is_capped_across_workers(db, archive_url, receiv
     assert len(accepted) <= 600 + elapsed * 600 / 60 + 1, (len(accepted), elapsed)
     assert len(accepted) >= 600
     assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
-    staged = db.execute("select count(*) from raw.segment_events where connection_id = %s",
-                        (hook.connection_id,)).fetchone()[0]
+    staged = db.execute(
+        "select count(*) from raw.segment_events where connection_id = %s", (hook.connection_id,)
+    ).fetchone()[0]
     assert staged == len(accepted) == archived_requests(archive_url, hook.connection_id)
 
 
@@ -49,6 +50,7 @@ def test_a_batch_larger_than_the_cap_is_accepted_when_the_bucket_is_full(db, arc
     after = hook.post(samples.event("track", user_id="late"))
     assert after.status_code == 429
     assert int(after.headers["Retry-After"]) >= 40  # the bucket is 400 events in debt at 10 per second
-    staged = db.execute("select count(*) from raw.segment_events where connection_id = %s",
-                        (hook.connection_id,)).fetchone()[0]
+    staged = db.execute(
+        "select count(*) from raw.segment_events where connection_id = %s", (hook.connection_id,)
+    ).fetchone()[0]
     assert staged == 1000 and archived_requests(archive_url, hook.connection_id) == 1

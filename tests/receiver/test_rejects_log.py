@@ -21,8 +21,11 @@ CLI = str(Path(sys.executable).parent / "segment-elt")
 
 
 def logged(db, hook) -> list[tuple]:
-    return db.execute("select status, reason, repeats, body_bytes, body_head from control.rejects"
-                      " where connection_id = %s order by rejected_at", (hook.connection_id,)).fetchall()
+    return db.execute(
+        "select status, reason, repeats, body_bytes, body_head from control.rejects"
+        " where connection_id = %s order by rejected_at",
+        (hook.connection_id,),
+    ).fetchall()
 
 
 def test_refusals_are_recorded_without_headers_and_printed(db, archive_url, receiver_factory):
@@ -40,10 +43,23 @@ def test_refusals_are_recorded_without_headers_and_printed(db, archive_url, rece
     assert rows[2][3] == 5000 and rows[2][4] is None  # only 400s keep the body's head
     assert rows[3][1].startswith("the org's events-per-minute cap is reached")
     assert hook.secret not in json.dumps(rows, default=str)
-    printed = subprocess.run([CLI, "connections", "recent-events", hook.connection_id, "--rejected"],
-                             capture_output=True, text=True, env=os.environ, timeout=60)
+    printed = subprocess.run(
+        [CLI, "connections", "recent-events", hook.connection_id, "--rejected"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=60,
+    )
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.splitlines()[0].split() == ["rejected", "status", "reason", "times", "bytes", "body", "(400s)"]
+    assert printed.stdout.splitlines()[0].split() == [
+        "rejected",
+        "status",
+        "reason",
+        "times",
+        "bytes",
+        "body",
+        "(400s)",
+    ]
     assert sum(" 429 " in line for line in printed.stdout.splitlines()) == 1
 
 
@@ -56,11 +72,15 @@ def test_a_flood_is_folded_and_the_log_is_bounded(db, archive_url, receiver_fact
     rows = logged(db, hook)
     assert len(rows) < 10 and sum(r[2] for r in rows) == 31  # folded, and every refusal counted
     # bounded: the newest KEEP rows per connection stay
-    db.execute("insert into control.rejects (connection_id, rejected_at, status, reason, body_bytes)"
-               " select %s, now() - make_interval(secs => n), 401, 'old', 10 from generate_series(1, %s) as n",
-               (hook.connection_id, rejects.KEEP + 50))
+    db.execute(
+        "insert into control.rejects (connection_id, rejected_at, status, reason, body_bytes)"
+        " select %s, now() - make_interval(secs => n), 401, 'old', 10 from generate_series(1, %s) as n",
+        (hook.connection_id, rejects.KEEP + 50),
+    )
     assert hook.post(b"[", secret=None).status_code == 400
-    (kept,) = db.execute("select count(*) from control.rejects where connection_id = %s", (hook.connection_id,)).fetchone()
+    (kept,) = db.execute(
+        "select count(*) from control.rejects where connection_id = %s", (hook.connection_id,)
+    ).fetchone()
     assert kept == rejects.KEEP
     assert logged(db, hook)[-1][0] == 400  # the newest stays
 
@@ -68,7 +88,8 @@ def test_a_flood_is_folded_and_the_log_is_bounded(db, archive_url, receiver_fact
 def test_unknown_connections_are_not_logged(db, archive_url, receiver_factory):
     hook = make_hook(db, receiver_factory(workers=1))
     body = b"{}"
-    answer = requests.post(hook.url.replace(hook.connection_id, "conn_unknown"), data=body,
-                           headers=samples.headers("s", body), timeout=10)
+    answer = requests.post(
+        hook.url.replace(hook.connection_id, "conn_unknown"), data=body, headers=samples.headers("s", body), timeout=10
+    )
     assert answer.status_code == 404
     assert db.execute("select count(*) from control.rejects").fetchone()[0] == 0

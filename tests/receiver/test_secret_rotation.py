@@ -32,8 +32,10 @@ def rotate(connection_id: str, *extra: str) -> dict:
 
 def answers(hook, secret: str, times: int = 6) -> set[int]:
     """Statuses of `times` posts signed with `secret` (spread over the workers by the kernel)."""
-    return {hook.post(samples.event("track", user_id="u1", name="Report Created"), secret=secret).status_code
-            for _ in range(times)}
+    return {
+        hook.post(samples.event("track", user_id="u1", name="Report Created"), secret=secret).status_code
+        for _ in range(times)
+    }
 
 
 def test_both_secrets_verify_until_the_rotation_finishes(db, archive_url, receiver_factory):
@@ -58,14 +60,17 @@ def test_both_secrets_verify_until_the_rotation_finishes(db, archive_url, receiv
 def test_the_grace_period_ends_by_itself(db, archive_url, receiver_factory):
     hook = make_hook(db, receiver_factory(workers=1))
     new = rotate(hook.connection_id, "--grace-hours", "1")["secret"]
-    db.execute("update control.connections set previous_secret_until = now() - interval '1 second'"
-               " where connection_id = %s", (hook.connection_id,))  # the hour has passed
+    db.execute(
+        "update control.connections set previous_secret_until = now() - interval '1 second' where connection_id = %s",
+        (hook.connection_id,),
+    )  # the hour has passed
     assert answers(hook, hook.secret, 2) == {401}  # a mismatch re-reads: the expired secret is gone
     assert answers(hook, new, 2) == {200}
 
 
-def test_a_fernet_key_rotation_keeps_every_secret_readable_and_readyz_says_when_not(db, archive_url,
-                                                                                  receiver_factory, monkeypatch):
+def test_a_fernet_key_rotation_keeps_every_secret_readable_and_readyz_says_when_not(
+    db, archive_url, receiver_factory, monkeypatch
+):
     first = os.environ["SEGMENT_ELT_FERNET_KEY"]
     hook = make_hook(db, receiver_factory(workers=1))
     assert cli("connections", "outbound", hook.connection_id, "--write-key", "wk-1").returncode == 0
@@ -79,8 +84,9 @@ def test_a_fernet_key_rotation_keeps_every_secret_readable_and_readyz_says_when_
     assert requests.get(only_new.url + "/readyz", timeout=10).status_code == 200
     signed = samples.event("track", user_id="u1", name="Report Created")
     body = json.dumps(signed).encode()
-    answer = requests.post(only_new.webhook(hook.connection_id), data=body, headers=samples.headers(hook.secret, body),
-                           timeout=10)
+    answer = requests.post(
+        only_new.webhook(hook.connection_id), data=body, headers=samples.headers(hook.secret, body), timeout=10
+    )
     assert answer.status_code == 200, answer.text
     # the old key alone reads nothing any more: /readyz names what it cannot read
     stale = requests.get(hook.receiver.url + "/readyz", timeout=10)

@@ -15,8 +15,9 @@ CALLS = ["track", "page", "screen", "identify", "group", "alias"]
 
 
 def staged(db, hook):
-    return db.execute("select count(*) from raw.segment_events where connection_id = %s",
-                      (hook.connection_id,)).fetchone()[0]
+    return db.execute(
+        "select count(*) from raw.segment_events where connection_id = %s", (hook.connection_id,)
+    ).fetchone()[0]
 
 
 def archived(hook, archive_url):
@@ -35,7 +36,9 @@ def test_every_call_type_lands_once_in_staging_and_archive(db, hook, archive):
     for _, key, payload in rows:
         [(_, body)] = requests_in(key, store.get(key))  # sequential posts: a group of one each
         assert json.loads(body) == payload
-        assert key.startswith(f"{store.prefix + '/' if store.prefix else ''}org=acme/connection={hook.connection_id}/dt=")
+        assert key.startswith(
+            f"{store.prefix + '/' if store.prefix else ''}org=acme/connection={hook.connection_id}/dt="
+        )
 
 
 def test_retried_request_never_double_counts(db, hook, archive):

@@ -36,13 +36,19 @@ def post(url: str, path: str, payload, key: str | None = None, headers: dict | N
 
 
 def staged(db, connection_id: str) -> list[dict]:
-    return [r[0] for r in db.execute("select payload from raw.segment_events where connection_id = %s"
-                                     " order by payload->>'messageId'", (connection_id,))]
+    return [
+        r[0]
+        for r in db.execute(
+            "select payload from raw.segment_events where connection_id = %s order by payload->>'messageId'",
+            (connection_id,),
+        )
+    ]
 
 
 def rejected(db, connection_id: str) -> list[tuple]:
-    return db.execute("select status, reason from control.rejects where connection_id = %s order by rejected_at",
-                      (connection_id,)).fetchall()
+    return db.execute(
+        "select status, reason from control.rejects where connection_id = %s order by rejected_at", (connection_id,)
+    ).fetchall()
 
 
 def instant(text: str) -> dt.datetime:
@@ -52,15 +58,35 @@ def instant(text: str) -> dt.datetime:
 def test_calls_and_batches_land_normalised_as_segment_delivers_them(api, db):
     url, created = api
     key, cid = created.write_key, created.connection_id
-    answer = post(url, "/v1/track", {"userId": "u1", "event": "Report Created", "messageId": "m-track",
-                                     "timestamp": "2026-01-01T12:00:00.000Z", "sentAt": SENT_AT,
-                                     "properties": {"rows": 3}}, key)
+    answer = post(
+        url,
+        "/v1/track",
+        {
+            "userId": "u1",
+            "event": "Report Created",
+            "messageId": "m-track",
+            "timestamp": "2026-01-01T12:00:00.000Z",
+            "sentAt": SENT_AT,
+            "properties": {"rows": 3},
+        },
+        key,
+    )
     assert answer.status_code == 200 and answer.json() == {"success": True}
-    batch = {"batch": [{"type": "identify", "userId": "u1", "traits": {"email": "a@x.io"}, "messageId": "m-id",
-                        "timestamp": "2026-01-01T12:00:05.000Z", "context": {"locale": "fr"}},
-                       {"type": "page", "anonymousId": "anon-1", "name": "Home",
-                        "timestamp": "2026-01-01T12:00:06.000Z"}],
-             "context": {"library": {"name": "test"}, "locale": "en"}, "sentAt": SENT_AT}
+    batch = {
+        "batch": [
+            {
+                "type": "identify",
+                "userId": "u1",
+                "traits": {"email": "a@x.io"},
+                "messageId": "m-id",
+                "timestamp": "2026-01-01T12:00:05.000Z",
+                "context": {"locale": "fr"},
+            },
+            {"type": "page", "anonymousId": "anon-1", "name": "Home", "timestamp": "2026-01-01T12:00:06.000Z"},
+        ],
+        "context": {"library": {"name": "test"}, "locale": "en"},
+        "sentAt": SENT_AT,
+    }
     assert post(url, "/v1/batch", batch, key).json() == {"success": True}
     # the short forms, the body's writeKey (the browser's form), and a gzip body
     assert post(url, "/v1/i", {"userId": "u2", "writeKey": key, "messageId": "m-short"}).status_code == 200
@@ -98,15 +124,25 @@ def test_calls_and_batches_land_normalised_as_segment_delivers_them(api, db):
 
 def test_cors_preflight_and_answers_for_browsers(api):
     url, created = api
-    preflight = requests.options(url + "/v1/t", headers={
-        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type, authorization"}, timeout=10)
+    preflight = requests.options(
+        url + "/v1/t",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization",
+        },
+        timeout=10,
+    )
     assert preflight.status_code in (200, 204)
     assert preflight.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
-    sent = post(url, "/v1/t", {"userId": "u1", "event": "x", "writeKey": created.write_key},
-                headers={"Origin": "https://app.example.com", "Content-Type": "text/plain"})
+    sent = post(
+        url,
+        "/v1/t",
+        {"userId": "u1", "event": "x", "writeKey": created.write_key},
+        headers={"Origin": "https://app.example.com", "Content-Type": "text/plain"},
+    )
     assert sent.status_code == 200 and sent.headers["Access-Control-Allow-Origin"] == "*"
     refused = post(url, "/v1/t", {"userId": "u1", "event": "x"}, "wrong", {"Origin": "https://app.example.com"})
     assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == "*"
@@ -115,9 +151,12 @@ def test_cors_preflight_and_answers_for_browsers(api):
 def test_wrong_or_missing_write_keys_get_401_and_land_nothing(api, db):
     url, created = api
     event = {"userId": "u1", "event": "Report Created"}
-    for answer in (post(url, "/v1/track", event, "not-the-key"), post(url, "/v1/track", event),
-                   post(url, "/v1/track", {**event, "writeKey": "nope"}),
-                   post(url, "/v1/track", event, headers={"Authorization": "Basic %%%"})):
+    for answer in (
+        post(url, "/v1/track", event, "not-the-key"),
+        post(url, "/v1/track", event),
+        post(url, "/v1/track", {**event, "writeKey": "nope"}),
+        post(url, "/v1/track", event, headers={"Authorization": "Basic %%%"}),
+    ):
         assert answer.status_code == 401
         assert set(answer.json()) == {"code", "message"} and answer.json()["code"] == "unauthorized"
     assert staged(db, created.connection_id) == []
@@ -146,23 +185,37 @@ def test_hostile_inputs_get_segments_400_land_nothing_and_are_logged(api, db):
     bomb = gzip.compress(b'{"batch": [' + b" " * (20 * 1024 * 1024) + b"]}")  # 20 MB of spaces in 20 KB
     cases = {
         "an event over 32 KB": post(url, "/v1/track", {"userId": "u1", "event": "x", "properties": {"p": big}}, key),
-        "a batch over 500 KB": post(url, "/v1/batch", {"batch": [
-            {"type": "track", "userId": "u1", "event": "x", "properties": {"p": "y" * 30_000}}] * 20}, key),
+        "a batch over 500 KB": post(
+            url,
+            "/v1/batch",
+            {"batch": [{"type": "track", "userId": "u1", "event": "x", "properties": {"p": "y" * 30_000}}] * 20},
+            key,
+        ),
         "a gzip bomb": post(url, "/v1/batch", bomb, key, {"Content-Encoding": "gzip"}),
         "gzip that is not": post(url, "/v1/batch", b"not gzip", key, {"Content-Encoding": "gzip"}),
-        "truncated gzip": post(url, "/v1/batch", gzip.compress(json.dumps({"batch": [
-            {"type": "track", "userId": "u1", "event": "fine"}]}).encode())[:-8], key, {"Content-Encoding": "gzip"}),
+        "truncated gzip": post(
+            url,
+            "/v1/batch",
+            gzip.compress(json.dumps({"batch": [{"type": "track", "userId": "u1", "event": "fine"}]}).encode())[:-8],
+            key,
+            {"Content-Encoding": "gzip"},
+        ),
         "bad JSON": post(url, "/v1/track", b'{"userId": "u1", "event": ', key),
         "not an object": post(url, "/v1/track", [1, 2], key),
         "a track without event": post(url, "/v1/track", {"userId": "u1"}, key),
         "no userId or anonymousId": post(url, "/v1/page", {"name": "Home"}, key),
         "a group without groupId": post(url, "/v1/group", {"userId": "u1"}, key),
         "an alias without previousId": post(url, "/v1/alias", {"userId": "u1"}, key),
-        "a batch element without a type": post(url, "/v1/batch", {"batch": [
-            {"type": "track", "userId": "u1", "event": "fine"}, {"userId": "u1", "event": "x"}]}, key),
+        "a batch element without a type": post(
+            url,
+            "/v1/batch",
+            {"batch": [{"type": "track", "userId": "u1", "event": "fine"}, {"userId": "u1", "event": "x"}]},
+            key,
+        ),
         "an empty batch": post(url, "/v1/batch", {"batch": []}, key),
-        "a deep nest": post(url, "/v1/track", b'{"userId": "u1", "event": "x", "p": ' + b"[" * 100_000
-                            + b"]" * 100_000 + b"}", key),
+        "a deep nest": post(
+            url, "/v1/track", b'{"userId": "u1", "event": "x", "p": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", key
+        ),
     }
     for case, answer in cases.items():
         assert answer.status_code == 400, (case, answer.status_code, answer.text)
@@ -182,26 +235,43 @@ def test_hostile_inputs_get_segments_400_land_nothing_and_are_logged(api, db):
 
 def test_the_write_key_is_printed_once_and_rotates(database_url, archive_url, receiver_factory, db):
     env = {**os.environ, "PUBLIC_BASE_URL": "https://events.example.com"}
-    made = subprocess.run([CLI, "connections", "create", "--org", "acme", "--json"], capture_output=True, text=True,
-                          env=env, timeout=60)
+    made = subprocess.run(
+        [CLI, "connections", "create", "--org", "acme", "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["tracking_api_host"] == "https://events.example.com" and len(created["write_key"]) == 32
-    text = subprocess.run([CLI, "connections", "create", "--org", "acme"], capture_output=True, text=True,
-                          env=env, timeout=60).stdout
+    text = subprocess.run(
+        [CLI, "connections", "create", "--org", "acme"], capture_output=True, text=True, env=env, timeout=60
+    ).stdout
     assert "write key: " in text and "API host: https://events.example.com" in text
-    stored = db.execute("select write_key_enc from control.connections where connection_id = %s",
-                        (created["connection_id"],)).fetchone()[0]
+    stored = db.execute(
+        "select write_key_enc from control.connections where connection_id = %s", (created["connection_id"],)
+    ).fetchone()[0]
     assert created["write_key"] not in stored
 
     other = text.split()[1]  # "connection conn_... for org acme"
     old_key = text.split("write key: ")[1].split()[0]
-    db.execute("update control.connections set write_key_enc = null, write_key_sha256 = null"
-               " where connection_id = %s", (other,))  # as made before write keys existed
-    first = json.loads(subprocess.run([CLI, "connections", "rotate-write-key", other, "--json"],
-                                      capture_output=True, text=True, env=env, timeout=60).stdout)["write_key"]
-    rotated = subprocess.run([CLI, "connections", "rotate-write-key", created["connection_id"], "--json"],
-                             capture_output=True, text=True, env=env, timeout=60)
+    db.execute(
+        "update control.connections set write_key_enc = null, write_key_sha256 = null where connection_id = %s",
+        (other,),
+    )  # as made before write keys existed
+    first = json.loads(
+        subprocess.run(
+            [CLI, "connections", "rotate-write-key", other, "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        ).stdout
+    )["write_key"]
+    rotated = subprocess.run(
+        [CLI, "connections", "rotate-write-key", created["connection_id"], "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert rotated.returncode == 0, rotated.stderr
     new = json.loads(rotated.stdout)["write_key"]
     assert new != created["write_key"]
@@ -211,6 +281,7 @@ def test_the_write_key_is_printed_once_and_rotates(database_url, archive_url, re
     assert post(url, "/v1/track", event, new).status_code == 200
     assert post(url, "/v1/track", event, first).status_code == 200
     assert post(url, "/v1/track", event, old_key).status_code == 401
-    missing = subprocess.run([CLI, "connections", "rotate-write-key", "conn_nope"], capture_output=True, text=True,
-                             env=env, timeout=60)
+    missing = subprocess.run(
+        [CLI, "connections", "rotate-write-key", "conn_nope"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert missing.returncode == 1 and missing.stderr.startswith("error: no connection 'conn_nope'")

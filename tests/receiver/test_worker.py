@@ -38,7 +38,9 @@ def answer_to(url: str, request: bytes) -> bytes:
 
 def test_an_oversized_head_is_refused_as_it_arrives_and_the_loop_goes_on(db, archive_url, receiver_factory):
     receiver = receiver_factory(workers=1)
-    endless = threading.Thread(target=answer_to, args=(receiver.url, b"GET /healthz HTTP/1.1\r\nX-Junk: " + b"x" * 50_000_000))
+    endless = threading.Thread(
+        target=answer_to, args=(receiver.url, b"GET /healthz HTTP/1.1\r\nX-Junk: " + b"x" * 50_000_000)
+    )
     endless.start()
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(worker.MAX_HEADERS + 1))
     for status, head in [
@@ -62,8 +64,10 @@ def test_underscore_header_names_are_dropped_on_both_paths(db, archive_url, rece
     assert hook.post(samples.event("track", user_id="u0")).status_code == 200  # the connection is cached
     head = f"POST /{path} HTTP/1.1\r\nHost: r\r\nConnection: close\r\nX_Signature: {signature}\r\n"
     plain = answer_to(hook.receiver.url, (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-    chunked = answer_to(hook.receiver.url, (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
-                        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    chunked = answer_to(
+        hook.receiver.url,
+        (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+    )
     assert plain.startswith(b"HTTP/1.1 401 ") and chunked.startswith(b"HTTP/1.1 401 ")
     assert b"missing X-Signature header" in plain and b"missing X-Signature header" in chunked
 
@@ -74,8 +78,10 @@ def test_a_client_gone_mid_body_leaves_no_reject_and_lands_nothing(db, archive_u
     body = json.dumps(samples.event("track", user_id="u1", name="Cut")).encode()
     signature = samples.headers(hook.secret, body)["X-Signature"]
     head = f"POST /{path} HTTP/1.1\r\nHost: r\r\nX-Signature: {signature}\r\n"
-    for framing, sent in ((f"Content-Length: {len(body)}\r\n\r\n", body[:20]),
-                          ("Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s" % (len(body), body[:20]))):
+    for framing, sent in (
+        (f"Content-Length: {len(body)}\r\n\r\n", body[:20]),
+        ("Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s" % (len(body), body[:20])),
+    ):
         with connect(hook.receiver.url) as sock:
             sock.sendall((head + framing).encode() + sent)
         time.sleep(0.5)

@@ -28,8 +28,9 @@ def tiny_disk(tmp_path):
     """A 64 KiB tmpfs: the archive fills it within a few requests."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=False,
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=False, capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     yield mount
@@ -77,8 +78,9 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         if self.command == "PUT" and body:
             body = body[: len(body) // 2]
         headers = {k: v for k, v in self.headers.items() if k.lower() not in {"content-length", "host"}}
-        answer = requests.request(self.command, self.server.upstream + self.path, data=body, headers=headers,
-                                  timeout=10)
+        answer = requests.request(
+            self.command, self.server.upstream + self.path, data=body, headers=headers, timeout=10
+        )
         self.send_response(answer.status_code)
         for name, value in answer.headers.items():
             if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
@@ -93,8 +95,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_an_s3_put_that_stores_fewer_bytes_is_a_503_and_leaves_no_object(db, s3_archive_url, moto_s3,
-                                                                         receiver_factory):
+def test_an_s3_put_that_stores_fewer_bytes_is_a_503_and_leaves_no_object(db, s3_archive_url, moto_s3, receiver_factory):
     proxy = TruncatingProxy(moto_s3.endpoint)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
@@ -138,7 +139,10 @@ def test_replay_of_intact_objects_lands_every_event(db, s3_archive_url):
     at = dt.datetime(2026, 10, 5, 23, 59, 58, tzinfo=dt.timezone.utc)
     events = [samples.event("track", user_id=f"u{i}") for i in range(3)]
     created, _ = archived(db, s3_archive_url, events, at)
-    done = replay(db, open_archive(s3_archive_url), created.connection_id, "acme", at.date(),
-                  at.date() + dt.timedelta(days=1))
+    done = replay(
+        db, open_archive(s3_archive_url), created.connection_id, "acme", at.date(), at.date() + dt.timedelta(days=1)
+    )
     assert (done.objects, done.events, done.new, done.failed_keys) == (3, 3, 3, [])
-    assert {landing.message_id(e) for e in events} == {r[0] for r in db.execute("select message_id from raw.segment_events")}
+    assert {landing.message_id(e) for e in events} == {
+        r[0] for r in db.execute("select message_id from raw.segment_events")
+    }

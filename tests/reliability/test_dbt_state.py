@@ -57,13 +57,16 @@ def test_events_staged_while_resolution_failed_for_a_week_reach_the_marts(db, tm
     assert_marts_match_reference(loaded)
 
 
-@pytest.mark.parametrize("relation", [
-    "analytics.product_events",
-    "analytics.account_event_daily",
-    "analytics.user_traits",
-    "intermediate.int_events__resolution_queue",
-    "intermediate.int_traits__latest",
-])
+@pytest.mark.parametrize(
+    "relation",
+    [
+        "analytics.product_events",
+        "analytics.account_event_daily",
+        "analytics.user_traits",
+        "intermediate.int_events__resolution_queue",
+        "intermediate.int_traits__latest",
+    ],
+)
 def test_a_dropped_model_is_rebuilt_from_everything_staged(relation, db, tmp_path):
     loaded, early, later = load(db, tmp_path)
     loaded.land(early, AS_OF - dt.timedelta(days=2))
@@ -100,9 +103,19 @@ def test_full_refresh_of_product_events_alone_refuses_a_partial_resolution(db, t
 
 
 def test_event_times_far_from_the_arrival_fall_back_to_it(db, tmp_path):
-    world = World(connections={"web": "org-a"}, allowlist=[("web", "Login")],
-                  rules=[{"connection_id": "*", "chain": "account", "position": 1, "source": "groupId",
-                          "target": "account.external_id"}])
+    world = World(
+        connections={"web": "org-a"},
+        allowlist=[("web", "Login")],
+        rules=[
+            {
+                "connection_id": "*",
+                "chain": "account",
+                "position": 1,
+                "source": "groupId",
+                "target": "account.external_id",
+            }
+        ],
+    )
     loaded = Loaded(db, world, copy_project(tmp_path))
     received = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
     sent = {
@@ -113,8 +126,13 @@ def test_event_times_far_from_the_arrival_fall_back_to_it(db, tmp_path):
         "four-years-late": "2022-06-02T00:00:00Z",
         "hours-ahead": "2026-06-02T06:00:00Z",
     }
-    loaded.land([("web", {"type": "track", "event": "Login", "messageId": m, "userId": "u", "timestamp": t})
-                 for m, t in sent.items()], received)
+    loaded.land(
+        [
+            ("web", {"type": "track", "event": "Login", "messageId": m, "userId": "u", "timestamp": t})
+            for m, t in sent.items()
+        ],
+        received,
+    )
     loaded.build()
     with db.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = {r["message_id"]: r for r in cur.execute("select * from analytics.product_events")}

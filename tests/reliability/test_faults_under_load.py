@@ -43,14 +43,16 @@ def segment_like_sender(hook, events, outcome, stop_at):
                 session = requests.Session()
             if time.monotonic() > stop_at:
                 break
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+            time.sleep(min(2.0, 0.05 * 2**attempt))
 
 
 def run_load(hook, chaos):
     outcome: dict[str, int] = {}
     stop_at = time.monotonic() + 120
-    batches = [[samples.event("track", user_id=f"u{c}", name="Report Created") for _ in range(EVENTS_EACH)]
-               for c in range(CLIENTS)]
+    batches = [
+        [samples.event("track", user_id=f"u{c}", name="Report Created") for _ in range(EVENTS_EACH)]
+        for c in range(CLIENTS)
+    ]
     threads = [threading.Thread(target=segment_like_sender, args=(hook, b, outcome, stop_at)) for b in batches]
     for t in threads:
         t.start()
@@ -63,8 +65,9 @@ def run_load(hook, chaos):
 def check_exactly_once(db, hook, archive_url, outcome, sent_ids):
     accepted = {mid for mid, status in outcome.items() if status == 200}
     assert accepted == set(sent_ids), f"{len(set(sent_ids) - accepted)} events never accepted"
-    rows = db.execute("select message_id, archive_key from raw.segment_events where connection_id = %s",
-                      (hook.connection_id,)).fetchall()
+    rows = db.execute(
+        "select message_id, archive_key from raw.segment_events where connection_id = %s", (hook.connection_id,)
+    ).fetchall()
     assert len(rows) == len({r[0] for r in rows}) == len(accepted)
     archive = open_archive(archive_url)
     assert all(archive.exists(key) for _, key in rows)
@@ -112,8 +115,10 @@ def test_s3_restart_under_load(db, s3_archive_url, moto_s3, receiver_factory):
     rows = db.execute("select count(*), count(distinct message_id) from raw.segment_events").fetchone()
     assert rows == (len(accepted), len(accepted))
     # moto keeps no state across a restart: the objects accepted since then are all there
-    after = db.execute("select archive_key from raw.segment_events where received_at > now() - interval '1 minute'"
-                       " order by received_at desc limit 20").fetchall()
+    after = db.execute(
+        "select archive_key from raw.segment_events where received_at > now() - interval '1 minute'"
+        " order by received_at desc limit 20"
+    ).fetchall()
     archive = open_archive(s3_archive_url)
     assert all(archive.exists(key) for (key,) in after)
 

@@ -29,26 +29,59 @@ def _cases():
     c = []
     add = lambda name, body, expect, **kw: c.append((name, body, expect, kw))  # noqa: E731
     # not JSON, or not events
-    for name, body in [("truncated object", b'{"type": "track", "event": "x"'), ("truncated array", b'[{"type": "track"},'),
-                       ("trailing comma", b'{"type": "track",}'), ("single quotes", b"{'type': 'track'}"),
-                       ("bare word", b"hello"), ("empty body", b""), ("whitespace", b"   \n"),
-                       ("json null", b"null"), ("json true", b"true"), ("json number", b"123"),
-                       ("json string", b'"event"'), ("empty array", b"[]"), ("array of numbers", b"[1,2,3]"),
-                       ("array of strings", b'["a"]'), ("array with null", b'[{"type":"track"}, null]'),
-                       ("nested arrays", b"[[{}]]"), ("array of arrays", b"[[], []]"),
-                       ("raw NUL byte", b'{"type": "tr\x00ack"}'), ("invalid utf-8", b'{"type": "\xff\xfe"}'),
-                       ("utf-16 body", json.dumps({"type": "track"}).encode("utf-16")),
-                       ("BOM prefixed", b"\xef\xbb\xbf" + ev()), ("deeply nested 100k", b"[" * 100000 + b"]" * 100000),
-                       ("deeply nested objects", b'{"a":' * 50000 + b"1" + b"}" * 50000),
-                       ("two documents", ev() + ev()), ("comment", b'{"type": "track"} // hi')]:
+    for name, body in [
+        ("truncated object", b'{"type": "track", "event": "x"'),
+        ("truncated array", b'[{"type": "track"},'),
+        ("trailing comma", b'{"type": "track",}'),
+        ("single quotes", b"{'type': 'track'}"),
+        ("bare word", b"hello"),
+        ("empty body", b""),
+        ("whitespace", b"   \n"),
+        ("json null", b"null"),
+        ("json true", b"true"),
+        ("json number", b"123"),
+        ("json string", b'"event"'),
+        ("empty array", b"[]"),
+        ("array of numbers", b"[1,2,3]"),
+        ("array of strings", b'["a"]'),
+        ("array with null", b'[{"type":"track"}, null]'),
+        ("nested arrays", b"[[{}]]"),
+        ("array of arrays", b"[[], []]"),
+        ("raw NUL byte", b'{"type": "tr\x00ack"}'),
+        ("invalid utf-8", b'{"type": "\xff\xfe"}'),
+        ("utf-16 body", json.dumps({"type": "track"}).encode("utf-16")),
+        ("BOM prefixed", b"\xef\xbb\xbf" + ev()),
+        ("deeply nested 100k", b"[" * 100000 + b"]" * 100000),
+        ("deeply nested objects", b'{"a":' * 50000 + b"1" + b"}" * 50000),
+        ("two documents", ev() + ev()),
+        ("comment", b'{"type": "track"} // hi'),
+    ]:
         add(name, body, BAD)
     # wrong types at every envelope field: accepted as JSON objects, nothing interpreted
-    for field, value in [("messageId", 12345), ("messageId", {"a": 1}), ("messageId", ["x"]), ("messageId", True),
-                         ("messageId", ""), ("messageId", "x" * 5000), ("messageId", "a\u0000b"), ("type", 7),
-                         ("type", {"t": 1}), ("type", "x" * 500), ("userId", {"id": 1}), ("userId", 12345678901234567890),
-                         ("anonymousId", []), ("groupId", 3.5), ("timestamp", 1700000000), ("timestamp", "not a date"),
-                         ("event", {"name": "x"}), ("context", "a string"), ("properties", [1, 2]),
-                         ("traits", "plain"), ("sentAt", None), ("integrations", 0)]:
+    for field, value in [
+        ("messageId", 12345),
+        ("messageId", {"a": 1}),
+        ("messageId", ["x"]),
+        ("messageId", True),
+        ("messageId", ""),
+        ("messageId", "x" * 5000),
+        ("messageId", "a\u0000b"),
+        ("type", 7),
+        ("type", {"t": 1}),
+        ("type", "x" * 500),
+        ("userId", {"id": 1}),
+        ("userId", 12345678901234567890),
+        ("anonymousId", []),
+        ("groupId", 3.5),
+        ("timestamp", 1700000000),
+        ("timestamp", "not a date"),
+        ("event", {"name": "x"}),
+        ("context", "a string"),
+        ("properties", [1, 2]),
+        ("traits", "plain"),
+        ("sentAt", None),
+        ("integrations", 0),
+    ]:
         add(f"{field}={str(value)[:20]!r}", ev(**{field: value}), OK)
     # strings PostgreSQL's jsonb cannot store as they are
     add("NUL escape in value", ev(properties={"s": "a\u0000b"}), OK)
@@ -78,8 +111,19 @@ def _cases():
     add("signature of other body", ev(), UNSIGNED, signature=samples.headers("x", b"{}")["X-Signature"])
     for method in ("GET", "PUT", "DELETE", "PATCH"):
         add(f"method {method}", ev(), {405}, method=method)
-    for path in ("../../etc/passwd", "..%2F..%2Fetc", "%2e%2e", "conn%00x", "a" * 300, "%E2%98%83", "conn;drop table",
-                 "conn'--", "x/y/z", "CON", " "):
+    for path in (
+        "../../etc/passwd",
+        "..%2F..%2Fetc",
+        "%2e%2e",
+        "conn%00x",
+        "a" * 300,
+        "%E2%98%83",
+        "conn;drop table",
+        "conn'--",
+        "x/y/z",
+        "CON",
+        " ",
+    ):
         add(f"path {path[:20]!r}", ev(), MISSING | {405}, path=path)
     return c
 
@@ -102,9 +146,10 @@ def target(pg_server, tmp_path_factory):
 
     url = pg_server.create_database()
     archive = (tmp_path_factory.mktemp("hostile") / "archive").as_uri()
-    receiver = start_receiver({"DATABASE_URL": url, "ARCHIVE_URL": archive,
-                               "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"]},
-                              tmp_path_factory.mktemp("logs"))
+    receiver = start_receiver(
+        {"DATABASE_URL": url, "ARCHIVE_URL": archive, "SEGMENT_ELT_FERNET_KEY": os.environ["SEGMENT_ELT_FERNET_KEY"]},
+        tmp_path_factory.mktemp("logs"),
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         hook = make_hook(conn, receiver, org="hostile", rate_limit=10_000_000)
         yield hook, conn, archive
@@ -148,8 +193,9 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-events = st.dictionaries(st.sampled_from(["type", "messageId", "userId", "event", "context", "properties", "x"]),
-                         json_values, max_size=6)
+events = st.dictionaries(
+    st.sampled_from(["type", "messageId", "userId", "event", "context", "properties", "x"]), json_values, max_size=6
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

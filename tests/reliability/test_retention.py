@@ -29,8 +29,15 @@ def accept(db, archive_url: str, created, events: list[dict], at: dt.datetime) -
         received = at + dt.timedelta(seconds=i)
         key = object_key(archive.prefix, created.org_id, created.connection_id, received, body)
         archive.put(key, body)
-        landing.insert_events(db, connection_id=created.connection_id, org_id=created.org_id, text=body.decode(),
-                              events=[event], received_at=received, archive_key=key)
+        landing.insert_events(
+            db,
+            connection_id=created.connection_id,
+            org_id=created.org_id,
+            text=body.decode(),
+            events=[event],
+            received_at=received,
+            archive_key=key,
+        )
         keys.append(key)
     return keys
 
@@ -75,8 +82,12 @@ def test_rows_whose_archive_object_is_missing_or_corrupt_are_kept(db, database_u
     done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
     assert done.deleted_rows == 2
     assert done.kept_rows == {"archive object missing": 1, "archive object corrupt": 1}
-    assert {r[0] for r in db.execute("select archive_key from raw.segment_events where received_at < %s",
-                                     (NOW - dt.timedelta(days=30),))} == {keys[0], keys[1]}
+    assert {
+        r[0]
+        for r in db.execute(
+            "select archive_key from raw.segment_events where received_at < %s", (NOW - dt.timedelta(days=30),)
+        )
+    } == {keys[0], keys[1]}
     assert remaining(db) == 4
 
 

@@ -40,12 +40,18 @@ def soak(db, receiver, seconds: int, rate: int = 50) -> dict:
         sent += 1
         time.sleep(max(0.0, began + sent / rate - time.monotonic()))
     end_rss = {pid: rss_mb(pid) for pid in receiver.worker_pids()}
-    staged = db.execute("select count(*) from raw.segment_events where connection_id = %s",
-                        (hook.connection_id,)).fetchone()[0]
+    staged = db.execute(
+        "select count(*) from raw.segment_events where connection_id = %s", (hook.connection_id,)
+    ).fetchone()[0]
     assert staged == sent + 200
     growth = max(end_rss[p] - start_rss[p] for p in start_rss if p in end_rss)
-    return {"sent": sent, "retried_503": retried, "seconds": seconds, "rss_growth_mb": round(growth, 1),
-            "rss_mb": round(max(end_rss.values()), 1)}
+    return {
+        "sent": sent,
+        "retried_503": retried,
+        "seconds": seconds,
+        "rss_growth_mb": round(growth, 1),
+        "rss_mb": round(max(end_rss.values()), 1),
+    }
 
 
 def test_soak_short(db, archive_url, receiver_factory):

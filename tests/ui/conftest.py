@@ -45,8 +45,9 @@ class Landed:
 
     def post(self, event: dict) -> requests.Response:
         body = json.dumps(event).encode()
-        return requests.post(self.receiver.webhook(self.connection_id), data=body,
-                             headers=samples.headers(self.secret, body), timeout=10)
+        return requests.post(
+            self.receiver.webhook(self.connection_id), data=body, headers=samples.headers(self.secret, body), timeout=10
+        )
 
 
 @dataclass
@@ -57,8 +58,9 @@ class Airflow:
     log: Path
 
     def token(self, username: str) -> str:
-        answer = requests.post(f"{self.url}/auth/token", json={"username": username,
-                                                               "password": self.passwords[username]}, timeout=10)
+        answer = requests.post(
+            f"{self.url}/auth/token", json={"username": username, "password": self.passwords[username]}, timeout=10
+        )
         answer.raise_for_status()
         return answer.json()["access_token"]
 
@@ -88,16 +90,27 @@ def landed(pg_server, tmp_path_factory) -> Landed:
     for day in range(DAYS):
         events = samples.workday(seed=day, now=now - dt.timedelta(days=day))
         body, first = samples.batch_body(events)
-        answer = requests.post(receiver.webhook(created.connection_id), data=body,
-                               headers=samples.headers(created.secret, first), timeout=15)
+        answer = requests.post(
+            receiver.webhook(created.connection_id),
+            data=body,
+            headers=samples.headers(created.secret, first),
+            timeout=15,
+        )
         assert answer.status_code == 200, answer.text
-    wrong = requests.post(receiver.webhook(created.connection_id), data=b"{}",
-                          headers=samples.headers("not-the-secret", b"{}"), timeout=10)
+    wrong = requests.post(
+        receiver.webhook(created.connection_id),
+        data=b"{}",
+        headers=samples.headers("not-the-secret", b"{}"),
+        timeout=10,
+    )
     assert wrong.status_code == 401
     run_dbt(["build", "--quiet"], url=database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:  # the record a segment_rollups run leaves
-        conn.execute("insert into control.pipeline_runs (dag_id, run_id, run_type, staged_rows)"
-                     " select %s, %s, 'manual', count(*) from raw.segment_events", (ROLLUPS, ROLLUPS_RUN))
+        conn.execute(
+            "insert into control.pipeline_runs (dag_id, run_id, run_type, staged_rows)"
+            " select %s, %s, 'manual', count(*) from raw.segment_events",
+            (ROLLUPS, ROLLUPS_RUN),
+        )
         runs.finish_run(conn, ROLLUPS, ROLLUPS_RUN, "success", {"marts": runs.mart_counts(conn)})
     generate_dbt_docs(database_url)
     yield landed
@@ -112,18 +125,30 @@ def airflow(landed, tmp_path_factory) -> Airflow:
     url = f"http://127.0.0.1:{port}"
     passwords = {name: f"{name}-pw" for name in USERS}
     (home / "passwords.json").write_text(json.dumps(passwords))
-    env = {**os.environ, **airflow_env(f"sqlite:///{home}/airflow.db"),
-           "AIRFLOW_HOME": str(home), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url, "AIRFLOW_API_URL": url,
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in USERS.items()),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-           "DATABASE_URL": landed.database_url, "ARCHIVE_URL": landed.archive_url}
+    env = {
+        **os.environ,
+        **airflow_env(f"sqlite:///{home}/airflow.db"),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW_API_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "DATABASE_URL": landed.database_url,
+        "ARCHIVE_URL": landed.archive_url,
+    }
     airflow_cli = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow_cli, "db", "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([*airflow_cli, "dags", "reserialize"], env=env, check=True, capture_output=True)
     log = home / "api-server.log"
-    proc = subprocess.Popen([*airflow_cli, "api-server", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*airflow_cli, "api-server", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"{url}/api/v2/monitor/health", timeout_s=120, proc=proc)
         yield Airflow(url, passwords, proc, log)

@@ -42,8 +42,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,900",
-                     "--disable-gpu", "--no-first-run"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,900",
+        "--disable-gpu",
+        "--no-first-run",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(paths[1]))  # the system driver: nothing downloads
     driver.implicitly_wait(0)

@@ -17,16 +17,29 @@ def page(airflow, path: str) -> str:
 
 
 def test_the_plugin_is_loaded_with_nav_entries(airflow):
-    plugins = requests.get(f"{airflow.url}/api/v2/plugins", headers={"Authorization": f"Bearer {airflow.token('admin')}"},
-                           timeout=10).json()["plugins"]
+    plugins = requests.get(
+        f"{airflow.url}/api/v2/plugins", headers={"Authorization": f"Bearer {airflow.token('admin')}"}, timeout=10
+    ).json()["plugins"]
     ours = next(p for p in plugins if p["name"] == "segment_page")
-    assert [v["href"] for v in ours["external_views"]] == ["/segment/connections", "/segment/identity",
-                                                          "/segment/outbound"]
+    assert [v["href"] for v in ours["external_views"]] == [
+        "/segment/connections",
+        "/segment/identity",
+        "/segment/outbound",
+    ]
     assert any(p["name"] == "cosmos" for p in plugins)
 
 
-@pytest.mark.parametrize("path", ["/connections", "/api/connections", "/identity", "/outbound", "/identity/rules",
-                                  f"/accounts/{ORG}/{ACCOUNT['account_id']}"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/connections",
+        "/api/connections",
+        "/identity",
+        "/outbound",
+        "/identity/rules",
+        f"/accounts/{ORG}/{ACCOUNT['account_id']}",
+    ],
+)
 def test_not_signed_in_is_401(airflow, path):
     assert requests.get(page(airflow, path), timeout=10).status_code == 401
 
@@ -46,7 +59,8 @@ def test_connections_view(airflow, landed):
             " count(*) filter (where event_date > (now() at time zone 'UTC')::date - 7),"
             " (select max(received_at) from analytics.recent_events where connection_id = %s)"
             " from analytics.product_events where connection_id = %s",
-            (landed.connection_id, landed.connection_id)).fetchone()
+            (landed.connection_id, landed.connection_id),
+        ).fetchone()
     assert item["connection_id"] == landed.connection_id and item["org_id"] == ORG
     assert item["webhook_url"].endswith(f"/webhooks/segment/{landed.connection_id}")
     assert landed.secret not in answer.text
@@ -56,9 +70,12 @@ def test_connections_view(airflow, landed):
     assert item["rate_limit_per_minute"] == 600 and item["allowlisted_events"] == 5
     run = answer.json()["last_rollups_run"]
     with psycopg.connect(landed.database_url) as conn:
-        staged, events = conn.execute("select (select count(*) from raw.segment_events where received_at <"
-                                      " (select started_at from control.pipeline_runs where run_id = %s)),"
-                                      " (select count(*) from analytics.product_events)", (ROLLUPS_RUN,)).fetchone()
+        staged, events = conn.execute(
+            "select (select count(*) from raw.segment_events where received_at <"
+            " (select started_at from control.pipeline_runs where run_id = %s)),"
+            " (select count(*) from analytics.product_events)",
+            (ROLLUPS_RUN,),
+        ).fetchone()
     assert (run["run_id"], run["status"], run["staged_rows"]) == (ROLLUPS_RUN, "success", staged)
     assert run["finished_at"] and run["detail"]["marts"]["product_events"] == events
     html = airflow.session("viewer").get(page(airflow, "/connections"), timeout=10)
@@ -72,22 +89,34 @@ def test_debugger_lists_accepted_and_rejected_and_filters(airflow, landed):
     data = client.get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"), timeout=10).json()
     assert len(data["accepted"]) == 50
     with psycopg.connect(landed.database_url) as conn:
-        newest = conn.execute("select message_id from raw.segment_events where connection_id = %s"
-                              " order by received_at desc, message_id limit 1", (landed.connection_id,)).fetchone()[0]
+        newest = conn.execute(
+            "select message_id from raw.segment_events where connection_id = %s"
+            " order by received_at desc, message_id limit 1",
+            (landed.connection_id,),
+        ).fetchone()[0]
     assert data["accepted"][0]["message_id"] == newest
     assert any(e["account_id"] == ACCOUNT["account_id"] and e["matched_by"] for e in data["accepted"])
-    assert {"received_at", "event_type", "event_name", "in_allowlist", "external_group_id",
-            "external_user_id"} <= set(data["accepted"][0])
+    assert {"received_at", "event_type", "event_name", "in_allowlist", "external_group_id", "external_user_id"} <= set(
+        data["accepted"][0]
+    )
     (rejected,) = data["rejected"]
     assert rejected["status"] == 401 and rejected["reason"]
-    only = client.get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"),
-                      params={"event_name": "Report Created", "show": "accepted"}, timeout=10).json()
+    only = client.get(
+        page(airflow, f"/api/connections/{landed.connection_id}/debugger"),
+        params={"event_name": "Report Created", "show": "accepted"},
+        timeout=10,
+    ).json()
     assert only["accepted"] and {e["event_name"] for e in only["accepted"]} == {"Report Created"}
     assert only["rejected"] == []
-    assert client.get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"),
-                      params={"show": "rejected"}, timeout=10).json()["accepted"] == []
-    bad = client.get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"), params={"show": "some"},
-                     timeout=10)
+    assert (
+        client.get(
+            page(airflow, f"/api/connections/{landed.connection_id}/debugger"), params={"show": "rejected"}, timeout=10
+        ).json()["accepted"]
+        == []
+    )
+    bad = client.get(
+        page(airflow, f"/api/connections/{landed.connection_id}/debugger"), params={"show": "some"}, timeout=10
+    )
     assert bad.status_code == 400 and "show must be" in bad.json()["error"]
     unknown = client.get(page(airflow, "/api/connections/conn_nope/debugger"), timeout=10)
     assert unknown.status_code == 400 and "no connection" in unknown.json()["error"]
@@ -96,11 +125,17 @@ def test_debugger_lists_accepted_and_rejected_and_filters(airflow, landed):
 def test_debugger_sees_an_event_posted_now(airflow, landed):
     event = samples.event("track", user_id="u-new", name="Invite Sent")
     assert landed.post(event).status_code == 200
-    data = airflow.session("viewer").get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"),
-                                         timeout=10).json()
+    data = (
+        airflow.session("viewer")
+        .get(page(airflow, f"/api/connections/{landed.connection_id}/debugger"), timeout=10)
+        .json()
+    )
     first = data["accepted"][0]
-    assert (first["message_id"], first["event_name"], first["in_allowlist"]) == (event["messageId"], "Invite Sent",
-                                                                                 False)
+    assert (first["message_id"], first["event_name"], first["in_allowlist"]) == (
+        event["messageId"],
+        "Invite Sent",
+        False,
+    )
 
 
 def test_account_view(airflow, landed):
@@ -109,14 +144,20 @@ def test_account_view(airflow, landed):
     assert answer.status_code == 200, answer.text
     data = answer.json()
     with psycopg.connect(landed.database_url) as conn:
-        total = conn.execute("select sum(event_count) from analytics.account_event_daily where org_id = %s"
-                             " and account_id = %s and event_date > (now() at time zone 'UTC')::date - 30",
-                             (ORG, ACCOUNT["account_id"])).fetchone()[0]
-        score = conn.execute("select health_score from analytics.account_health where org_id = %s"
-                             " and account_id = %s", (ORG, ACCOUNT["account_id"])).fetchone()[0]
-        users = conn.execute("select count(distinct coalesce(user_id, anonymous_id)) from analytics.product_events"
-                             " where org_id = %s and account_id = %s and event_at > now() - interval '30 days'",
-                             (ORG, ACCOUNT["account_id"])).fetchone()[0]
+        total = conn.execute(
+            "select sum(event_count) from analytics.account_event_daily where org_id = %s"
+            " and account_id = %s and event_date > (now() at time zone 'UTC')::date - 30",
+            (ORG, ACCOUNT["account_id"]),
+        ).fetchone()[0]
+        score = conn.execute(
+            "select health_score from analytics.account_health where org_id = %s and account_id = %s",
+            (ORG, ACCOUNT["account_id"]),
+        ).fetchone()[0]
+        users = conn.execute(
+            "select count(distinct coalesce(user_id, anonymous_id)) from analytics.product_events"
+            " where org_id = %s and account_id = %s and event_at > now() - interval '30 days'",
+            (ORG, ACCOUNT["account_id"]),
+        ).fetchone()[0]
     assert sum(r["event_count"] for r in data["daily"]) == total > 0
     assert len({r["event_date"] for r in data["daily"]}) > 5
     assert data["health"]["health_score"] == float(score)
@@ -138,11 +179,15 @@ def test_identity_and_outbound_views(airflow, landed):
     rules = client.get(page(airflow, "/identity/rules"), timeout=10)
     assert "connection_id,chain,position,source,target" in rules.text
     with psycopg.connect(landed.database_url, autocommit=True) as conn:
-        conn.execute("insert into control.outbound (connection_id, write_key_enc, region, enabled)"
-                     " values (%s, 'x', 'eu', true)", (landed.connection_id,))
-        conn.execute("insert into control.outbound_runs (connection_id, started_at, status, sent, skipped_unchanged,"
-                     " oversized, failed, error) values (%s, now(), 'failed', 3, 4, 1, 2, 'HTTP 401 from Segment')",
-                     (landed.connection_id,))
+        conn.execute(
+            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, 'x', 'eu', true)",
+            (landed.connection_id,),
+        )
+        conn.execute(
+            "insert into control.outbound_runs (connection_id, started_at, status, sent, skipped_unchanged,"
+            " oversized, failed, error) values (%s, now(), 'failed', 3, 4, 1, 2, 'HTTP 401 from Segment')",
+            (landed.connection_id,),
+        )
     outbound = client.get(page(airflow, "/outbound"), timeout=10).text
     assert "enabled (eu)" in outbound and "HTTP 401 from Segment" in outbound
 
@@ -155,12 +200,19 @@ def test_reconcile_needs_run_permission_and_creates_a_run(airflow, landed):
     assert answer.status_code == 200, answer.text
     run_id = answer.json()["dag_run_id"]
     assert answer.json()["url"] == f"/dags/segment_reconcile/runs/{quote(run_id, safe='')}"
-    run = requests.get(f"{airflow.url}/api/v2/dags/segment_reconcile/dagRuns/{run_id}",
-                       headers={"Authorization": f"Bearer {airflow.token('admin')}"}, timeout=10).json()
+    run = requests.get(
+        f"{airflow.url}/api/v2/dags/segment_reconcile/dagRuns/{run_id}",
+        headers={"Authorization": f"Bearer {airflow.token('admin')}"},
+        timeout=10,
+    ).json()
     assert run["conf"] == {"connection_id": landed.connection_id} and run["run_type"] == "manual"
     assert run.get("triggering_user_name") in (None, "user")
-    log = requests.get(f"{airflow.url}/api/v2/eventLogs", params={"dag_id": "segment_reconcile"},
-                       headers={"Authorization": f"Bearer {airflow.token('admin')}"}, timeout=10).json()
+    log = requests.get(
+        f"{airflow.url}/api/v2/eventLogs",
+        params={"dag_id": "segment_reconcile"},
+        headers={"Authorization": f"Bearer {airflow.token('admin')}"},
+        timeout=10,
+    ).json()
     assert any(e["owner"] == "user" for e in log["event_logs"])
 
 
@@ -175,8 +227,12 @@ def test_allowlist_edit_needs_edit_permission(airflow, landed):
     removed = client.post(path, data={"remove": "Invite Sent"}, timeout=10, allow_redirects=False)
     assert removed.status_code == 303
     with psycopg.connect(landed.database_url) as conn:
-        names = [r[0] for r in conn.execute("select event_name from control.allowlist where connection_id = %s",
-                                            (landed.connection_id,))]
+        names = [
+            r[0]
+            for r in conn.execute(
+                "select event_name from control.allowlist where connection_id = %s", (landed.connection_id,)
+            )
+        ]
     assert "Invite Sent" not in names and "Report Created" in names
     bad = client.post(path, data={"add": "x" * 300}, headers={"accept": "application/json"}, timeout=10)
     assert bad.status_code == 400 and "invalid" in bad.json()["error"]
@@ -188,7 +244,8 @@ def test_dbt_docs_are_served_by_cosmos_to_signed_in_readers(airflow):
     assert requests.get(path, cookies={"_token": "forged"}, timeout=10).status_code == 403
     answer = airflow.session("viewer").get(path, timeout=20)
     assert answer.status_code == 200 and "dbt" in answer.text.lower()
-    views = requests.get(f"{airflow.url}/api/v2/plugins", headers={"Authorization": f"Bearer {airflow.token('admin')}"},
-                         timeout=10).json()["plugins"]
+    views = requests.get(
+        f"{airflow.url}/api/v2/plugins", headers={"Authorization": f"Bearer {airflow.token('admin')}"}, timeout=10
+    ).json()["plugins"]
     cosmos = next(p for p in views if p["name"] == "cosmos")
     assert [v["href"] for v in cosmos["external_views"]] == ["/cosmos/segment_elt/dbt_docs_index.html"]

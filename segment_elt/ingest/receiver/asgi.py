@@ -59,12 +59,12 @@ class ReceiverApp:
             if path.startswith(webhook.PREFIX) and webhook.CONNECTION_ID.fullmatch(path, len(webhook.PREFIX)):
                 headers = _plain_headers(scope, self.max_bytes)
                 if headers is not None:
-                    return await self._webhook(path[len(webhook.PREFIX):], headers, receive, send)
-            elif path.startswith(TRACKING) and path[len(TRACKING):] in tracking.KINDS:
+                    return await self._webhook(path[len(webhook.PREFIX) :], headers, receive, send)
+            elif path.startswith(TRACKING) and path[len(TRACKING) :] in tracking.KINDS:
                 headers = _plain_headers(scope, tracking.MAX_BATCH_BYTES)
                 connection = self._by_basic_key(headers.get("authorization")) if headers is not None else None
                 if connection is not None:
-                    return await self._tracking(path[len(TRACKING):], connection, headers, receive, send)
+                    return await self._tracking(path[len(TRACKING) :], connection, headers, receive, send)
         return await self.threads(scope, _refusing_disconnect(receive), send)
 
     async def _lifespan(self, receive, send):
@@ -86,8 +86,12 @@ class ReceiverApp:
 
     async def _webhook(self, connection_id: str, headers: dict[str, str], receive, send):
         signature = headers.get("x-signature")
-        await self._respond(receive, send, lambda body: self._webhook_answer(connection_id, signature, body),
-                            webhook.json_body(error=webhook.UNEXPECTED))
+        await self._respond(
+            receive,
+            send,
+            lambda body: self._webhook_answer(connection_id, signature, body),
+            webhook.json_body(error=webhook.UNEXPECTED),
+        )
 
     async def _respond(self, receive, send, answer_body, unexpected: bytes, extra: tuple = ()):
         """Read the whole body, answer it with `answer_body(body)` (a coroutine giving status,
@@ -114,15 +118,28 @@ class ReceiverApp:
                 try:
                     new = await self.committer.land_async(Pending(connection, text, events))
                 except Refused as refused:
-                    return await self._in_thread(webhook.refused_answer, self.extensions, connection_id, started,
-                                                 refused, len(body), body, len(events))
+                    return await self._in_thread(
+                        webhook.refused_answer,
+                        self.extensions,
+                        connection_id,
+                        started,
+                        refused,
+                        len(body),
+                        body,
+                        len(events),
+                    )
                 return webhook.accepted_answer(connection_id, started, len(events), new)
         # a connection's row to read, a refusal to record: the blocking path, in a thread
         return await self._in_thread(webhook.answer, self.extensions, connection_id, signature, len(body), lambda: body)
 
     async def _tracking(self, kind: str, connection: Connection, headers: dict[str, str], receive, send):
-        await self._respond(receive, send, lambda body: self._tracking_answer(kind, connection, headers, body),
-                            tracking.error_body(503, webhook.UNEXPECTED), tuple(tracking.CORS.items()))
+        await self._respond(
+            receive,
+            send,
+            lambda body: self._tracking_answer(kind, connection, headers, body),
+            tracking.error_body(503, webhook.UNEXPECTED),
+            tuple(tracking.CORS.items()),
+        )
 
     async def _tracking_answer(self, kind: str, connection: Connection, headers: dict[str, str], body: bytes):
         started = time.perf_counter()
@@ -187,7 +204,14 @@ def _terminated_input(wsgi_app):
 
 
 async def _send(send, status: int, payload: bytes, headers: list[tuple[str, str]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))  # as a2wsgi passes Flask's on
-        for name, value in (JSON, ("Content-Length", str(len(payload))), *(headers or []))]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))  # as a2wsgi passes Flask's on
+                for name, value in (JSON, ("Content-Length", str(len(payload))), *(headers or []))
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

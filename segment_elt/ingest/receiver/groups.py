@@ -166,9 +166,12 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
     connection = requests[0].connection
     connection_id, unavailable = connection.connection_id, backends.settings.retry_after_s
     try:
-        takes = backends.run(lambda c: c.execute(
-            "select outcome, retry_after_s from control.take_tokens_each(%s, %s)",
-            (connection_id, [len(p.events) for p in requests])).fetchall())
+        takes = backends.run(
+            lambda c: c.execute(
+                "select outcome, retry_after_s from control.take_tokens_each(%s, %s)",
+                (connection_id, [len(p.events) for p in requests]),
+            ).fetchall()
+        )
     except DatabaseUnavailable:
         for pending in requests:
             pending.answer(refused=Refused(503, "database_unavailable", DATABASE_DOWN, unavailable))
@@ -179,12 +182,19 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
             accepted.append(pending)
         elif outcome == "gone":
             backends.forget(connection_id)
-            pending.answer(refused=Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL"))
+            pending.answer(
+                refused=Refused(404, "unknown_connection", "unknown or deleted connection: check the webhook URL")
+            )
         else:
             RATE_LIMITED_EVENTS.inc(len(pending.events))
-            pending.answer(refused=Refused(
-                429, "rate_limited", f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s",
-                max(1, math.ceil(wait_s))))
+            pending.answer(
+                refused=Refused(
+                    429,
+                    "rate_limited",
+                    f"the org's events-per-minute cap is reached; retry in {math.ceil(wait_s)} s",
+                    max(1, math.ceil(wait_s)),
+                )
+            )
     if not accepted:
         return
     GROUP_REQUESTS.observe(len(accepted))
@@ -192,14 +202,31 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
     key = object_key(backends.archive.prefix, connection.org_id, connection_id, accepted[0].received_at, body)
     try:
         backends.archive.put(key, body)
-        new = backends.run(lambda c: landing.insert_group(
-            c, connection_id=connection_id, org_id=connection.org_id, archive_key=key,
-            requests=[(p.received_at, p.text, p.events) for p in accepted]))
+        new = backends.run(
+            lambda c: landing.insert_group(
+                c,
+                connection_id=connection_id,
+                org_id=connection.org_id,
+                archive_key=key,
+                requests=[(p.received_at, p.text, p.events) for p in accepted],
+            )
+        )
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
         _refund(backends, connection.org_id, sum(len(p.events) for p in accepted))
-        backend, which = ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
-        log.warning("landing failed", extra={"fields": {"connection": connection_id, "backend": which,
-                                                        "requests": len(accepted), "reason": str(exc)[:300]}})
+        backend, which = (
+            ("archive", "archive") if isinstance(exc, ArchiveUnavailable) else ("database", "staging database")
+        )
+        log.warning(
+            "landing failed",
+            extra={
+                "fields": {
+                    "connection": connection_id,
+                    "backend": which,
+                    "requests": len(accepted),
+                    "reason": str(exc)[:300],
+                }
+            },
+        )
         for pending in accepted:
             pending.answer(refused=_unavailable(backends, backend, which))
         return

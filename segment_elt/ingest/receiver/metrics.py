@@ -19,19 +19,28 @@ from segment_elt.settings import settings
 
 bp = Blueprint("metrics", __name__)
 
-REQUESTS = Counter("segment_elt_receiver_requests", "Webhook requests answered, by status and reason",
-                   ["status", "reason"])
-EVENTS = Counter("segment_elt_receiver_events", "Events in accepted requests: landed new, or duplicates of staged ones",
-                 ["outcome"])
-RATE_LIMITED_EVENTS = Counter("segment_elt_receiver_rate_limited_events",
-                              "Events in requests the org's token bucket refused (429)")
-BACKEND_ERRORS = Counter("segment_elt_receiver_backend_errors", "Archive or database failures answered 503",
-                         ["backend"])
-GROUP_REQUESTS = Histogram("segment_elt_receiver_group_requests",
-                           "Requests per group commit (one archive object and one staging statement each)",
-                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-LATENCY = Histogram("segment_elt_receiver_request_seconds", "Webhook request time, from routing to the answer",
-                    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+REQUESTS = Counter(
+    "segment_elt_receiver_requests", "Webhook requests answered, by status and reason", ["status", "reason"]
+)
+EVENTS = Counter(
+    "segment_elt_receiver_events", "Events in accepted requests: landed new, or duplicates of staged ones", ["outcome"]
+)
+RATE_LIMITED_EVENTS = Counter(
+    "segment_elt_receiver_rate_limited_events", "Events in requests the org's token bucket refused (429)"
+)
+BACKEND_ERRORS = Counter(
+    "segment_elt_receiver_backend_errors", "Archive or database failures answered 503", ["backend"]
+)
+GROUP_REQUESTS = Histogram(
+    "segment_elt_receiver_group_requests",
+    "Requests per group commit (one archive object and one staging statement each)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+LATENCY = Histogram(
+    "segment_elt_receiver_request_seconds",
+    "Webhook request time, from routing to the answer",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 _REQUESTS_BY: dict[tuple[int, str], object] = {}

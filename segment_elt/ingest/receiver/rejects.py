@@ -46,16 +46,20 @@ class RejectsLog:
             log.warning("rejects log not written", extra={"fields": {"connection": connection_id, "reason": str(exc)}})
 
 
-def _insert(conn, connection_id: str, status: int, reason: str, body_bytes: int, head: str | None,
-            repeats: int) -> None:
+def _insert(
+    conn, connection_id: str, status: int, reason: str, body_bytes: int, head: str | None, repeats: int
+) -> None:
     """Insert for a connection that exists (unknown ids are not logged), then drop what is past
     the newest KEEP of that connection (an index range scan from the KEEP-th row)."""
     inserted = conn.execute(
         "insert into control.rejects (connection_id, status, reason, body_bytes, body_head, repeats)"
         " select connection_id, %s, %s, %s, %s, %s from control.connections where connection_id = %s",
-        (status, reason[:500], body_bytes, head, repeats, connection_id)).rowcount
+        (status, reason[:500], body_bytes, head, repeats, connection_id),
+    ).rowcount
     if inserted:
         conn.execute(
             "delete from control.rejects where connection_id = %s and rejected_at < ("
             " select rejected_at from control.rejects where connection_id = %s"
-            " order by rejected_at desc offset %s limit 1)", (connection_id, connection_id, KEEP - 1))
+            " order by rejected_at desc offset %s limit 1)",
+            (connection_id, connection_id, KEEP - 1),
+        )

@@ -29,19 +29,41 @@ from segment_elt.ingest.receiver.webhook import json_body, log_line
 
 bp = Blueprint("tracking", __name__)
 
-MAX_EVENT_BYTES = 32 * 1024    # Segment's limit per event
-MAX_BATCH_BYTES = 500 * 1024   # and per request, after gzip is inflated
-CALLS = {"track": "track", "identify": "identify", "page": "page", "screen": "screen", "group": "group",
-         "alias": "alias", "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+MAX_EVENT_BYTES = 32 * 1024  # Segment's limit per event
+MAX_BATCH_BYTES = 500 * 1024  # and per request, after gzip is inflated
+CALLS = {
+    "track": "track",
+    "identify": "identify",
+    "page": "page",
+    "screen": "screen",
+    "group": "group",
+    "alias": "alias",
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+}
 BATCH = {"batch", "b"}
 KINDS = set(CALLS) | BATCH  # what may follow /v1/
 TYPES = set(CALLS.values())
 # fields each type needs besides userId or anonymousId (alias: userId itself)
 REQUIRED = {"track": ("event",), "group": ("groupId",), "alias": ("previousId", "userId")}
-CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-         429: "rate_limited", 503: "unavailable"}
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding", "Access-Control-Max-Age": "86400"}
+CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    429: "rate_limited",
+    503: "unavailable",
+}
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding",
+    "Access-Control-Max-Age": "86400",
+}
 
 
 SUCCESS = json_body(success=True)
@@ -123,15 +145,20 @@ def accepted_answer(call: Call, started: float, accepted: int) -> tuple[int, byt
     return 200, SUCCESS, []
 
 
-def refused_answer(extensions: dict, call: Call, started: float, refused: Refused,
-                   content_length: int | None) -> tuple[int, bytes, list[tuple[str, str]]]:
+def refused_answer(
+    extensions: dict, call: Call, started: float, refused: Refused, content_length: int | None
+) -> tuple[int, bytes, list[tuple[str, str]]]:
     """Segment's error answer to a refused call, recorded in the rejects log (a database write
     when the call's connection is known), counted and logged."""
     headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
     if call.connection is not None and refused.status != 404 and refused.message != DATABASE_DOWN:
         extensions["segment_elt.rejects"].record(
-            call.connection.connection_id, refused.status, refused.message, content_length or len(call.raw),
-            call.raw if refused.status == 400 else None)
+            call.connection.connection_id,
+            refused.status,
+            refused.message,
+            content_length or len(call.raw),
+            call.raw if refused.status == 400 else None,
+        )
     _finish(call, started, refused.status, refused.reason)
     return refused.status, error_body(refused.status, refused.message), headers
 
@@ -140,8 +167,14 @@ def _finish(call: Call, started: float, status: int, reason: str) -> None:
     seconds = time.perf_counter() - started
     count_request(status, reason)
     LATENCY.observe(seconds)
-    log_line("tracking", connection=call.connection.connection_id if call.connection else None,
-             path=f"/v1/{call.kind}", status=status, events=call.events, ms=round(seconds * 1000, 2))
+    log_line(
+        "tracking",
+        connection=call.connection.connection_id if call.connection else None,
+        path=f"/v1/{call.kind}",
+        status=status,
+        events=call.events,
+        ms=round(seconds * 1000, 2),
+    )
 
 
 def basic_user(header: str | None) -> str | None:

@@ -35,16 +35,21 @@ def receive(connection_id: str):
         try:
             return request.get_data(cache=False)
         except RequestEntityTooLarge:
-            raise Refused(413, "too_large", f"body larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes: "
-                          "send smaller batches") from None
+            raise Refused(
+                413,
+                "too_large",
+                f"body larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes: send smaller batches",
+            ) from None
 
-    status, payload, headers = answer(current_app.extensions, connection_id, request.headers.get("X-Signature"),
-                                      request.content_length, body)
+    status, payload, headers = answer(
+        current_app.extensions, connection_id, request.headers.get("X-Signature"), request.content_length, body
+    )
     return Response(payload, status, headers, mimetype="application/json")
 
 
-def answer(extensions: dict, connection_id: str, signature: str | None, content_length: int | None,
-           read_body) -> tuple[int, bytes, list[tuple[str, str]]]:
+def answer(
+    extensions: dict, connection_id: str, signature: str | None, content_length: int | None, read_body
+) -> tuple[int, bytes, list[tuple[str, str]]]:
     """Land one webhook request; returns (status, JSON body, extra headers) and logs its line."""
     started = time.perf_counter()
     events, sent = [], b""
@@ -53,8 +58,9 @@ def answer(extensions: dict, connection_id: str, signature: str | None, content_
         connection, text, events = verified(extensions["segment_elt"], connection_id, sent, signature)
         accepted = extensions["segment_elt.groups"].land(Pending(connection, text, events))
     except Refused as refused:
-        return refused_answer(extensions, connection_id, started, refused, content_length or len(sent), sent,
-                              len(events))
+        return refused_answer(
+            extensions, connection_id, started, refused, content_length or len(sent), sent, len(events)
+        )
     return accepted_answer(connection_id, started, len(events), accepted)
 
 
@@ -65,13 +71,21 @@ def accepted_answer(connection_id: str, started: float, events: int, accepted: i
     return 200, b'{"accepted":%d,"duplicates":%d}\n' % (accepted, events - accepted), []
 
 
-def refused_answer(extensions: dict, connection_id: str, started: float, refused: Refused, body_bytes: int,
-                   sent: bytes, events: int = 0) -> tuple[int, bytes, list[tuple[str, str]]]:
+def refused_answer(
+    extensions: dict,
+    connection_id: str,
+    started: float,
+    refused: Refused,
+    body_bytes: int,
+    sent: bytes,
+    events: int = 0,
+) -> tuple[int, bytes, list[tuple[str, str]]]:
     """The answer to a refused request, recorded in the rejects log (a database write), counted and logged."""
     headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
     if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
         extensions["segment_elt.rejects"].record(
-            connection_id, refused.status, refused.message, body_bytes, sent if refused.status == 400 else None)
+            connection_id, refused.status, refused.message, body_bytes, sent if refused.status == 400 else None
+        )
     _finish(connection_id, started, refused.status, refused.reason, events)
     return refused.status, json_body(error=refused.message), headers
 
@@ -102,8 +116,9 @@ def signed_by(connection: Connection, body: bytes, signature: str | None) -> boo
     return any(signing.verify(secret, body, signature) for secret in connection.secrets)
 
 
-def verified(backends: Backends, connection_id: str, body: bytes,
-             signature: str | None) -> tuple[Connection, str, list[dict]]:
+def verified(
+    backends: Backends, connection_id: str, body: bytes, signature: str | None
+) -> tuple[Connection, str, list[dict]]:
     """A request's connection, its body's text (what the archive keeps) and its events, once its
     connection is known and its signature and body check out; else raises Refused."""
     settings = backends.settings
@@ -126,8 +141,13 @@ def verified(backends: Backends, connection_id: str, body: bytes,
             raise Refused(503, "database_unavailable", DATABASE_DOWN, unavailable) from None
     if not signed_by(connection, body, signature):
         missing = not signature
-        raise Refused(401, "missing_signature" if missing else "bad_signature",
-                      "missing X-Signature header" if missing else "X-Signature does not match the body and the connection's shared secret")
+        raise Refused(
+            401,
+            "missing_signature" if missing else "bad_signature",
+            "missing X-Signature header"
+            if missing
+            else "X-Signature does not match the body and the connection's shared secret",
+        )
     try:
         text, events = landing.parse_body(body)
     except landing.BadBody as exc:

@@ -76,8 +76,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         status, message = self.refusal
         body = (json.dumps({"error": message}, separators=(",", ":")) + "\n").encode()
         reason = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
         self.transport.close()
 
     def eof_received(self) -> bool | None:
