@@ -21,7 +21,7 @@ import logging
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.airflow_dbt import dbt_build_task
+from segment_elt.pipeline.airflow_dbt import dbt_tasks
 from segment_elt.pipeline.dag_ids import DAILY
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
@@ -125,7 +125,7 @@ def segment_daily():
     planned = plan()
     (
         planned
-        >> dbt_build_task("dbt_build", "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
+        >> dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}").build
         >> publish(planned)
     )
 

@@ -12,7 +12,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.airflow_dbt import dbt_tasks
 from segment_elt.pipeline.dag_ids import RECONCILE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
@@ -59,7 +59,7 @@ def segment_reconcile():
         """Record the run's figures."""
         return finish(RECONCILE, context)
 
-    check() >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='check')['dbt_vars'] | tojson }}") >> publish()
+    check() >> dbt_tasks("{{ ti.xcom_pull(task_ids='check')['dbt_vars'] | tojson }}").build >> publish()
 
 
 segment_reconcile()

@@ -14,7 +14,7 @@ import logging
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.airflow_dbt import dbt_tasks
 from segment_elt.pipeline.dag_ids import REPLAY
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
@@ -73,7 +73,7 @@ def segment_replay():
         return finish(REPLAY, context, relanded["replayed"])
 
     relanded = reland()
-    relanded >> dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='reland')['dbt_vars'] | tojson }}") >> publish(relanded)
+    relanded >> dbt_tasks("{{ ti.xcom_pull(task_ids='reland')['dbt_vars'] | tojson }}").build >> publish(relanded)
 
 
 segment_replay()

@@ -20,7 +20,7 @@ import logging
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
+from segment_elt.pipeline.airflow_dbt import dbt_tasks
 from segment_elt.pipeline.dag_ids import ROLLUPS
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
@@ -83,7 +83,7 @@ def segment_rollups():
         return planned["run_dbt"]
 
     planned = plan()
-    dbt = dbt_task_group("dbt", "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
+    dbt = dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
 
     @task(outlets=[MARTS], trigger_rule="none_failed")
     def publish(**context) -> dict:
@@ -97,7 +97,7 @@ def segment_rollups():
 
         return sync.sync_all()
 
-    has_work(planned) >> dbt >> publish() >> outbound_sync()
+    has_work(planned) >> dbt.build >> publish() >> outbound_sync()
     planned >> check_freshness()
 
 

@@ -1,4 +1,4 @@
-"""The real Airflow scheduler for backfills: scheduler, DAG processor and API server as `make up`
+"""The real Airflow scheduler: scheduler, DAG processor, triggerer and API server as `make up`
 runs them, on the metadata database `airflow` next to DATABASE_URL, every DAG paused so that only
 what a test or benchmark starts runs. Used by tests/dags/test_backfill_scheduler.py and
 benchmarks/bench_backfill.py."""
@@ -18,6 +18,15 @@ import requests
 
 from segment_elt import db
 from segment_elt.local.stack import BIN, airflow_ready, process
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    state: str
+    airflow_s: float  # Airflow's start_date to end_date of the run
+    wall_s: float  # from the trigger to the end, as the caller waited
+    tasks: dict[str, tuple[str, float]]  # task_id -> (state, duration in seconds)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,11 @@ class Stack:
 
     def trigger(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> tuple[str, float]:
         """A manual run with `conf`, waited for; returns its end state and wall time in seconds."""
+        run = self.trigger_run(dag_id, conf, timeout_s)
+        return run.state, run.wall_s
+
+    def trigger_run(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> Run:
+        """A manual run with `conf`, waited for; its figures as Airflow recorded them."""
 
         def manual_runs() -> dict[str, str]:
             with db.connect(self.metadata_url) as conn:
@@ -83,7 +97,22 @@ class Stack:
             return new and new[0] in ("success", "failed") and new[0]
 
         wait_until(ended, f"the manual run of {dag_id} did not end", timeout_s)
-        return ended(), time.monotonic() - began
+        wall = time.monotonic() - began
+        (run_id,) = [run_id for run_id in manual_runs() if run_id not in before]
+        return self.run(dag_id, run_id, wall)
+
+    def run(self, dag_id: str, run_id: str, wall_s: float = 0.0) -> Run:
+        """A run's state, Airflow's start-to-end seconds and each task's (state, seconds) as Airflow recorded them."""
+        with db.connect(self.metadata_url) as conn:
+            state, seconds = conn.execute(
+                "select state, extract(epoch from end_date - start_date) from dag_run where dag_id = %s and run_id = %s",
+                (dag_id, run_id),
+            ).fetchone()
+            tasks = conn.execute(
+                "select task_id, state, coalesce(duration, 0) from task_instance where dag_id = %s and run_id = %s",
+                (dag_id, run_id),
+            ).fetchall()
+        return Run(run_id, state, float(seconds or 0), wall_s, {task: (st, float(d)) for task, st, d in tasks})
 
     def runs(self, dag_id: str) -> dict[dt.date, tuple[str, float, int]]:
         """Each backfill run by its day: (state, seconds from its start to its end, clear number)."""
@@ -134,6 +163,7 @@ def scheduler_stack(database_url: str, dag_id: str) -> Iterator[Stack]:
         for name, args in (
             ("scheduler", ["scheduler"]),
             ("dag-processor", ["dag-processor"]),
+            ("triggerer", ["triggerer"]),
             ("api-server", ["api-server", "--host", "127.0.0.1", "--port", port]),
         ):
             running.enter_context(process([str(BIN / "airflow"), *args], env, name))

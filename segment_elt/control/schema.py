@@ -291,6 +291,37 @@ alter table control.connections
 create unique index connections_write_key_idx on control.connections (write_key_sha256);
 """,
     ),
+    (
+        9,
+        "dbt builds of the DAG runs and each node's result, for per-model status, retries and the page",
+        r"""
+create table control.dbt_builds (
+    dag_id text not null,
+    run_id text not null,
+    try_number integer not null,
+    started_at timestamptz not null default clock_timestamp(),
+    finished_at timestamptz,
+    state text not null default 'running' check (state in ('running', 'success', 'failed')),
+    selected text[],                       -- the nodes a retry rebuilt; null: the whole project
+    summary text,                          -- the last line: what failed, with dbt's message
+    primary key (dag_id, run_id, try_number)
+);
+create table control.dbt_node_results (
+    dag_id text not null,
+    run_id text not null,
+    try_number integer not null,
+    unique_id text not null,               -- dbt's: model.segment_elt.product_events
+    status text not null,                  -- running, success, pass, warn, error, fail, skipped
+    message text,                          -- dbt's, with the lines the node logged (a check's bad rows)
+    started_at timestamptz,
+    finished_at timestamptz,
+    execution_s double precision,
+    rows_affected bigint,
+    primary key (dag_id, run_id, try_number, unique_id),
+    foreign key (dag_id, run_id, try_number) references control.dbt_builds on delete cascade
+);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,22 +1,30 @@
-"""The dbt project as an astronomer-cosmos task group: one visible Airflow task per model and seed.
+"""The dbt project in a DAG: one `dbt build` task, and one task per model and seed that shows its result.
 
-Mode, chosen by measuring (see README, "For data engineers"): LOCAL execution with the dbt
-runner in-process (dbt shares the venv, no subprocess per model) and the graph loaded from the
-manifest `dbt parse` writes (no dbt invocation at DAG parse time). All dbt tasks of all DAGs
-share the pool `segment_dbt` of one slot, so two tasks never write at once; and each DAG's first
-task opens the run's record only when no other writer (another run, an in-process build from the
-CLI) holds the models, so nothing else lands between two model tasks of a run
-(segment_elt.pipeline.runs.start_run).
+`dbt_build` runs the whole project in-process in one task (segment_elt.pipeline.dbt_build), so a
+run pays Airflow's task start-up once, not once per model. Each model, seed and snapshot also has
+a task of its own, grouped by folder (`dbt.marts.account_health`): it starts in the triggerer,
+never on a worker, once the build is over, and ends as the node and its tests did in that build,
+its log holding dbt's message. docs/dags.md, "How a run builds dbt", has the reference.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from segment_elt.pipeline.transform import dbt_env
+from airflow.sdk import BaseOperator, TaskGroup
+from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
+
 from segment_elt.settings import settings
 
 POOL = "segment_dbt"
+BUILD_TASK = "dbt_build"
+_TRIGGER = f"{__name__}.DbtNodeTrigger"
 
 
 def manifest_path() -> Path:
@@ -24,78 +32,123 @@ def manifest_path() -> Path:
 
 
 def ensure_manifest() -> Path:
-    """Write the dbt manifest the DAGs load their graph from (`dbt parse`, no database needed)."""
+    """Write the dbt manifest the DAGs draw their model tasks from (`dbt parse`, no database needed)."""
     from segment_elt.pipeline.transform import run_dbt
 
     run_dbt(["parse", "--quiet"])
     return manifest_path()
 
 
-def _configs():
-    """The project, profile and execution settings every dbt task of the DAGs shares."""
-    from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig
-    from cosmos.constants import ExecutionMode, InvocationMode
+class DbtBuildOperator(BaseOperator):
+    """One `dbt build` of the whole project with the run's vars (a JSON template); a retry rebuilds
+    only what an earlier attempt did not finish. Fails with one line naming what failed."""
 
-    from segment_elt.pipeline import dbt_patches
+    template_fields = ("dbt_vars",)
+    ui_color = "#ff694b"
 
-    dbt_patches.apply()  # in the task process too: it parses this DAG file before running the task
+    def __init__(self, *, dbt_vars: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dbt_vars = dbt_vars
 
-    project, manifest = settings().dbt_project_dir, manifest_path()
+    def execute(self, context: Any) -> dict:
+        from segment_elt.pipeline import dbt_build
+
+        dbt_vars = json.loads(self.dbt_vars) if isinstance(self.dbt_vars, str) else dict(self.dbt_vars or {})
+        ti = context["ti"]
+        return dbt_build.build(self.dag_id, context["dag_run"].run_id, ti.try_number, dbt_vars, manifest_path())
+
+
+class DbtNodeTrigger(BaseTrigger):
+    """Ends a node's task as the node fared in the run's build (read from control.dbt_node_results)."""
+
+    def __init__(self, node: list[str], dag_id: str | None = None, run_id: str | None = None) -> None:
+        super().__init__()
+        self.node, self.dag_id, self.run_id = node, dag_id, run_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return _TRIGGER, {"node": self.node, "dag_id": self.dag_id, "run_id": self.run_id}
+
+    async def run(self) -> AsyncIterator:
+        ti = getattr(self, "task_instance", None)
+        dag_id, run_id = self.dag_id or ti.dag_id, self.run_id or ti.run_id
+        verdict = await asyncio.to_thread(_verdict, dag_id, run_id, self.node)
+        for line in verdict.lines:
+            self.log.info("%s", line)
+        event = {"success": TaskSuccessEvent, "failed": TaskFailedEvent, "skipped": TaskSkippedEvent}[verdict.state]
+        yield event()
+
+
+def _verdict(dag_id: str, run_id: str, node: list[str]):
+    from segment_elt import db
+    from segment_elt.pipeline import dbt_build
+
+    with db.connect() as conn:
+        results, build_state = dbt_build.run_state(conn, dag_id, run_id)
+    return dbt_build.node_verdict(results, build_state, node)
+
+
+class DbtNodeOperator(BaseOperator):
+    """One model, seed or snapshot with its tests: ends as they did in the run's build. Starts in the
+    triggerer (no worker process); `execute` is the same verdict on a worker (e.g. under dag.test())."""
+
+    ui_color = "#fcd9cf"
+    start_from_trigger = True
+
+    def __init__(self, *, node: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node = node
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=_TRIGGER,
+            trigger_kwargs={"node": node},
+            next_method="execute_complete",
+            timeout=dt.timedelta(minutes=10),
+        )
+
+    def execute(self, context: Any) -> None:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        verdict = _verdict(self.dag_id, context["dag_run"].run_id, self.node)
+        for line in verdict.lines:
+            self.log.info("%s", line)
+        if verdict.state == "failed":
+            raise AirflowFailException(verdict.lines[0] if verdict.lines else "failed in the build")
+        if verdict.state == "skipped":
+            raise AirflowSkipException(verdict.lines[-1])
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        """Not reached: the trigger ends the task itself."""
+
+
+@dataclass(frozen=True)
+class DbtTasks:
+    build: DbtBuildOperator  # chain the DAG's next task after this
+    models: TaskGroup  # the per-model tasks; they follow the build by themselves
+
+
+def dbt_tasks(vars_template: str, group_id: str = "dbt") -> DbtTasks:
+    """The build task and the per-model tasks of the project, for the DAG being defined.
+    `vars_template` renders to the run's dbt vars as JSON. Set upstream of `.build` and `.models`."""
+    from segment_elt.pipeline.dbt_build import project_nodes
+
+    manifest = manifest_path()
     if not manifest.exists():
         raise FileNotFoundError(
             f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
             "ensure_manifest; ensure_manifest()'` (make up and make demo do it)"
         )
-    return (
-        ProjectConfig(dbt_project_path=project, manifest_path=manifest, env_vars=dbt_env(), partial_parse=True),
-        ProfileConfig(
-            profile_name="segment_elt", target_name="default", profiles_yml_filepath=project / "profiles.yml"
-        ),
-        ExecutionConfig(execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER),
-    )
-
-
-def dbt_task_group(group_id: str, vars_template: str):
-    """The whole project as a DbtTaskGroup; `vars_template` renders to the run's dbt vars as JSON."""
-    from cosmos import DbtTaskGroup, RenderConfig
-    from cosmos.constants import LoadMode, TestBehavior
-
-    project_config, profile_config, execution_config = _configs()
-    return DbtTaskGroup(
-        group_id=group_id,
-        project_config=project_config,
-        profile_config=profile_config,
-        execution_config=execution_config,
-        # No per-model assets: the DAGs publish one asset for the marts, and cosmos builds model
-        # asset URIs from the profile's host, which a Unix-socket DATABASE_URL has not (cosmos
-        # reads emit_datasets from RenderConfig only; an operator arg is overridden).
-        render_config=RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.AFTER_ALL, emit_datasets=False
-        ),
-        operator_args={"vars": vars_template, "pool": POOL, "install_deps": False},
-    )
-
-
-def dbt_build_task(task_id: str, vars_template: str):
-    """The whole project as one `dbt build` task: one task process per run instead of one per model
-    (for runs that rebuild days, where Airflow's per-task start-up would cost more than the build)."""
-    from cosmos import cache
-    from cosmos.operators.local import DbtBuildLocalOperator
-
-    project_config, profile_config, execution_config = _configs()
-    return DbtBuildLocalOperator(
-        task_id=task_id,
-        # Without a cache dir (a task group gets one, a lone operator not) cosmos hands dbt no
-        # partial parse state: each run parsed from scratch (bench_backfill: 30 s -> 23 s a day).
-        cache_dir=cache._obtain_cache_dir_path(cache_identifier=f"segment_elt__{task_id}"),
-        project_dir=str(project_config.dbt_project_path),
-        manifest_filepath=str(project_config.manifest_path),
-        env=project_config.env_vars,
-        partial_parse=True,
-        profile_config=profile_config,
-        invocation_mode=execution_config.invocation_mode,
-        vars=vars_template,
-        pool=POOL,
-        install_deps=False,
-        emit_datasets=False,
-    )
+    build = DbtBuildOperator(task_id=BUILD_TASK, dbt_vars=vars_template, pool=POOL)
+    with TaskGroup(group_id, tooltip="each model, seed and snapshot of the build, with its tests") as models:
+        folders: dict[str, TaskGroup] = {}
+        for node in project_nodes(manifest):
+            if node.folder not in folders:
+                folders[node.folder] = TaskGroup(node.folder)
+            DbtNodeOperator(
+                task_id=node.name,
+                task_group=folders[node.folder],
+                node=[node.unique_id, *node.tests],
+                trigger_rule="none_skipped",
+                retries=0,
+                doc_md=f"`{node.unique_id}` and its {len(node.tests)} tests, as they fared in `{BUILD_TASK}`.",
+            )
+    build >> models
+    return DbtTasks(build, models)

@@ -93,11 +93,27 @@ def _environ(values: dict[str, str]):
 WRITING_COMMANDS = frozenset({"build", "run", "seed", "snapshot"})
 
 
-def run_dbt(args: list[str], url: str | None = None, project_dir: Path | None = None, check: bool = True):
+# Commands that write dbt_project/target itself (the manifest every DAG parse loads, and the docs),
+# or write nothing there.
+_OWN_TARGET_PATH = frozenset({"parse", "docs", "debug"})
+
+
+def run_dbt(
+    args: list[str],
+    url: str | None = None,
+    project_dir: Path | None = None,
+    check: bool = True,
+    *,
+    writer_role: bool = True,
+    callbacks: list | None = None,
+):
     """Run `dbt <args>` against DATABASE_URL (or `url`) and return its results; raises DbtFailed
     unless it succeeds (or, with check=False, only when dbt could not run at all).
 
-    A command that writes waits until no Airflow run or other process writes the models."""
+    A command that writes waits until no Airflow run or other process writes the models, unless
+    `writer_role` is False (an Airflow run's own build: its run record holds the role). Only
+    `parse` and `docs` write dbt_project/target; every other command keeps its artefacts (and its
+    partial-parse state) in target/<command>/, so the manifest the DAGs load is never rewritten."""
     from dbt.cli.main import dbtRunner
 
     from segment_elt.pipeline import dbt_patches
@@ -106,8 +122,11 @@ def run_dbt(args: list[str], url: str | None = None, project_dir: Path | None = 
 
     project_dir = project_dir or settings().dbt_project_dir
     full = [*args, "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
-    with _environ(dbt_env(url)), _writer_role(args[0] in WRITING_COMMANDS, url):
-        result = dbtRunner().invoke(full)
+    if args[0] not in _OWN_TARGET_PATH:
+        full += ["--target-path", str(project_dir / "target" / args[0])]
+    writes = writer_role and args[0] in WRITING_COMMANDS
+    with _environ(dbt_env(url)), _writer_role(writes, url):
+        result = dbtRunner(callbacks=callbacks or []).invoke(full)
     if not result.success and (check or result.result is None):
         detail = result.exception or _failures(result.result)
         raise DbtFailed(f"dbt {' '.join(args)} failed: {detail}")

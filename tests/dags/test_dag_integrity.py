@@ -57,11 +57,17 @@ def test_manual_dags_have_typed_params(dags):
     assert daily.get_param("end_date").schema["format"] == "date"
 
 
-def test_dbt_models_are_visible_tasks(dags):
-    task_ids = {t.task_id for t in dags["segment_rollups"].tasks}
-    for model in ("stg_segment__events", "product_events", "account_event_daily", "account_health"):
-        assert f"dbt.{model}_run" in task_ids
-    assert "outbound_sync" in task_ids
+def test_dbt_models_are_visible_tasks_that_start_in_the_triggerer(dags):
+    """One dbt_build task builds the project; each model, seed and snapshot is a task of its own,
+    grouped by folder, that never needs a worker."""
+    for dag_id in ("segment_rollups", "segment_daily", "segment_replay", "segment_reconcile"):
+        tasks = {t.task_id: t for t in dags[dag_id].tasks}
+        assert "dbt_build" in tasks, dag_id
+        for model in ("staging.stg_segment__events", "marts.product_events", "marts.account_health", "seeds.identity_rules"):
+            node = tasks[f"dbt.{model}"]
+            assert node.start_from_trigger, (dag_id, model)
+            assert node.upstream_task_ids == {"dbt_build"}, (dag_id, model)
+    assert "outbound_sync" in {t.task_id for t in dags["segment_rollups"].tasks}
 
 
 def test_shell_environment_points_at_the_stacks_metadata_database():
