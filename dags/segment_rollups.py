@@ -1,9 +1,9 @@
 """
 ### segment_rollups
 
-Every 10 minutes: take everything staged since the last successful run, build the dbt project
-(staging -> identity resolution -> marts; one task per model), then send what changed back to
-Segment. Backfill segment_daily instead: backfill runs of this DAG skip at once, saying so.
+Every SEGMENT_ELT_ROLLUPS_EVERY_MINUTES (default 10): take everything staged since the last
+successful run, build the dbt project in one `dbt build` (staging -> identity resolution -> marts;
+each model also shows as a task of its own under `dbt`), then send what changed back to Segment. Backfill segment_daily instead: backfill runs of this DAG skip at once, saying so.
 A failed or skipped run loses nothing: the next run catches up from the last success. The run's
 record is its dbt build's: a failing outbound sync is recorded per connection
 (control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
@@ -18,11 +18,12 @@ import datetime as dt
 import logging
 
 from airflow.sdk import Asset, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.timetables.interval import DeltaDataIntervalTimetable
 
 from segment_elt.pipeline.airflow_dbt import dbt_tasks
 from segment_elt.pipeline.dag_ids import ROLLUPS
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
+from segment_elt.settings import settings
 
 MARTS = Asset("segment_elt_marts")
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dag(
     dag_id=ROLLUPS,
-    schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
+    schedule=DeltaDataIntervalTimetable(dt.timedelta(minutes=settings().rollups_every_minutes)),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -41,9 +42,10 @@ log = logging.getLogger(__name__)
     on_failure_callback=record_failure,
 )
 def segment_rollups():
-    @task
-    def plan(**context) -> dict:
-        """Decide what this run builds: the new arrivals, or a backfill's day."""
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def plan(**context) -> dict | None:
+        """Decide what this run builds (the new arrivals) and open its record; returns nothing, and the
+        build is skipped, when there is nothing to build."""
         from segment_elt import db
         from segment_elt.pipeline import alerts, runs
 
@@ -53,14 +55,14 @@ def segment_rollups():
             planned = runs.plan_rollups(conn, kind, run.data_interval_start, run.data_interval_end)
             if kind == "backfill":  # skips at once: no record, no wait for the writer role
                 log.warning("plan: %s", planned.reason)
-                return planned.as_dict()
+                return None
             start(conn, ROLLUPS, context, kind, planned)
             late = runs.late_by(conn)
         log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
         if late:
             log.warning("late: %s", late)
             alerts.notify(ROLLUPS, run.run_id, "late", late)
-        return planned.as_dict()
+        return planned.as_dict() if planned.run_dbt else None
 
     @task
     def check_freshness(**context) -> list[dict]:
@@ -77,12 +79,6 @@ def segment_rollups():
             alerts.notify(ROLLUPS, context["dag_run"].run_id, "stale", str(stale))
             raise
 
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def has_work(planned: dict) -> bool:
-        """Skip dbt when there is nothing to build."""
-        return planned["run_dbt"]
-
-    planned = plan()
     dbt = dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
 
     @task(outlets=[MARTS], trigger_rule="none_failed")
@@ -97,8 +93,8 @@ def segment_rollups():
 
         return sync.sync_all()
 
-    has_work(planned) >> dbt.build >> publish() >> outbound_sync()
-    planned >> check_freshness()
+    plan() >> dbt.build >> publish() >> outbound_sync()
+    check_freshness()
 
 
 segment_rollups()

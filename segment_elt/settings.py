@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     alert_smtp_url: str | None = Field(None, pattern=r"^smtps?://[^/]+$", validation_alias="SEGMENT_ELT_ALERT_SMTP_URL")
     alert_email_to: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_EMAIL_TO")
     alert_email_from: str | None = Field(None, validation_alias="SEGMENT_ELT_ALERT_EMAIL_FROM")
+    rollups_every_minutes: int = Field(10, ge=1, le=1440, validation_alias="SEGMENT_ELT_ROLLUPS_EVERY_MINUTES")
     rollups_late_minutes: int = Field(30, ge=1, validation_alias="SEGMENT_ELT_ROLLUPS_LATE_MINUTES")
     backfill_days_per_build: int = Field(31, ge=1, le=366, validation_alias="SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD")
     # Airflow's API server, for `connections reconcile`

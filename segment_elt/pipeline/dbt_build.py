@@ -173,6 +173,7 @@ def build(
     dbt_vars: dict,
     manifest_path: Path,
     url: str | None = None,
+    project_dir: Path | None = None,
 ) -> dict:
     """Run `dbt build` for one attempt of a DAG run, recording every node; on a retry only what an
     earlier attempt did not finish. Returns the build's figures; raises DbtFailed with one line."""
@@ -191,7 +192,7 @@ def build(
         if selected:
             args += ["--select", *selected]
         try:
-            results = run_dbt(args, url, check=False, writer_role=False, callbacks=[recorder])
+            results = run_dbt(args, url, project_dir, check=False, writer_role=False, callbacks=[recorder])
         except DbtFailed as exc:  # dbt could not run at all (a project that does not compile, ...)
             close_build(conn, dag_id, run_id, try_number, str(exc))
             raise
@@ -231,21 +232,20 @@ def node_verdict(results: dict[str, tuple[str, str | None, int]], build_state: s
     """How the task of `node` (a model, seed or snapshot, then its tests, by unique id) ends once the
     run's build is over: failed if it or one of its tests failed, skipped if dbt did not build it
     because something upstream failed, else success. `results` as node_results() returns them."""
-    lines, failed = [], False
+    failures, lines = [], []
     for unique_id in node:
         status, message, try_number = results.get(unique_id, (None, None, 0))
         label = f"{unique_id.split('.')[0]} {unique_id.split('.')[2]}"
         if status is None:
             continue
         if status in FAILED or status == "running":
-            failed = True
-            lines.append(f"{label}: {status if status != 'running' else 'the build stopped while running it'}"
-                         f"{': ' + message if message else ''} (attempt {try_number})")
+            what = "the build stopped while running it" if status == "running" else status
+            failures.append(f"{label}: {what}{': ' + message if message else ''} (attempt {try_number})")
         else:
             lines.append(f"{label}: {status}{' (' + message + ')' if message and status != 'skipped' else ''}")
+    if failures:
+        return Verdict("failed", failures + lines)
     own = results.get(node[0], (None, None, 0))[0]
-    if failed:
-        return Verdict("failed", lines)
     if own is None:
         if build_state == "success":
             return Verdict("success", [*lines, f"{node[0]}: not part of this build (nothing selected it)"])

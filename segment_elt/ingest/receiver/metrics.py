@@ -1,6 +1,7 @@
 """GET /metrics: the receiver's counters in Prometheus' text format, summed over every gunicorn
 worker (prometheus_client's multiprocess mode: each worker writes its values to files in
-PROMETHEUS_MULTIPROC_DIR, which receiver/gunicorn.conf.py sets up for each start)."""
+PROMETHEUS_MULTIPROC_DIR, which receiver/gunicorn.conf.py sets up for each start), and the
+pipeline's freshness (segment_elt.lag), read from the database at each scrape."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from prometheus_client.core import GaugeMetricFamily
 
 from segment_elt.settings import settings
 
@@ -62,10 +65,37 @@ def count_events(landed: int, duplicates: int) -> None:
         _DUPLICATE.inc(duplicates)
 
 
+class FreshnessCollector:
+    """segment_elt_marts_lag_seconds and what it is computed from; nothing when the database does not answer."""
+
+    def collect(self):
+        from segment_elt import db
+        from segment_elt.lag import marts_lag
+
+        try:
+            with db.connect(timeout_s=2) as conn:
+                lag = marts_lag(conn)
+        except Exception:  # the scrape still answers with the counters; the gauge's absence is the signal
+            return
+        yield GaugeMetricFamily(
+            "segment_elt_marts_lag_seconds",
+            "How long the oldest staged event not yet in the marts has waited (0: the marts hold everything staged)",
+            value=lag.seconds,
+        )
+        for name, at, doc in (
+            ("segment_elt_newest_landed_timestamp_seconds", lag.newest_landed, "When the newest event was staged"),
+            ("segment_elt_marts_through_timestamp_seconds", lag.marts_through, "Staged up to when the marts hold"),
+        ):
+            if at is not None:
+                yield GaugeMetricFamily(name, doc, value=at.timestamp())
+
+
 @bp.get("/metrics")
 def metrics():
     registry = REGISTRY  # one process (the app outside gunicorn)
     if settings().prometheus_multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    freshness = CollectorRegistry()
+    freshness.register(FreshnessCollector())
+    return Response(generate_latest(registry) + generate_latest(freshness), mimetype=CONTENT_TYPE_LATEST)
