@@ -101,6 +101,20 @@ class Stack:
         (run_id,) = [run_id for run_id in manual_runs() if run_id not in before]
         return self.run(dag_id, run_id, wall)
 
+    def unpause_after_catching_up(self, dag_id: str, timeout_s: float = 1800) -> Run:
+        """Unpause a scheduled DAG and wait for the run the scheduler then makes for its latest interval
+        (catchup is off), so that later manual runs do not queue behind it; returns that run."""
+        self.airflow("dags", "unpause", dag_id)
+
+        def scheduled() -> tuple[str, str] | None:
+            with db.connect(self.metadata_url) as conn:
+                return conn.execute(
+                    "select run_id, state from dag_run where dag_id = %s and run_type = 'scheduled'", (dag_id,)
+                ).fetchone()
+
+        wait_until(lambda: (found := scheduled()) and found[1] in ("success", "failed"), "no scheduled run ended", timeout_s)
+        return self.run(dag_id, scheduled()[0])
+
     def run(self, dag_id: str, run_id: str, wall_s: float = 0.0) -> Run:
         """A run's state, Airflow's start-to-end seconds and each task's (state, seconds) as Airflow recorded them."""
         with db.connect(self.metadata_url) as conn:
