@@ -31,7 +31,7 @@ LIMIT_NEW_S, LIMIT_IDLE_S, LIMIT_AUDIENCES = 40, 20, 1.10
 
 def _copy_project(to: Path) -> None:
     source = settings().project_dir
-    for part in ("dags", "plugins", "dbt_project"):
+    for part in ("dags", "plugins", "dbt_project", "receiver"):
         shutil.copytree(
             source / part, to / part, ignore=shutil.ignore_patterns("target", "logs", "__pycache__", "dbt_packages")
         )
@@ -98,7 +98,9 @@ def run() -> list[Figure]:
             tasks_before = _task_count(stack, ROLLUPS)
             _add_audiences(project)
             run_dbt(["parse", "--quiet"], url)  # the manifest the DAG's tasks are drawn from
-            wait_until(lambda: _task_count(stack, ROLLUPS) > tasks_before, "the DAG processor did not see the audiences")
+            wait_until(
+                lambda: _task_count(stack, ROLLUPS) > tasks_before, "the DAG processor did not see the audiences"
+            )
             stack.trigger_run(ROLLUPS, {})  # builds the new audience tables
             _land(url, cid, 2 * EVENTS)
             with_audiences = stack.trigger_run(ROLLUPS, {})
@@ -108,7 +110,9 @@ def run() -> list[Figure]:
         os.environ.update(saved)
         shutil.rmtree(tmp, ignore_errors=True)
     for name, each in (("warm-up", warm), ("new", new), ("idle", idle), ("audiences", with_audiences)):
-        print(f"rollups {name}: {each.state} in {each.airflow_s:.1f} s ({len(each.tasks)} tasks); {_where_time_goes(each)}")
+        print(
+            f"rollups {name}: {each.state} in {each.airflow_s:.1f} s ({len(each.tasks)} tasks); {_where_time_goes(each)}"
+        )
     ratio = with_audiences.airflow_s / new.airflow_s
     ok = all(r.state == "success" for r in (new, idle, with_audiences))
     return [

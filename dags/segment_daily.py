@@ -123,11 +123,7 @@ def segment_daily():
         return finish(DAILY, context, {"days": days.count, "events_per_day": counts, "relanded": planned["relanded"]})
 
     planned = plan()
-    (
-        planned
-        >> dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}").build
-        >> publish(planned)
-    )
+    (planned >> dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}").build >> publish(planned))
 
 
 def _with_queued_neighbours(conn, context: dict, day: dt.date):

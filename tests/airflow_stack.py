@@ -112,7 +112,9 @@ class Stack:
                     "select run_id, state from dag_run where dag_id = %s and run_type = 'scheduled'", (dag_id,)
                 ).fetchone()
 
-        wait_until(lambda: (found := scheduled()) and found[1] in ("success", "failed"), "no scheduled run ended", timeout_s)
+        wait_until(
+            lambda: (found := scheduled()) and found[1] in ("success", "failed"), "no scheduled run ended", timeout_s
+        )
         return self.run(dag_id, scheduled()[0])
 
     def run(self, dag_id: str, run_id: str, wall_s: float = 0.0) -> Run:
@@ -181,7 +183,7 @@ def scheduler_stack(database_url: str, dag_id: str) -> Iterator[Stack]:
             ("api-server", ["api-server", "--host", "127.0.0.1", "--port", port]),
         ):
             running.enter_context(process([str(BIN / "airflow"), *args], env, name))
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/api/v2/version"), "the API server did not answer")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/api/v2/version"), "the API server did not answer", 600)
 
         def parsed() -> bool:
             with db.connect(stack.metadata_url) as conn:

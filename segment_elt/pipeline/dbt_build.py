@@ -53,7 +53,9 @@ def project_nodes(manifest_path: Path) -> list[Node]:
             continue
         path = Path(node["original_file_path"]).parts
         folder = path[1] if node["resource_type"] == "model" and len(path) > 2 else f"{node['resource_type']}s"
-        found.append(Node(unique_id, node["name"], node["resource_type"], folder, tuple(sorted(tests.get(unique_id, [])))))
+        found.append(
+            Node(unique_id, node["name"], node["resource_type"], folder, tuple(sorted(tests.get(unique_id, []))))
+        )
     return found
 
 
@@ -217,9 +219,7 @@ def node_results(conn: psycopg.Connection, dag_id: str, run_id: str) -> dict[str
 
 def prune(conn: psycopg.Connection, older_than: dt.timedelta) -> int:
     """Forget the builds (and their node results) that started more than `older_than` ago."""
-    return conn.execute(
-        "delete from control.dbt_builds where started_at < now() - %s", (older_than,)
-    ).rowcount
+    return conn.execute("delete from control.dbt_builds where started_at < now() - %s", (older_than,)).rowcount
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,16 @@ def node_verdict(results: dict[str, tuple[str, str | None, int]], build_state: s
     if own == "skipped":
         return Verdict("skipped", [*lines, f"{node[0]}: not built: something upstream failed (see dbt_build)"])
     return Verdict("success", lines)
+
+
+def failure_of(conn: psycopg.Connection, dag_id: str, run_id: str) -> str | None:
+    """The one line of a run's last failed build attempt, or None."""
+    row = conn.execute(
+        "select summary from control.dbt_builds where dag_id = %s and run_id = %s and state = 'failed'"
+        " order by try_number desc limit 1",
+        (dag_id, run_id),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def run_state(conn: psycopg.Connection, dag_id: str, run_id: str) -> tuple[dict, str | None]:

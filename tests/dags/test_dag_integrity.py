@@ -63,7 +63,12 @@ def test_dbt_models_are_visible_tasks_that_start_in_the_triggerer(dags):
     for dag_id in ("segment_rollups", "segment_daily", "segment_replay", "segment_reconcile"):
         tasks = {t.task_id: t for t in dags[dag_id].tasks}
         assert "dbt_build" in tasks, dag_id
-        for model in ("staging.stg_segment__events", "marts.product_events", "marts.account_health", "seeds.identity_rules"):
+        for model in (
+            "staging.stg_segment__events",
+            "marts.product_events",
+            "marts.account_health",
+            "seeds.identity_rules",
+        ):
             node = tasks[f"dbt.{model}"]
             assert node.start_from_trigger, (dag_id, model)
             assert node.upstream_task_ids == {"dbt_build"}, (dag_id, model)

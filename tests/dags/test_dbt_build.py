@@ -14,6 +14,7 @@ from segment_elt.settings import settings
 from tests.dags.test_dag_runs import NOW, land, tracks
 from tests.dbt.harness import copy_project
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _project_manifest(pg_server):
     run_dbt(["parse", "--quiet"], pg_server.url())  # the manifest the DAGs load
