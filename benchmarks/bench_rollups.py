@@ -123,7 +123,7 @@ def run() -> list[Figure]:
             f"<= {LIMIT_NEW_S} s",
             ok and new.airflow_s <= LIMIT_NEW_S,
         ),
-        Figure(f"  the same data as a plain in-process dbt build", in_process, "s"),
+        Figure("  the same data as a plain in-process dbt build", in_process, "s"),
         Figure("  the run / the in-process build", new.airflow_s / in_process, "x"),
         Figure(
             "segment_rollups run, nothing new (real scheduler)",

@@ -6,7 +6,6 @@ own database exists.
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -14,16 +13,6 @@ import sys
 import pytest
 
 from segment_elt.local.airflow_env import airflow_env
-
-
-@pytest.fixture(autouse=True)
-def _frozen_heap():
-    """cosmos runs gc.collect() after every dbt command; in this long-lived test process a full
-    collection walks every object the session has made so far (a quarter of a DAG test's time,
-    py-spy). Freezing what exists before each test limits it to the test's own objects, as in
-    the short-lived task process Airflow runs each task in."""
-    gc.freeze()
-    yield
 
 
 @pytest.fixture(scope="session")
