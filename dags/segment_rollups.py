@@ -3,7 +3,8 @@
 
 Every SEGMENT_ELT_ROLLUPS_EVERY_MINUTES (default 10): take everything staged since the last
 successful run, build the dbt project in one `dbt build` (staging -> identity resolution -> marts;
-each model also shows as a task of its own under `dbt`), then send what changed back to Segment. Backfill segment_daily instead: backfill runs of this DAG skip at once, saying so.
+each model also shows as a task of its own under `dbt`), record the run, then send what changed
+back to Segment. Backfill segment_daily instead: backfill runs of this DAG skip at once.
 A failed or skipped run loses nothing: the next run catches up from the last success. The run's
 record is its dbt build's: a failing outbound sync is recorded per connection
 (control.outbound_runs) and fails the outbound task, never the record. Alongside the build,
@@ -58,6 +59,8 @@ def segment_rollups():
                 return None
             start(conn, ROLLUPS, context, kind, planned)
             late = runs.late_by(conn)
+        if not planned.run_dbt:  # the record closes here; dbt_build is skipped
+            finish(ROLLUPS, context)
         log.info("plan: %s; dbt vars %s", planned.reason, planned.dbt_vars)
         if late:
             log.warning("late: %s", late)
@@ -79,12 +82,11 @@ def segment_rollups():
             alerts.notify(ROLLUPS, context["dag_run"].run_id, "stale", str(stale))
             raise
 
-    dbt = dbt_tasks("{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}")
-
-    @task(outlets=[MARTS], trigger_rule="none_failed")
-    def publish(**context) -> dict:
-        """Record the run's figures (rows staged, duration, mart sizes) and publish the marts."""
-        return finish(ROLLUPS, context)
+    dbt = dbt_tasks(
+        "{{ ti.xcom_pull(task_ids='plan')['dbt_vars'] | tojson }}",
+        outlets=[MARTS],  # the marts changed: DAGs of your own can be scheduled on them
+        on_success=lambda context, built: finish(ROLLUPS, context, {"dbt": built}),
+    )
 
     @task(trigger_rule="none_failed")
     def outbound_sync() -> dict:
@@ -93,7 +95,7 @@ def segment_rollups():
 
         return sync.sync_all()
 
-    plan() >> dbt.build >> publish() >> outbound_sync()
+    plan() >> dbt.build >> outbound_sync()
     check_freshness()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,21 +41,25 @@ def ensure_manifest() -> Path:
 
 class DbtBuildOperator(BaseOperator):
     """One `dbt build` of the whole project with the run's vars (a JSON template); a retry rebuilds
-    only what an earlier attempt did not finish. Fails with one line naming what failed."""
+    only what an earlier attempt did not finish. Fails with one line naming what failed. After a
+    successful build, `on_success(context, figures)` (e.g. closing the run's record) runs in the
+    same task, saving a task start-up."""
 
     template_fields = ("dbt_vars",)
     ui_color = "#ff694b"
 
-    def __init__(self, *, dbt_vars: str, **kwargs: Any) -> None:
+    def __init__(self, *, dbt_vars: str, on_success: Callable[[Any, dict], dict] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.dbt_vars = dbt_vars
+        self.on_success = on_success
 
     def execute(self, context: Any) -> dict:
         from segment_elt.pipeline import dbt_build
 
         dbt_vars = json.loads(self.dbt_vars) if isinstance(self.dbt_vars, str) else dict(self.dbt_vars or {})
         ti = context["ti"]
-        return dbt_build.build(self.dag_id, context["dag_run"].run_id, ti.try_number, dbt_vars, manifest_path())
+        built = dbt_build.build(self.dag_id, context["dag_run"].run_id, ti.try_number, dbt_vars, manifest_path())
+        return self.on_success(context, built) if self.on_success else built
 
 
 class DbtNodeTrigger(BaseTrigger):
@@ -125,9 +129,10 @@ class DbtTasks:
     models: TaskGroup  # the per-model tasks; they follow the build by themselves
 
 
-def dbt_tasks(vars_template: str, group_id: str = "dbt") -> DbtTasks:
+def dbt_tasks(vars_template: str, group_id: str = "dbt", **build_args: Any) -> DbtTasks:
     """The build task and the per-model tasks of the project, for the DAG being defined.
-    `vars_template` renders to the run's dbt vars as JSON. Set upstream of `.build` and `.models`."""
+    `vars_template` renders to the run's dbt vars as JSON; `build_args` go to DbtBuildOperator
+    (`on_success`, `outlets`). Set the DAG's tasks upstream and downstream of `.build`."""
     from segment_elt.pipeline.dbt_build import project_nodes
 
     manifest = manifest_path()
@@ -136,7 +141,7 @@ def dbt_tasks(vars_template: str, group_id: str = "dbt") -> DbtTasks:
             f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
             "ensure_manifest; ensure_manifest()'` (make up and make demo do it)"
         )
-    build = DbtBuildOperator(task_id=BUILD_TASK, dbt_vars=vars_template, pool=POOL)
+    build = DbtBuildOperator(task_id=BUILD_TASK, dbt_vars=vars_template, pool=POOL, **build_args)
     with TaskGroup(group_id, tooltip="each model, seed and snapshot of the build, with its tests") as models:
         folders: dict[str, TaskGroup] = {}
         for node in project_nodes(manifest):

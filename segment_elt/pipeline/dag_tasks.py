@@ -41,7 +41,7 @@ def finish(dag_id: str, context: dict, detail: dict | None = None) -> dict:
 def record_failure(context: dict) -> None:
     """DAG failure callback: close the run's record as failed if it is still open (the next run
     catches up) and alert the configured webhook, naming what failed: the run's failed dbt build
-    in one line with dbt's message, else Airflow's reason. A record publish closed stays as it is:
+    in one line with dbt's message, else Airflow's reason. A record already closed as success stays as it is:
     a failed outbound sync after a good dbt build is recorded per connection in control.outbound_runs."""
     from segment_elt import db
     from segment_elt.pipeline import alerts, dbt_build, runs

@@ -3,7 +3,7 @@
 It runs the real DAG through Airflow's `dag.test()` (as `airflow dags test` does: every task in
 order, in this process, recorded in Airflow's metadata database), against the Airflow configured
 in the environment (AIRFLOW_HOME and its settings; `make up` and `make demo` set these up), and
-returns the run's state and the figures its `publish` task recorded in control.pipeline_runs.
+returns the run's state and the figures it recorded in control.pipeline_runs.
 Airflow's task logs go to stderr, so stdout holds only the command's own output.
 """
 

@@ -77,7 +77,7 @@ def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, d
     finally:
         segment.server.shutdown()
     states = {ti.task_id: ti.state for ti in result.get_task_instances()}
-    assert states["publish"] == "success" and states["outbound_sync"] == "failed"
+    assert states["dbt_build"] == "success" and states["outbound_sync"] == "failed"
     assert db.execute("select status, staged_rows from control.pipeline_runs").fetchall() == [("success", len(landed))]
     assert db.execute(
         "select status from control.outbound_runs where connection_id = %s", (acme.connection_id,)
