@@ -11,10 +11,10 @@ WIDTH, HEIGHT, LEFT, RIGHT, BOTTOM = 720, 220, 40, 24, 20
 
 @dataclass(frozen=True)
 class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
+    x: str  # SVG coordinates, to 0.1 px
+    y: str
+    width: str
+    height: str
     colour: str
     day: dt.date
     name: str
@@ -58,7 +58,19 @@ def daily_bars(daily: list[dict], since: dt.date, today: dt.date, only: str | No
                 continue
             height = count / top * (HEIGHT - 10)
             y -= height
-            bars.append(Bar(LEFT + i * step + 1, y, step - 2, height, PALETTE[k % len(PALETTE)], day, name, count))
+            colour = PALETTE[k % len(PALETTE)]
+            bars.append(
+                Bar(
+                    f"{LEFT + i * step + 1:.1f}",
+                    f"{y:.1f}",
+                    f"{step - 2:.1f}",
+                    f"{height:.1f}",
+                    colour,
+                    day,
+                    name,
+                    count,
+                )
+            )
         if i % 5 == 0 or day == today:
             labels.append(Label(LEFT + i * step, day))
     legend = [(name, PALETTE[k % len(PALETTE)]) for k, name in enumerate(names)]

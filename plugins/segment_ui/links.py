@@ -7,6 +7,7 @@ that path. `url` is the one place that knows it.
 
 from __future__ import annotations
 
+from functools import cache
 from urllib.parse import quote, urlencode, urlsplit
 
 from airflow.configuration import conf
@@ -16,8 +17,10 @@ NAV = (("Connections", "/connections"), ("Identity", "/identity"), ("Outbound", 
 DBT_DOCS = "/cosmos/segment_elt/dbt_docs_index.html"  # astronomer-cosmos' plugin serves the dbt docs there
 
 
+@cache
 def base_path() -> str:
-    """The path of `[api] base_url` without its trailing slash ('' when Airflow is at the root)."""
+    """The path of `[api] base_url` without its trailing slash ('' when Airflow is at the root); read once, as
+    Airflow's API server reads it once (airflow.api_fastapi.app.API_ROOT_PATH)."""
     return urlsplit(conf.get("api", "base_url", fallback="")).path.rstrip("/")
 
 
