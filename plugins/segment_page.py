@@ -4,7 +4,7 @@ dbt docs of astronomer-cosmos' plugin behind the auth manager (docs/ui.md)."""
 from airflow.plugins_manager import AirflowPlugin
 from segment_ui.app import create_app
 from segment_ui.docs_guard import RequireDagReader
-from segment_ui.layout import PREFIX
+from segment_ui.links import NAV, PREFIX, page_url
 
 
 class SegmentPagePlugin(AirflowPlugin):
@@ -13,24 +13,11 @@ class SegmentPagePlugin(AirflowPlugin):
     fastapi_root_middlewares = [{"middleware": RequireDagReader, "name": "dbt docs need a DAG reader"}]
     external_views = [
         {
-            "name": "Connections",
-            "href": f"{PREFIX}/connections",
-            "url_route": "segment-connections",
+            "name": name,
+            "href": page_url(route),
+            "url_route": f"segment-{route.strip('/')}",
             "category": "Segment",
             "destination": "nav",
-        },
-        {
-            "name": "Identity",
-            "href": f"{PREFIX}/identity",
-            "url_route": "segment-identity",
-            "category": "Segment",
-            "destination": "nav",
-        },
-        {
-            "name": "Outbound",
-            "href": f"{PREFIX}/outbound",
-            "url_route": "segment-outbound",
-            "category": "Segment",
-            "destination": "nav",
-        },
+        }
+        for name, route in NAV
     ]

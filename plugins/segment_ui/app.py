@@ -9,16 +9,15 @@ permission: 403. The data comes from segment_elt.control.page_queries.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from urllib.parse import quote, urlencode, urlsplit
 
 import psycopg
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
-from airflow.configuration import conf
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 
 from segment_elt import db
 from segment_elt.control import page_queries, resolution
@@ -27,6 +26,7 @@ from segment_elt.pipeline import reconcile
 from segment_elt.pipeline.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.settings import settings
 from segment_ui import views
+from segment_ui.links import page_url, url
 
 READ = Depends(requires_access_dag("GET"))
 TRIGGER = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=RECONCILE))
@@ -48,16 +48,13 @@ def database():
         yield conn
 
 
-def ui_path(path: str) -> str:
-    """A path of Airflow's UI, under the path of [api] base_url (so it holds behind a proxy prefix)."""
-    return urlsplit(conf.get("api", "base_url", fallback="")).path.rstrip("/") + path
-
-
 def create_app() -> FastAPI:
     app = FastAPI(title="Segment", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=views.STATIC), name="static")
 
     def one_line(request: Request, message: str, status: int):
-        if request.url.path.startswith(f"{views.PREFIX}/api/") or "json" in request.headers.get("accept", ""):
+        json_route = getattr(request.scope.get("route"), "path", "").startswith("/api/")
+        if json_route or "json" in request.headers.get("accept", ""):
             return JSONResponse({"error": message}, status_code=status)
         return HTMLResponse(views.error_page(message), status_code=status)
 
@@ -66,7 +63,7 @@ def create_app() -> FastAPI:
 
     @app.get("/", dependencies=[READ])
     def index():
-        return RedirectResponse(f"{views.PREFIX}/connections", status_code=303)
+        return RedirectResponse(page_url("/connections"), status_code=303)
 
     @app.get("/connections", response_class=HTMLResponse, dependencies=[READ])
     def connections_page():
@@ -145,7 +142,7 @@ def create_app() -> FastAPI:
             page_queries.connections.require_live(conn, connection_id)
         token = bearer.credentials if bearer else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
         run_id = reconcile.trigger_as(reconcile.api_url(), token, connection_id)
-        run_url = ui_path(f"/dags/{RECONCILE}/runs/{quote(run_id, safe='')}")
+        run_url = url("/dags/{}/runs/{}", RECONCILE, run_id)
         if "json" in request.headers.get("accept", ""):
             return JSONResponse({"dag_id": RECONCILE, "dag_run_id": run_id, "url": run_url})
         return HTMLResponse(views.reconcile_page(connection_id, run_id, run_url))
@@ -158,7 +155,6 @@ def create_app() -> FastAPI:
             )
         if "json" in request.headers.get("accept", ""):
             return JSONResponse({"connection_id": connection_id, "allowlist": names})
-        back = f"{views.PREFIX}/connections/{quote(connection_id, safe='')}/debugger?{urlencode({'show': 'all'})}"
-        return RedirectResponse(back, status_code=303)
+        return RedirectResponse(page_url("/connections/{}/debugger", connection_id, show="all"), status_code=303)
 
     return app

@@ -17,12 +17,18 @@ from starlette.responses import JSONResponse
 DBT_DOCS_PREFIX = "/cosmos/"
 
 
+def route_path(scope) -> str:
+    """The path Airflow routes: under a base_url path (root_path '/airflow'), the request path without it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(f"{root}/") else path
+
+
 class RequireDagReader:
     def __init__(self, app, prefix: str = DBT_DOCS_PREFIX):
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http" and route_path(scope).startswith(self.prefix):
             request = Request(scope)
             scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
             token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)

@@ -8,85 +8,11 @@ Without a browser these tests skip with one line, except under CI (SEGMENT_ELT_C
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
-import pytest
-
 from segment_elt.local import samples
+from tests.ui.browser import NEEDS_BROWSER, open_view, shoot, wait
 from tests.ui.conftest import ACCOUNT, ORG
 
-WAIT_S = 20
-
-
-def _browser_paths() -> tuple[str, str] | None:
-    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-PATHS = _browser_paths()
-MISSING = "no chromium + chromedriver on PATH (apt-get install chromium chromium-driver)"
-# Skipped before the API server starts; under CI the browser fixture fails instead.
-pytestmark = pytest.mark.skipif(PATHS is None and os.environ.get("SEGMENT_ELT_CI") != "1", reason=MISSING)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    paths = PATHS
-    if paths is None:
-        pytest.fail(f"browser tests are mandatory in CI (SEGMENT_ELT_CI=1): {MISSING}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = paths[0]
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1440,900",
-        "--disable-gpu",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(paths[1]))  # the system driver: nothing downloads
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("SEGMENT_ELT_SCREENSHOTS_DIR") or tmp_path_factory.getbasetemp() / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def wait(driver, condition, timeout: float = WAIT_S):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(condition)
-
-
-def open_view(driver, airflow, route: str, first_element: str):
-    """Open an external view of Airflow's nav (/plugin/<route>) and switch into the page's iframe."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-
-    driver.switch_to.default_content()
-    driver.get(f"{airflow.url}/plugin/{route}")
-    wait(driver, ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, "iframe")))
-    return wait(driver, ec.presence_of_element_located((By.CSS_SELECTOR, first_element)))
-
-
-def shoot(driver, shots: Path, name: str) -> Path:
-    driver.switch_to.default_content()
-    path = shots / f"{name}.png"
-    driver.save_screenshot(str(path))
-    assert path.stat().st_size > 10_000
-    return path
+pytestmark = NEEDS_BROWSER
 
 
 def test_sign_in_and_use_every_view(browser, airflow, landed, shots):
