@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from segment_elt import db
 from segment_elt.control import page_queries, resolution
 from segment_elt.control.errors import UserError
+from segment_elt.lag import marts_lag
 from segment_elt.pipeline import reconcile
 from segment_elt.pipeline.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.settings import settings
@@ -68,7 +69,9 @@ def create_app() -> FastAPI:
     @app.get("/connections", response_class=HTMLResponse, dependencies=[READ])
     def connections_page():
         with database() as conn:
-            return views.connections_page(page_queries.connections_overview(conn), page_queries.last_rollups_run(conn))
+            return views.connections_page(
+                page_queries.connections_overview(conn), page_queries.last_rollups_run(conn), marts_lag(conn)
+            )
 
     @app.get("/api/connections", dependencies=[READ])
     def connections_json():
@@ -78,6 +81,7 @@ def create_app() -> FastAPI:
                     {
                         "connections": page_queries.connections_overview(conn),
                         "last_rollups_run": page_queries.last_rollups_run(conn),
+                        "marts_lag": marts_lag(conn).as_dict(),
                     }
                 )
             )

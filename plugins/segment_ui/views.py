@@ -65,8 +65,8 @@ def error_page(message: str) -> str:
     return render("error.html", message=message)
 
 
-def connections_page(items: list[dict], run: dict | None) -> str:
-    return render("connections.html", connections=items, run=run)
+def connections_page(items: list[dict], run: dict | None, lag) -> str:
+    return render("connections.html", connections=items, run=run, lag=lag)
 
 
 def debugger_page(data: dict, event_name: str, show: str, allowlist: list[str], seen: list[str], refresh_s: int) -> str:

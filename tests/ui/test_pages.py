@@ -78,7 +78,12 @@ def test_connections_view(airflow, landed):
         ).fetchone()
     assert (run["run_id"], run["status"], run["staged_rows"]) == (ROLLUPS_RUN, "success", staged)
     assert run["finished_at"] and run["detail"]["marts"]["product_events"] == events
+    lag = answer.json()["marts_lag"]  # this run record covers no staged row, so every staged event waits
+    with psycopg.connect(landed.database_url) as conn:
+        oldest = conn.execute("select extract(epoch from now() - min(loaded_at)) from raw.segment_events").fetchone()[0]
+    assert lag["marts_through"] is None and abs(lag["seconds"] - float(oldest)) < 60
     html = airflow.session("viewer").get(page(airflow, "/connections"), timeout=10)
+    assert "Marts lag: " in html.text and "the oldest staged event not yet in the marts has waited" in html.text
     assert html.status_code == 200 and landed.connection_id in html.text and "Reconcile" in html.text
     assert f"product_events {events:,}" in html.text
     assert landed.secret not in html.text
