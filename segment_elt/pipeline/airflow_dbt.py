@@ -14,24 +14,19 @@ import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator, TaskGroup
 from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
 
-from segment_elt.settings import settings
+from segment_elt.pipeline.transform import manifest_path
 
 POOL = "segment_dbt"
 BUILD_TASK = "dbt_build"
 _TRIGGER = f"{__name__}.DbtNodeTrigger"
 
 
-def manifest_path() -> Path:
-    return settings().dbt_project_dir / "target" / "manifest.json"
-
-
-def ensure_manifest() -> Path:
+def ensure_manifest():
     """Write the dbt manifest the DAGs draw their model tasks from (`dbt parse`, no database needed)."""
     from segment_elt.pipeline.transform import run_dbt
 

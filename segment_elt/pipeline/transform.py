@@ -15,6 +15,11 @@ from segment_elt.control.errors import UserError
 from segment_elt.settings import settings
 
 
+def manifest_path() -> Path:
+    """The manifest `dbt parse` writes (segment_elt.pipeline.airflow_dbt.ensure_manifest), which the DAGs load."""
+    return settings().dbt_project_dir / "target" / "manifest.json"
+
+
 class DbtFailed(RuntimeError):
     """dbt finished with errors or failing tests."""
 

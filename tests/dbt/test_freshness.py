@@ -49,3 +49,19 @@ def test_past_the_stale_hours_fails_naming_the_source_and_the_setting(db, acme, 
     assert "more than SEGMENT_ELT_RAW_STALE_HOURS=6" in message and "is the receiver up?" in message
     monkeypatch.setenv("SEGMENT_ELT_RAW_STALE_HOURS", "8")
     assert raw_age(freshness.check()).status == "warn"
+
+
+def test_a_run_spares_dbt_while_raw_is_fresh_and_asks_it_otherwise(db, acme):
+    from segment_elt.pipeline.transform import run_dbt
+
+    run_dbt(["parse", "--quiet"])  # the manifest the check reads raw's warn_after from
+    landed_hours_ago(db, acme, 0.5)
+    (fresh,) = freshness.check_for_run(full=False)  # one indexed query: only raw's age
+    assert (fresh.source, fresh.status) == ("raw.segment_events", "pass") and 0.49 < fresh.age_hours < 0.6
+    assert {age.source for age in freshness.check_for_run(full=True)} >= {"raw.segment_events", "app.accounts"}
+    db.execute("update raw.segment_events set loaded_at = now() - interval '2 hours'")
+    warned = freshness.check_for_run(full=False)  # past warn_after: dbt's whole check
+    assert raw_age(warned).status == "warn" and len(warned) > 1
+    db.execute("update raw.segment_events set loaded_at = now() - interval '7 hours'")
+    with pytest.raises(freshness.SourceStale):
+        freshness.check_for_run(full=False)
