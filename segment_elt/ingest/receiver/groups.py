@@ -30,6 +30,7 @@ from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, 
 
 log = logging.getLogger("receiver")
 DATABASE_DOWN = "staging database unavailable; retry later"
+SUPPRESSED = "suppressed: events of suppressed people (privacy suppress) accepted, not landed"
 OVERLOADED = "receiver busy: more requests wait for the archive than it holds; retry later"
 
 
@@ -262,7 +263,7 @@ def _without_suppressed(backends: Backends, requests: list[Pending], rejects) ->
                 rejects.record(
                     connection.connection_id,
                     200,
-                    f"suppressed: {pending.suppressed} of {len(drop)} events are of suppressed people; not landed",
+                    SUPPRESSED,
                     len(pending.text),
                     None,
                 )
