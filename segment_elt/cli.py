@@ -6,6 +6,7 @@ Errors go to stderr as one line a person can act on, with exit status 1 (2 for u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -22,6 +23,7 @@ from segment_elt.control.errors import UserError
 from segment_elt.ingest.archive import ArchiveCorrupt, ArchiveUnavailable, open_archive
 from segment_elt.outbound import sync
 from segment_elt.pipeline import erasure, reconcile
+from segment_elt.pipeline.transform import DbtFailed
 from segment_elt.settings import settings
 
 EXAMPLES = """examples:
@@ -381,9 +383,12 @@ def cmd_privacy_run(args, conn) -> None:
 
 def _run_erasure(conn, as_json: bool, made: list[int] | None) -> None:
     try:
-        finished = erasure.run(conn, open_archive(settings().archive_url, settings().archive_timeout_s))
-    except (ArchiveUnavailable, ArchiveCorrupt) as exc:
-        raise UserError(f"the deletion stopped: {_first_line(exc)}; fix the archive, then `segment-elt privacy run`")
+        with contextlib.redirect_stdout(sys.stderr):  # dbt's log: stdout is the record (or its JSON)
+            finished = erasure.run(conn, open_archive(settings().archive_url, settings().archive_timeout_s))
+    except (ArchiveUnavailable, ArchiveCorrupt, DbtFailed) as exc:
+        raise UserError(
+            f"the deletion stopped: {_first_line(exc)}; fix the cause, then `segment-elt privacy run` finishes it"
+        ) from None
     ids = {s.regulation_id for s in finished} if made is None else set(made)
     rows = [row for row in privacy.status(conn) if row["regulation_id"] in ids]
     _print(rows, as_json, _regulations_table(rows, "no unfinished deletions"))

@@ -26,6 +26,8 @@ import logging
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -34,13 +36,34 @@ from segment_elt import db
 from segment_elt.control import privacy
 from segment_elt.control.errors import UserError
 from segment_elt.ingest import landing
-from segment_elt.ingest.archive import Archive, ArchiveCorrupt, group_object, object_key, requests_in, verify_body
+from segment_elt.ingest.archive import (
+    Archive,
+    ArchiveCorrupt,
+    ArchiveUnavailable,
+    group_object,
+    object_key,
+    requests_in,
+    verify_body,
+)
 from segment_elt.pipeline import runs
 from segment_elt.pipeline.transform import run_dbt
 
 log = logging.getLogger(__name__)
 STAGING_MODEL = "staging.stg_segment__events"
 LOCK = "segment_elt.privacy"
+OBJECTS_PER_STEP = 500  # archive objects whose staged rows change in one transaction
+ARCHIVE_THREADS = 8  # archive reads and writes at once (S3 round trips, fsyncs)
+
+
+@dataclass
+class Rewrite:
+    """One archive object holding the people's events, and its rewrite (None: nothing left)."""
+
+    key: str
+    connection_id: str
+    new_key: str | None = None
+    kept_ids: list[str] = field(default_factory=list)
+    erased: dict[str, str] = field(default_factory=dict)  # messageId -> whose
 
 
 class Matcher:
@@ -118,51 +141,78 @@ class Erasure:
         prefix = "/".join(
             [self.archive.prefix, f"org={self.org_id}/"] if self.archive.prefix else [f"org={self.org_id}/"]
         )
-        for key in list(self.archive.list(prefix)):
-            self.rewrite_object(key)
+        keys = list(self.archive.list(prefix))
+        for i in range(0, len(keys), OBJECTS_PER_STEP):
+            self.rewrite_objects(keys[i : i + OBJECTS_PER_STEP])
         self.erase_raw_rows()
         self.erase_under_writer_role()
 
-    def rewrite_object(self, key: str) -> None:
-        """The object without the people's events (step 1 of the module docstring)."""
+    def rewrite_objects(self, keys: list[str]) -> None:
+        """The objects without the people's events (step 1 of the module docstring), a step at a
+        time: the new objects are put (ARCHIVE_THREADS at once), then the staged rows change in
+        one transaction, then the old objects are removed."""
+        with ThreadPoolExecutor(ARCHIVE_THREADS) as pool:
+            outcomes = list(pool.map(self._rewritten_or_error, keys))
+            failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            rewrites = [outcome for outcome in outcomes if isinstance(outcome, Rewrite)]
+            if not rewrites and failures:
+                raise failures[0]
+            with self.conn.transaction():
+                for found in rewrites:
+                    if found.new_key is not None:
+                        self.conn.execute(
+                            "update raw.segment_events set archive_key = %s"
+                            " where connection_id = %s and message_id = any(%s) and archive_key = %s",
+                            (found.new_key, found.connection_id, found.kept_ids, found.key),
+                        )
+                    deleted = self.conn.execute(
+                        "delete from raw.segment_events where connection_id = %s and message_id = any(%s)"
+                        " returning message_id",
+                        (found.connection_id, list(found.erased)),
+                    ).fetchall()
+                    for (message_id,) in deleted:
+                        self.counts[found.erased[message_id]]["raw_rows"] += 1
+            list(pool.map(self.archive.delete, [found.key for found in rewrites]))
+        for found in rewrites:
+            for owner in set(found.erased.values()):
+                self.counts[owner]["archive_objects"] += 1
+            for owner in found.erased.values():
+                self.counts[owner]["archive_events"] += 1
+        if failures:  # the others are done: a run after the cause is fixed finishes these
+            raise failures[0]
+
+    def _rewritten_or_error(self, key: str) -> Rewrite | Exception | None:
+        try:
+            return self._rewritten(key)
+        except (ArchiveUnavailable, ArchiveCorrupt, landing.BadBody) as exc:
+            return exc
+
+    def _rewritten(self, key: str) -> Rewrite | None:
+        """Read the object; when it holds the people's events, put its rewrite and say what changed."""
         body = self.archive.get(key)
         verify_body(key, body)
-        connection_id = _connection_of(key)
-        kept_requests, kept_ids, erased_ids, owners_seen = [], [], [], Counter()
+        found = Rewrite(key, _connection_of(key))
+        kept_requests = []
         for received_at, raw in requests_in(key, body):
             text, events = landing.parse_body(raw)
             owners = [self.matcher.whose(event) for event in events]
             for event, owner in zip(events, owners):
-                (erased_ids if owner else kept_ids).append(landing.message_id(event))
-                if owner:
-                    owners_seen[owner] += 1
+                if owner is None:
+                    found.kept_ids.append(landing.message_id(event))
+                else:
+                    found.erased[landing.message_id(event)] = owner
             rest = landing.without_events(text, [owner is not None for owner in owners])
             if rest is not None:
                 kept_requests.append((received_at, rest))
-        if not owners_seen:
-            return
-        new_key = None
+        if not found.erased:
+            return None
         if kept_requests:
             new_body = group_object(kept_requests)
-            new_key = object_key(self.archive.prefix, self.org_id, connection_id, kept_requests[0][0], new_body)
-            self.archive.put(new_key, new_body)
-        with self.conn.transaction():
-            if new_key is not None:
-                self.conn.execute(
-                    "update raw.segment_events set archive_key = %s"
-                    " where connection_id = %s and message_id = any(%s) and archive_key = %s",
-                    (new_key, connection_id, kept_ids, key),
-                )
-            raw_rows = self.conn.execute(
-                "delete from raw.segment_events where connection_id = %s and message_id = any(%s) returning message_id",
-                (connection_id, erased_ids),
-            ).fetchall()
-        self.archive.delete(key)
-        for owner, events in owners_seen.items():
-            self.counts[owner]["archive_events"] += events
-            self.counts[owner]["archive_objects"] += 1
-        if raw_rows:  # attributed to the object's first person: rows and events are the same ones
-            self.counts[next(iter(owners_seen))]["raw_rows"] += len(raw_rows)
+            found.new_key = object_key(
+                self.archive.prefix, self.org_id, found.connection_id, kept_requests[0][0], new_body
+            )
+            self.archive.put(found.new_key, new_body)
+        return found
 
     def _raw_candidates(self) -> list[tuple[str, str, str, dict]]:
         emails = list(self.matcher.emails)
@@ -192,8 +242,8 @@ class Erasure:
             if not matches:
                 return
             for key in sorted({archive_key for _, _, archive_key, _ in matches}):
-                if _is_archive_key(key) and self.archive.exists(key):
-                    self.rewrite_object(key)
+                if "connection=" in key and self.archive.exists(key):
+                    self.rewrite_objects([key])
             for connection_id, message_id, _, payload in matches:
                 deleted = self.conn.execute(
                     "delete from raw.segment_events where connection_id = %s and message_id = %s",
@@ -253,10 +303,6 @@ def _connection_of(key: str) -> str:
     return next(part for part in key.split("/") if part.startswith("connection=")).removeprefix("connection=")
 
 
-def _is_archive_key(key: str) -> bool:
-    return "/connection=" in key or key.startswith("connection=") or "org=" in key
-
-
 def rebuild_models(project_dir: Path | None = None, dbt_vars: dict | None = None, extra: tuple[str, ...] = ()) -> None:
     """Every model downstream of staging, from what staging now holds (step 3)."""
     args = ["build", "--full-refresh", "--exclude", "stg_segment__events", *extra]
@@ -282,7 +328,8 @@ def run(
                 by_org[subject.org_id].append(subject)
             for org_id, people in by_org.items():
                 _erase_org(conn, archive, org_id, people)
-            rebuild()
+            if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is not None:
+                rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
         except (Exception, KeyboardInterrupt) as exc:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
             for subject in subjects:
