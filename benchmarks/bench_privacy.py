@@ -61,9 +61,14 @@ def _land(conn, archive, created) -> None:
         body = group_object([(when, text) for when, text, _ in requests])
         key = object_key(archive.prefix, created.org_id, created.connection_id, at, body)
         archive.put(key, body)
+        if o % 1000 == 0:  # one commit per 1,000 objects: loading is not what is measured
+            if o:
+                conn.execute("commit")
+            conn.execute("begin")
         landing.insert_group(
             conn, connection_id=created.connection_id, org_id=created.org_id, archive_key=key, requests=requests
         )
+    conn.execute("commit")
 
 
 def run() -> list[Figure]:

@@ -65,7 +65,11 @@ def subject_hash(key: bytes, org_id: str, user_id: str) -> str:
 
 def user_id_of(event: dict) -> str | None:
     """An event's userId as the staging model reads it (`payload ->> 'userId'`, '' as none)."""
-    value = event.get("userId")
+    return id_text(event.get("userId"))
+
+
+def id_text(value) -> str | None:
+    """An id field's value as text, as `->>` reads a JSON string or integer; '' as none."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):

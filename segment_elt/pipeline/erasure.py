@@ -82,7 +82,7 @@ class Matcher:
         if user_id is not None and user_id in self.user_ids:
             return user_id
         if user_id is None:
-            owner = self.anonymous.get(privacy.user_id_of({"userId": event.get("anonymousId")}))
+            owner = self.anonymous.get(privacy.id_text(event.get("anonymousId")))
             if owner is not None:
                 return owner
         if self.emails:
@@ -317,7 +317,9 @@ def run(
     """Finish every unfinished deletion; returns those it finished. One run at a time (UserError
     otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises."""
     if not conn.execute("select pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
-        raise UserError("another privacy run is under way; its regulations finish there (see `privacy status`)")
+        raise UserError(
+            "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
+        )
     try:
         subjects = privacy.unfinished(conn)
         if not subjects:
