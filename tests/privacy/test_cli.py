@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import time
 
 from segment_elt.control import connections
 from segment_elt.ingest.archive import open_archive
 from segment_elt.pipeline.transform import run_dbt
 from tests.privacy.test_erasure import event, land
-from tests.test_cli import cli
+from tests.test_cli import CLI, cli
 
 
 def test_delete_with_suppress_erases_and_prints_the_record(database_url, archive_url, db, tmp_path):
@@ -49,3 +53,39 @@ def test_mistakes_are_one_line_and_record_nothing(database_url, db):
         done = cli(*args, ok=False)
         assert done.returncode == 1 and done.stderr.startswith(says) and len(done.stderr.splitlines()) == 1, done.stderr
     assert cli("privacy", "status", "--json").stdout.strip() == "[]"
+
+
+def test_a_deletion_killed_midway_is_left_unfinished_and_privacy_run_finishes_it(database_url, archive_url, db):
+    created = connections.create(db, "acme")
+    connections.allowlist(db, created.connection_id, add=["Report Created"])
+    at = dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)
+    land(
+        db,
+        open_archive(archive_url),
+        created.connection_id,
+        "acme",
+        at,
+        [json.dumps([event(1, "alice"), event(2, "bob")])],
+    )
+    run_dbt(["build"])
+
+    proc = subprocess.Popen(
+        [CLI, "privacy", "delete", "--org", "acme", "--user-id", "alice"],
+        env=os.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while db.execute("select state from control.regulations").fetchone() != ("rebuilding",):
+        assert proc.poll() is None and time.monotonic() < deadline, "the deletion never reached its rebuild"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # a crash in the middle of the model rebuild
+    proc.wait()
+    state, secret = db.execute("select state, subject_enc from control.regulations").fetchone()
+    assert state == "rebuilding" and secret is not None  # unfinished, and it says so
+
+    done = cli("privacy", "run", "--json")
+    [row] = json.loads(done.stdout)
+    assert row["state"] == "done" and row["counts"]["archive_events"] == 1
+    assert db.execute("select message_id from analytics.product_events").fetchall() == [("m-2",)]
+    assert db.execute("select subject_enc from control.regulations").fetchone() == (None,)
