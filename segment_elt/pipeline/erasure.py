@@ -42,6 +42,7 @@ from segment_elt.ingest.archive import (
     ArchiveUnavailable,
     group_object,
     object_key,
+    received_at_of,
     requests_in,
     verify_body,
 )
@@ -208,8 +209,9 @@ class Erasure:
             return None
         if kept_requests:
             new_body = group_object(kept_requests)
+            # the old key's time: the same dt=/hour= folder, so a replay of its days still finds it
             found.new_key = object_key(
-                self.archive.prefix, self.org_id, found.connection_id, kept_requests[0][0], new_body
+                self.archive.prefix, self.org_id, found.connection_id, received_at_of(key), new_body
             )
             self.archive.put(found.new_key, new_body)
         return found
