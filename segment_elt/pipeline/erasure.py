@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,16 +138,22 @@ class Erasure:
     def __init__(self, conn: psycopg.Connection, archive: Archive, org_id: str, matcher: Matcher):
         self.conn, self.archive, self.org_id, self.matcher = conn, archive, org_id, matcher
         self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.seconds: dict[str, float] = {}  # per step, for the log and the benchmark
 
     def run(self) -> None:
         prefix = "/".join(
             [self.archive.prefix, f"org={self.org_id}/"] if self.archive.prefix else [f"org={self.org_id}/"]
         )
+        started = time.monotonic()
         keys = list(self.archive.list(prefix))
         for i in range(0, len(keys), OBJECTS_PER_STEP):
             self.rewrite_objects(keys[i : i + OBJECTS_PER_STEP])
+        self.seconds["archive"] = time.monotonic() - started
         self.erase_raw_rows()
+        self.seconds["raw"] = time.monotonic() - started - self.seconds["archive"]
         self.erase_under_writer_role()
+        self.seconds["staging_and_control"] = time.monotonic() - started - sum(self.seconds.values())
+        log.info("erased org %s: %d archive objects read; seconds per step %s", self.org_id, len(keys), self.seconds)
 
     def rewrite_objects(self, keys: list[str]) -> None:
         """The objects without the people's events (step 1 of the module docstring), a step at a
@@ -314,10 +321,15 @@ def rebuild_models(project_dir: Path | None = None, dbt_vars: dict | None = None
 
 
 def run(
-    conn: psycopg.Connection, archive: Archive, rebuild: Callable[[], None] = rebuild_models
+    conn: psycopg.Connection,
+    archive: Archive,
+    rebuild: Callable[[], None] = rebuild_models,
+    seconds: dict[str, float] | None = None,
 ) -> list[privacy.Subject]:
     """Finish every unfinished deletion; returns those it finished. One run at a time (UserError
-    otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises."""
+    otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises.
+    `seconds`, when given, receives the time each step took (summed over orgs)."""
+    seconds = {} if seconds is None else seconds
     if not conn.execute("select pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
         raise UserError(
             "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
@@ -331,9 +343,12 @@ def run(
             for subject in subjects:
                 by_org[subject.org_id].append(subject)
             for org_id, people in by_org.items():
-                _erase_org(conn, archive, org_id, people)
+                for step, took in _erase_org(conn, archive, org_id, people).items():
+                    seconds[step] = seconds.get(step, 0.0) + took
             if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is not None:
+                started = time.monotonic()
                 rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
+                seconds["rebuild"] = time.monotonic() - started
         except (Exception, KeyboardInterrupt) as exc:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
             for subject in subjects:
@@ -346,7 +361,9 @@ def run(
         conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
 
 
-def _erase_org(conn: psycopg.Connection, archive: Archive, org_id: str, people: list[privacy.Subject]) -> None:
+def _erase_org(
+    conn: psycopg.Connection, archive: Archive, org_id: str, people: list[privacy.Subject]
+) -> dict[str, float]:
     for subject in people:
         privacy.set_state(conn, subject.regulation_id, "erasing")
     user_ids = sorted({subject.user_id for subject in people})
@@ -364,3 +381,4 @@ def _erase_org(conn: psycopg.Connection, archive: Archive, org_id: str, people: 
             privacy.set_state(conn, subject.regulation_id, "erasing", counts={k: n for k, n in counts.items() if n})
     for subject in people:
         privacy.set_state(conn, subject.regulation_id, "rebuilding")
+    return erasure.seconds
