@@ -165,18 +165,26 @@ def unfinished(conn: psycopg.Connection) -> list[Subject]:
     return found
 
 
-def set_state(
-    conn: psycopg.Connection, regulation_id: int, state: str, counts: dict | None = None, error: str | None = None
-) -> None:
-    """Move a regulation on; 'done' forgets its encrypted ids."""
+def set_state(conn: psycopg.Connection, regulation_ids: list[int], state: str, error: str | None = None) -> None:
+    """Move regulations on, in one statement; 'done' forgets their encrypted ids."""
     conn.execute(
-        "update control.regulations set state = %s, error = %s,"
-        " counts = case when %s::jsonb is null then counts else %s::jsonb end,"
-        " subject_enc = case when %s = 'done' then null else subject_enc end,"
-        " finished_at = case when %s in ('done', 'failed') then now() end"
-        " where regulation_id = %s",
-        (state, error, *(2 * [json.dumps(counts) if counts is not None else None]), state, state, regulation_id),
+        "update control.regulations set state = %(state)s, error = %(error)s,"
+        " subject_enc = case when %(state)s = 'done' then null else subject_enc end,"
+        " finished_at = case when %(state)s in ('done', 'failed') then now() end"
+        " where regulation_id = any(%(ids)s)",
+        {"state": state, "error": error, "ids": regulation_ids},
     )
+
+
+def add_counts(conn: psycopg.Connection, counts: dict[int, Counter]) -> None:
+    """Add what each regulation's deletion removed (regulation id -> store -> rows), in one transaction."""
+    with conn.transaction():
+        for regulation_id, removed in counts.items():
+            total = counts_of(conn, regulation_id) + removed
+            conn.execute(
+                "update control.regulations set counts = %s where regulation_id = %s",
+                (json.dumps(dict(total)), regulation_id),
+            )
 
 
 def status(conn: psycopg.Connection, org_id: str | None = None) -> list[dict]:

@@ -152,7 +152,7 @@ class Erasure:
         self.erase_raw_rows()
         self.seconds["raw"] = time.monotonic() - started - self.seconds["archive"]
         self.erase_under_writer_role()
-        self.seconds["staging_and_control"] = time.monotonic() - started - sum(self.seconds.values())
+        self.seconds["staging_and_control"] = time.monotonic() - started - self.seconds["archive"] - self.seconds["raw"]
         log.info("erased org %s: %d archive objects read; seconds per step %s", self.org_id, len(keys), self.seconds)
 
     def rewrite_objects(self, keys: list[str]) -> None:
@@ -351,11 +351,9 @@ def run(
                 seconds["rebuild"] = time.monotonic() - started
         except (Exception, KeyboardInterrupt) as exc:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-            for subject in subjects:
-                privacy.set_state(conn, subject.regulation_id, "failed", error=error)
+            privacy.set_state(conn, [subject.regulation_id for subject in subjects], "failed", error=error)
             raise
-        for subject in subjects:
-            privacy.set_state(conn, subject.regulation_id, "done")
+        privacy.set_state(conn, [subject.regulation_id for subject in subjects], "done")
         return subjects
     finally:
         conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
@@ -364,21 +362,22 @@ def run(
 def _erase_org(
     conn: psycopg.Connection, archive: Archive, org_id: str, people: list[privacy.Subject]
 ) -> dict[str, float]:
-    for subject in people:
-        privacy.set_state(conn, subject.regulation_id, "erasing")
+    """Steps 1 and 2 for one org's people; returns the seconds each took."""
+    ids = [subject.regulation_id for subject in people]
+    privacy.set_state(conn, ids, "erasing")
+    started = time.monotonic()
     user_ids = sorted({subject.user_id for subject in people})
     emails = {subject.email: subject.user_id for subject in people if subject.email}
     matcher = Matcher(user_ids, stitched_anonymous_ids(conn, org_id, user_ids), emails)
     erasure = Erasure(conn, archive, org_id, matcher)
+    erasure.seconds["identify"] = time.monotonic() - started
     try:
         erasure.run()
     except ArchiveCorrupt as exc:
         raise ArchiveCorrupt(f"an archive object of org {org_id} cannot be read back intact: {exc}") from exc
-    finally:
-        for subject in people:  # what was removed stays counted, even when a later step failed
-            counts = privacy.counts_of(conn, subject.regulation_id)
-            counts.update(erasure.counts.pop(subject.user_id, Counter()))
-            privacy.set_state(conn, subject.regulation_id, "erasing", counts={k: n for k, n in counts.items() if n})
-    for subject in people:
-        privacy.set_state(conn, subject.regulation_id, "rebuilding")
+    finally:  # what was removed stays counted, even when a later step failed
+        privacy.add_counts(
+            conn, {subject.regulation_id: erasure.counts.pop(subject.user_id, Counter()) for subject in people}
+        )
+    privacy.set_state(conn, ids, "rebuilding")
     return erasure.seconds
