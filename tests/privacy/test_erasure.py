@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -185,3 +186,16 @@ def test_mistakes_a_person_can_type_are_one_line(db, world):
     with pytest.raises(UserError, match="single --user-id"):
         privacy.request(db, "acme", privacy.DELETE_ONLY, ["a", "b"], email="a@x.io")
     assert privacy.status(db) == []
+
+
+def test_the_hash_key_survives_a_fernet_key_rotation(db, world, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    from segment_elt.control import keys
+
+    before = privacy.hash_key(db)
+    old = os.environ["SEGMENT_ELT_FERNET_KEY"]
+    monkeypatch.setenv("SEGMENT_ELT_FERNET_KEY", f"{Fernet.generate_key().decode()},{old}")
+    assert keys.reencrypt_all(db) >= 1
+    monkeypatch.setenv("SEGMENT_ELT_FERNET_KEY", os.environ["SEGMENT_ELT_FERNET_KEY"].split(",")[0])
+    assert privacy.hash_key(db) == before  # suppressions and the record's hashes stay valid
