@@ -6,6 +6,7 @@ Errors go to stderr as one line a person can act on, with exit status 1 (2 for u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -17,10 +18,12 @@ import psycopg.conninfo
 from tabulate import tabulate
 
 from segment_elt import db
-from segment_elt.control import connections, crypto, entities, keys, resolution, schema
+from segment_elt.control import connections, crypto, entities, keys, privacy, resolution, schema
 from segment_elt.control.errors import UserError
+from segment_elt.ingest.archive import ArchiveCorrupt, ArchiveUnavailable, open_archive
 from segment_elt.outbound import sync
-from segment_elt.pipeline import reconcile
+from segment_elt.pipeline import erasure, reconcile
+from segment_elt.pipeline.transform import DbtFailed
 from segment_elt.settings import settings
 
 EXAMPLES = """examples:
@@ -33,6 +36,7 @@ EXAMPLES = """examples:
   segment-elt connections rotate-write-key conn_0123
   segment-elt accounts import --org acme accounts.csv --dry-run
   segment-elt pipeline run-once
+  segment-elt privacy delete --org acme --user-id u_123 --suppress
 
 Every command and option: docs/cli.md. Configuration (DATABASE_URL, ARCHIVE_URL, ...): docs/configuration.md."""
 MAX_INT = 2**31 - 1  # PostgreSQL integer
@@ -353,6 +357,71 @@ def cmd_outbound_test(args, conn) -> None:
         raise UserError(f"Segment refused the test event (HTTP {status}); check the write key and region")
 
 
+def _user_ids(args) -> list[str]:
+    return [*(args.user_id or []), *(privacy.read_ids_file(args.file) if args.file else [])]
+
+
+def _regulate(kind: str):
+    def run(args, conn) -> None:
+        made = privacy.request(conn, args.org, kind, _user_ids(args), email=getattr(args, "email", None))
+        what = {privacy.SUPPRESS: "suppressed", privacy.UNSUPPRESS: "no longer suppressed"}[kind]
+        print(f"{len(made)} people of org {args.org} {what} (regulations {', '.join(map(str, made))})")
+
+    return run
+
+
+def cmd_privacy_delete(args, conn) -> None:
+    kind = privacy.SUPPRESS_WITH_DELETE if args.suppress else privacy.DELETE_ONLY
+    made = privacy.request(conn, args.org, kind, _user_ids(args), email=args.email)
+    print(f"recorded {len(made)} {kind} regulations for org {args.org}; erasing ...", file=sys.stderr, flush=True)
+    _run_erasure(conn, args.json, made)
+
+
+def cmd_privacy_run(args, conn) -> None:
+    _run_erasure(conn, args.json, None)
+
+
+def _run_erasure(conn, as_json: bool, made: list[int] | None) -> None:
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # dbt's log: stdout is the record (or its JSON)
+            finished = erasure.run(conn, open_archive(settings().archive_url, settings().archive_timeout_s))
+    except (ArchiveUnavailable, ArchiveCorrupt, DbtFailed) as exc:
+        raise UserError(
+            f"the deletion stopped: {_first_line(exc)}; fix the cause, then `segment-elt privacy run` finishes it"
+        ) from None
+    ids = {s.regulation_id for s in finished} if made is None else set(made)
+    rows = [row for row in privacy.status(conn) if row["regulation_id"] in ids]
+    _print(rows, as_json, _regulations_table(rows, "no unfinished deletions"))
+
+
+def _regulations_table(rows: list[dict], empty: str) -> str:
+    shown = [
+        dict(
+            row,
+            subject_hash=row["subject_hash"][:12],
+            requested_at=f"{row['requested_at']:%Y-%m-%d %H:%M}",
+            counts=", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items())) or "-",
+        )
+        for row in rows
+    ]
+    columns = {
+        "regulation_id": "id",
+        "org_id": "org",
+        "regulation_type": "type",
+        "subject_hash": "userId hash",
+        "requested_by": "by",
+        "requested_at": "at (UTC)",
+        "state": "state",
+        "counts": "removed",
+    }
+    return _table(shown, columns, empty)
+
+
+def cmd_privacy_status(args, conn) -> None:
+    rows = privacy.status(conn, args.org)
+    _print(rows, args.json, _regulations_table(rows, "no regulations"))
+
+
 def _import(entity):
     def run(args, conn) -> None:
         try:
@@ -543,6 +612,34 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_keys_reencrypt,
         "rewrite every stored secret with the first key of SEGMENT_ELT_FERNET_KEY (after adding a new key first)",
     )
+
+    priv = top.add_parser(
+        "privacy", help="erase and suppress people's data (GDPR/CCPA regulations, docs/privacy.md)"
+    ).add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def people(sub, *, email: bool = False) -> None:
+        sub.add_argument("--org", required=True, help="the org whose end users these are")
+        sub.add_argument("--user-id", action="append", metavar="U", help="a userId (repeat for several)")
+        sub.add_argument("--file", metavar="IDS.csv", help="userIds, one per line (first column; header user_id)")
+        if email:
+            sub.add_argument("--email", help="the person's email too (with a single --user-id): docs/privacy.md")
+
+    p = command(
+        priv,
+        "delete",
+        cmd_privacy_delete,
+        "delete people's events from the archive, staging and every model; with --suppress, land none of theirs again",
+        json_output=True,
+    )
+    people(p, email=True)
+    p.add_argument("--suppress", action="store_true", help="also suppress them (SUPPRESS_WITH_DELETE)")
+    command(priv, "suppress", _regulate(privacy.SUPPRESS), "accept but land nothing more of these people")
+    people(priv.choices["suppress"])
+    command(priv, "unsuppress", _regulate(privacy.UNSUPPRESS), "land these people's events again")
+    people(priv.choices["unsuppress"])
+    p = command(priv, "status", cmd_privacy_status, "every regulation: type, state, what it removed", json_output=True)
+    p.add_argument("--org", help="only this org's regulations")
+    command(priv, "run", cmd_privacy_run, "finish deletions that stopped midway (safe to repeat)", json_output=True)
 
     pipe = top.add_parser("pipeline", help="run the pipeline by hand").add_subparsers(
         dest="cmd", required=True, metavar="COMMAND"

@@ -13,6 +13,7 @@ STORED = (
     ("control.connections", "connection_id", "previous_secret_enc"),
     ("control.connections", "connection_id", "write_key_enc"),
     ("control.outbound", "connection_id", "write_key_enc"),
+    ("control.privacy_key", "singleton", "key_enc"),
 )
 
 

@@ -322,6 +322,45 @@ create table control.dbt_node_results (
 );
 """,
     ),
+    (
+        12,
+        "privacy: regulations (erasure and suppression), suppressed people, the keyed-hash key",
+        r"""
+-- The key people's ids are hashed with (HMAC-SHA256), random, stored Fernet-encrypted: a key
+-- rotation of SEGMENT_ELT_FERNET_KEY re-encrypts it and the hashes stay valid.
+create table control.privacy_key (
+    singleton boolean primary key default true check (singleton),
+    key_enc text not null
+);
+
+create table control.regulations (
+    regulation_id bigint generated always as identity primary key,
+    org_id text not null references control.orgs (org_id),
+    regulation_type text not null
+        check (regulation_type in ('DELETE_ONLY', 'SUPPRESS_WITH_DELETE', 'SUPPRESS', 'UNSUPPRESS')),
+    subject_hash text not null,            -- keyed hash of the userId (control.privacy_key)
+    subject_enc text,                      -- Fernet token of the userId (and email) while work remains; null once done
+    requested_by text not null,
+    requested_at timestamptz not null default now(),
+    state text not null default 'pending' check (state in ('pending', 'erasing', 'rebuilding', 'done', 'failed')),
+    finished_at timestamptz,
+    counts jsonb not null default '{}'::jsonb,  -- what the deletion removed, per store
+    error text,
+    check (state <> 'done' or subject_enc is null)
+);
+create index regulations_org_idx on control.regulations (org_id, requested_at);
+create index regulations_unfinished_idx on control.regulations (regulation_id) where state <> 'done';
+
+-- The people whose events the receiver accepts but does not land, and outbound does not send.
+create table control.suppressions (
+    org_id text not null references control.orgs (org_id),
+    subject_hash text not null,
+    regulation_id bigint not null references control.regulations (regulation_id),
+    suppressed_at timestamptz not null default now(),
+    primary key (org_id, subject_hash)
+);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -107,6 +107,7 @@ class Archive(Protocol):
     def put(self, key: str, body: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def list(self, key_prefix: str) -> Iterator[str]: ...
     def audit(self, keys: list[str]) -> dict[str, str]: ...
     def remove_stale_temp_files(self, older_than: dt.timedelta) -> int: ...
@@ -180,6 +181,21 @@ class FileArchive:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove the object durably (fsync of its directory); a missing one is no error."""
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ArchiveUnavailable(f"cannot delete {path}: {exc.strerror}") from exc
 
     def audit(self, keys: list[str]) -> dict[str, str]:
         """key -> what is wrong with its object, for each key whose object is missing or corrupt.
@@ -304,6 +320,10 @@ class S3Archive:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise ArchiveUnavailable(f"S3 head s3://{self.bucket}/{key} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        """DELETE the object (its current version: see docs/privacy.md on bucket versioning)."""
+        self._call("delete", self.client.delete_object, Key=key)
 
     def audit(self, keys: list[str]) -> dict[str, str]:
         """key -> what is wrong with its object, for each key whose object is missing or corrupt.

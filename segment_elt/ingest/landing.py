@@ -42,6 +42,25 @@ def parse_body(body: bytes) -> tuple[str, list[dict]]:
     raise BadBody("body must be a JSON object (one event) or an array of objects (a batch)")
 
 
+def without_events(text: str, drop: list[bool]) -> str | None:
+    """The body `text` (as parse_body read it) without the events marked in `drop`, every other
+    event's bytes as they were; None when none is left. An array keeps its brackets' spacing,
+    and its kept elements are joined by ','."""
+    if not any(drop):
+        return text
+    if all(drop):
+        return None
+    decoder, spans, at = json.JSONDecoder(), [], text.index("[") + 1
+    for _ in drop:
+        while text[at] in " \t\r\n,":
+            at += 1
+        _, end = decoder.raw_decode(text, at)
+        spans.append((at, end))
+        at = end
+    kept = [text[start:end] for (start, end), dropped in zip(spans, drop) if not dropped]
+    return text[: text.index("[") + 1] + ",".join(kept) + text[at:]
+
+
 def message_id(event: dict) -> str:
     """The event's messageId, or a deterministic id derived from its content."""
     mid = event.get("messageId")

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from segment_elt import db
-from segment_elt.control import crypto
+from segment_elt.control import crypto, privacy
 from segment_elt.outbound.segment_api import (
     Outcome,
     SegmentClient,
@@ -36,6 +36,7 @@ from segment_elt.outbound.segment_api import (
 log = logging.getLogger(__name__)
 CONTEXT = {"library": {"name": "segment-elt", "version": "0.1.0"}}
 NO_PRODUCT_GROUP_ID = "group_without_product_group_id"
+SUPPRESSED = "suppressed_user"
 
 
 class OutboundFailed(RuntimeError):
@@ -99,14 +100,20 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
     """Every message that would bring Segment up to date, before diffing with what it has (`sent`).
 
     Messages that cannot be sent are counted in `skipped` by reason: a group call needs the
-    groupId the product itself sent for the account, or Segment would create a second group.
+    groupId the product itself sent for the account, or Segment would create a second group; a
+    suppressed person (docs/privacy.md) is sent nothing.
     """
     out: list[Pending] = []
     if _relation_exists(conn, "analytics.outbound_identify"):
         member_of = audiences(conn, org_id)
+        suppressed = privacy.suppressed(conn, org_id)
+        key = privacy.hash_key(conn) if suppressed else b""
         for user_id, traits in conn.execute(
             "select user_id, traits from analytics.outbound_identify where org_id = %s order by user_id", (org_id,)
         ):
+            if suppressed and privacy.subject_hash(key, org_id, user_id) in suppressed:
+                skipped[SUPPRESSED] += 1
+                continue
             traits = dict(traits)
             previous = (sent.get(("identify", user_id)) or {}).get("traits", {})
             for audience in member_of.get(user_id, ()):

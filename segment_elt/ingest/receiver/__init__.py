@@ -35,8 +35,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from segment_elt.ingest.receiver.rejects import RejectsLog
 
     app.extensions["segment_elt"] = backends = Backends(app.config["DATABASE_URL"], app.config["ARCHIVE_URL"], settings)
-    app.extensions["segment_elt.rejects"] = RejectsLog(backends)
-    app.extensions["segment_elt.groups"] = GroupCommitter(backends)
+    app.extensions["segment_elt.rejects"] = rejects = RejectsLog(backends)
+    app.extensions["segment_elt.groups"] = GroupCommitter(backends, rejects)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(tracking.bp)
     app.register_blueprint(health.bp)

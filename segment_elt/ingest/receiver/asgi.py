@@ -115,8 +115,9 @@ class ReceiverApp:
             except landing.BadBody:
                 pass  # answered below, with the rejects log written in a thread
             else:
+                pending = Pending(connection, text, events)
                 try:
-                    new = await self.committer.land_async(Pending(connection, text, events))
+                    new = await self.committer.land_async(pending)
                 except Refused as refused:
                     return await self._in_thread(
                         webhook.refused_answer,
@@ -128,7 +129,7 @@ class ReceiverApp:
                         body,
                         len(events),
                     )
-                return webhook.accepted_answer(connection_id, started, len(events), new)
+                return webhook.accepted_answer(connection_id, started, len(events), new, pending.suppressed)
         # a connection's row to read, a refusal to record: the blocking path, in a thread
         return await self._in_thread(webhook.answer, self.extensions, connection_id, signature, len(body), lambda: body)
 
@@ -146,10 +147,11 @@ class ReceiverApp:
         call = tracking.Call(kind, connection, body)
         try:
             text, events = tracking.prepare(self.backends, call, headers.get("content-encoding"))
-            new = await self.committer.land_async(Pending(connection, text, events))
+            pending = Pending(connection, text, events)
+            new = await self.committer.land_async(pending)
         except Refused as refused:
             return await self._in_thread(tracking.refused_answer, self.extensions, call, started, refused, len(body))
-        return tracking.accepted_answer(call, started, new)
+        return tracking.accepted_answer(call, started, new, pending.suppressed)
 
 
 def _plain_headers(scope, max_bytes: int) -> dict[str, str] | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from segment_elt import db
-from segment_elt.control import crypto
+from segment_elt.control import crypto, privacy
 from segment_elt.ingest.archive import Archive, ArchiveUnavailable, open_archive
 from segment_elt.settings import Settings
 
@@ -21,6 +21,8 @@ class DatabaseUnavailable(RuntimeError):
 # How long a process trusts its cached copy of a connection's secrets: a rotation's end (or a
 # grace period running out) is seen within this; a new secret at once (see webhook.verified).
 SECRETS_TTL_S = 10.0
+# How long a process trusts its copy of an org's suppressed people (docs/privacy.md#suppression).
+SUPPRESSIONS_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Backends:
         # request's token take re-checks in PostgreSQL that the connection still exists.
         self._connections: dict[str, Connection] = {}
         self._by_write_key: dict[str, Connection] = {}  # write key digest -> Connection, for SECRETS_TTL_S
+        self._suppressed: dict[str, tuple[float, frozenset[str]]] = {}  # org -> (read at, keyed hashes)
+        self._hash_key: bytes | None = None
 
     @property
     def archive(self) -> Archive:
@@ -128,6 +132,17 @@ class Backends:
         if row is None:
             return None
         return Connection(row[0], row[1], tuple(crypto.decrypt(token) for token in row[2:] if token))
+
+    def suppressed(self, org_id: str) -> tuple[bytes, frozenset[str]] | None:
+        """(hash key, keyed hashes of the org's suppressed userIds), read at most every
+        SUPPRESSIONS_TTL_S; None when the org suppresses nobody (then nothing is hashed)."""
+        read_at, hashes = self._suppressed.get(org_id, (-SUPPRESSIONS_TTL_S, frozenset()))
+        if time.monotonic() - read_at >= SUPPRESSIONS_TTL_S:
+            hashes = self.run(lambda c: privacy.suppressed(c, org_id))
+            if hashes and self._hash_key is None:
+                self._hash_key = self.run(privacy.hash_key)
+            self._suppressed[org_id] = (time.monotonic(), hashes)
+        return (self._hash_key, hashes) if hashes else None
 
     def forget(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)

@@ -22,13 +22,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from segment_elt.control import privacy
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import ArchiveUnavailable, group_object, object_key
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, RATE_LIMITED_EVENTS
+from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, RATE_LIMITED_EVENTS, SUPPRESSED_EVENTS
 
 log = logging.getLogger("receiver")
 DATABASE_DOWN = "staging database unavailable; retry later"
+SUPPRESSED = "suppressed: events of suppressed people (privacy suppress) accepted, not landed"
 OVERLOADED = "receiver busy: more requests wait for the archive than it holds; retry later"
 
 
@@ -50,6 +52,7 @@ class Pending:
     events: list[dict]
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     new: int = 0
+    suppressed: int = 0  # events of suppressed people, accepted and not landed
     refused: Refused | None = None
     answered: bool = False
     wake: Callable[[], object] = lambda: None  # set by GroupCommitter.land or land_async
@@ -71,8 +74,8 @@ class Pending:
 class GroupCommitter:
     """The writer threads of one process (started as the worker boots, or by its first request)."""
 
-    def __init__(self, backends: Backends):
-        self.backends = backends
+    def __init__(self, backends: Backends, rejects=None):
+        self.backends, self.rejects = backends, rejects
         settings = backends.settings
         self.writers = settings.receiver_group_writers
         self.max_requests = settings.receiver_group_max_requests
@@ -148,7 +151,7 @@ class GroupCommitter:
                 by_connection.setdefault(pending.connection.connection_id, []).append(pending)
             for requests in by_connection.values():
                 try:
-                    commit(self.backends, requests)
+                    commit(self.backends, requests, self.rejects)
                 except Exception:  # never leave a request waiting, never kill the writer
                     log.exception("group commit failed")
                     for pending in requests:
@@ -161,11 +164,14 @@ def _resolve(answered: asyncio.Future) -> None:
         answered.set_result(None)
 
 
-def commit(backends: Backends, requests: list[Pending]) -> None:
+def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
     """Write one connection's group and answer each of its requests."""
     connection = requests[0].connection
     connection_id, unavailable = connection.connection_id, backends.settings.retry_after_s
     try:
+        requests = _without_suppressed(backends, requests, rejects)
+        if not requests:
+            return
         takes = backends.run(
             lambda c: c.execute(
                 "select outcome, retry_after_s from control.take_tokens_each(%s, %s)",
@@ -232,6 +238,42 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
         return
     for pending, count in zip(accepted, new):
         pending.answer(new=count)
+
+
+def _without_suppressed(backends: Backends, requests: list[Pending], rejects) -> list[Pending]:
+    """The requests with the events of the org's suppressed people taken out (their bodies
+    rewritten, other events' bytes kept); a request left empty is answered 200 at once. Each
+    request that lost events is noted in the rejects log as 'suppressed' (status 200)."""
+    connection = requests[0].connection
+    found = backends.suppressed(connection.org_id)
+    if found is None:
+        return requests
+    key, hashes = found
+    left = []
+    for pending in requests:
+        drop = [
+            (user_id := privacy.user_id_of(event)) is not None
+            and privacy.subject_hash(key, connection.org_id, user_id) in hashes
+            for event in pending.events
+        ]
+        pending.suppressed = sum(drop)
+        if pending.suppressed:
+            SUPPRESSED_EVENTS.inc(pending.suppressed)
+            if rejects is not None:
+                rejects.record(
+                    connection.connection_id,
+                    200,
+                    SUPPRESSED,
+                    len(pending.text),
+                    None,
+                )
+            text = landing.without_events(pending.text, drop)
+            if text is None:
+                pending.answer(new=0)
+                continue
+            pending.text, pending.events = text, [e for e, dropped in zip(pending.events, drop) if not dropped]
+        left.append(pending)
+    return left
 
 
 def _unavailable(backends: Backends, backend: str, which: str) -> Refused:

@@ -34,6 +34,10 @@ RATE_LIMITED_EVENTS = Counter(
 BACKEND_ERRORS = Counter(
     "segment_elt_receiver_backend_errors", "Archive or database failures answered 503", ["backend"]
 )
+SUPPRESSED_EVENTS = Counter(
+    "segment_elt_receiver_suppressed_events",
+    "Events of suppressed people (docs/privacy.md): answered 200, not landed",
+)
 GROUP_REQUESTS = Histogram(
     "segment_elt_receiver_group_requests",
     "Requests per group commit (one archive object and one staging statement each)",
@@ -59,6 +63,7 @@ def count_request(status: int, reason: str) -> None:
 
 
 def count_events(landed: int, duplicates: int) -> None:
+    """EVENTS of an accepted request (its suppressed events are counted as SUPPRESSED_EVENTS)."""
     if landed:
         _LANDED.inc(landed)
     if duplicates:

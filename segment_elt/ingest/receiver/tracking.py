@@ -105,10 +105,11 @@ def receive(kind: str):
             raise _too_large()
         call.raw = request.stream.read(MAX_BATCH_BYTES + 1)
         text, events = prepare(extensions["segment_elt"], call, request.headers.get("Content-Encoding"))
-        accepted = extensions["segment_elt.groups"].land(Pending(call.connection, text, events))
+        pending = Pending(call.connection, text, events)
+        accepted = extensions["segment_elt.groups"].land(pending)
     except Refused as refused:
         return _flask(refused_answer(extensions, call, started, refused, request.content_length))
-    return _flask(accepted_answer(call, started, accepted))
+    return _flask(accepted_answer(call, started, accepted, pending.suppressed))
 
 
 def _flask(answer: tuple[int, bytes, list[tuple[str, str]]]) -> Response:
@@ -138,9 +139,11 @@ def prepare(backends: Backends, call: Call, content_encoding: str | None) -> tup
     return json.dumps(events[0] if call.kind in CALLS else events, separators=(",", ":")), events
 
 
-def accepted_answer(call: Call, started: float, accepted: int) -> tuple[int, bytes, list[tuple[str, str]]]:
+def accepted_answer(
+    call: Call, started: float, accepted: int, suppressed: int = 0
+) -> tuple[int, bytes, list[tuple[str, str]]]:
     """The 200 of a landed call, counted and logged (status, JSON body, extra headers)."""
-    count_events(accepted, call.events - accepted)
+    count_events(accepted, call.events - accepted - suppressed)
     _finish(call, started, 200, "accepted")
     return 200, SUCCESS, []
 

@@ -56,19 +56,24 @@ def answer(
     try:
         sent = read_body()
         connection, text, events = verified(extensions["segment_elt"], connection_id, sent, signature)
-        accepted = extensions["segment_elt.groups"].land(Pending(connection, text, events))
+        pending = Pending(connection, text, events)
+        accepted = extensions["segment_elt.groups"].land(pending)
     except Refused as refused:
         return refused_answer(
             extensions, connection_id, started, refused, content_length or len(sent), sent, len(events)
         )
-    return accepted_answer(connection_id, started, len(events), accepted)
+    return accepted_answer(connection_id, started, len(events), accepted, pending.suppressed)
 
 
-def accepted_answer(connection_id: str, started: float, events: int, accepted: int) -> tuple[int, bytes, list]:
-    """The 200 of a landed request, counted and logged."""
-    count_events(accepted, events - accepted)
+def accepted_answer(
+    connection_id: str, started: float, events: int, accepted: int, suppressed: int = 0
+) -> tuple[int, bytes, list]:
+    """The 200 of a landed request, counted and logged. Events of suppressed people count as
+    accepted in the answer, as Segment's own API does (docs/privacy.md#suppression)."""
+    duplicates = events - accepted - suppressed
+    count_events(accepted, duplicates)
     _finish(connection_id, started, 200, "accepted", events)
-    return 200, b'{"accepted":%d,"duplicates":%d}\n' % (accepted, events - accepted), []
+    return 200, b'{"accepted":%d,"duplicates":%d}\n' % (accepted + suppressed, duplicates), []
 
 
 def refused_answer(
