@@ -48,7 +48,10 @@ DEFAULT_PORT = 54329
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on `port`: bound as it binds, with SO_REUSEADDR, so the
+    closing connections of a server just stopped do not count, and only a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
