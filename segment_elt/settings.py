@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segment_elt.control.errors import UserError
@@ -126,9 +127,23 @@ def settings() -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         variable = str(error["loc"][0])  # errors are located by the environment variable's name
-        field = next(f for f in Settings.model_fields.values() if f.validation_alias == variable)
         shown = "" if variable in SECRET_VARIABLES else f"={error.get('input')!r}"
         raise SettingsError(
             f"{variable}{shown} is not usable: {error['msg'].lower()}"
-            f" (default {field.get_default(call_default_factory=False)!r})"
+            f" (default {_field(variable).get_default(call_default_factory=False)!r})"
         ) from None
+
+
+def settings_while_parsing() -> Settings:
+    """The settings for what Airflow evaluates when it parses the DAG files (task defaults, where
+    the dbt project is): a value it cannot use takes its default here, so every DAG still imports,
+    and the first task that calls settings() fails on it, as one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        variables = {str(error["loc"][0]) for error in exc.errors()}
+        return Settings(**{variable: _field(variable).get_default(call_default_factory=True) for variable in variables})
+
+
+def _field(variable: str) -> FieldInfo:
+    return next(f for f in Settings.model_fields.values() if f.validation_alias == variable)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from segment_elt.pipeline.transform import dbt_env
-from segment_elt.settings import settings
+from segment_elt.settings import settings_while_parsing
 
 POOL = "segment_dbt"
 
 
 def manifest_path() -> Path:
-    return settings().dbt_project_dir / "target" / "manifest.json"
+    return settings_while_parsing().dbt_project_dir / "target" / "manifest.json"
 
 
 def ensure_manifest() -> Path:
@@ -40,14 +40,20 @@ def _configs():
 
     dbt_patches.apply()  # in the task process too: it parses this DAG file before running the task
 
-    project, manifest = settings().dbt_project_dir, manifest_path()
+    current = settings_while_parsing()
+    project, manifest = current.dbt_project_dir, manifest_path()
     if not manifest.exists():
         raise FileNotFoundError(
             f"{manifest} is missing: run `python -c 'from segment_elt.pipeline.airflow_dbt import "
             "ensure_manifest; ensure_manifest()'` (make up and make demo do it)"
         )
     return (
-        ProjectConfig(dbt_project_path=project, manifest_path=manifest, env_vars=dbt_env(), partial_parse=True),
+        ProjectConfig(
+            dbt_project_path=project,
+            manifest_path=manifest,
+            env_vars=dbt_env(current.require_database_url()),
+            partial_parse=True,
+        ),
         ProfileConfig(
             profile_name="segment_elt", target_name="default", profiles_yml_filepath=project / "profiles.yml"
         ),
