@@ -22,12 +22,11 @@ from pathlib import Path
 from benchmarks.bench_pipeline import GENERATE, PER_DAY, bench_org, start_big_database
 from benchmarks.figures import Figure
 from segment_elt import db
-from segment_elt.control import page_queries
 from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
-from segment_ui import views  # noqa: E402  (the plugin's package, as the API server imports it)
+from segment_ui import page_queries, views  # noqa: E402  (the plugin's package, as the API server imports it)
 
 RUNS = 20
 TARGET_MS = 300

@@ -15,7 +15,7 @@ import logging
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.dag_ids import MAINTENANCE
+from segment_elt.dag_ids import MAINTENANCE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from segment_elt.pipeline.airflow_dbt import dbt_task_group
-from segment_elt.pipeline.dag_ids import RECONCILE
+from segment_elt.dag_ids import RECONCILE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
@@ -43,7 +43,7 @@ def segment_reconcile():
     def check(params: dict, **context) -> dict:
         """Check the connection exists; the dbt vars of the reconcile build."""
         from segment_elt import db
-        from segment_elt.control.errors import UserError
+        from segment_elt.errors import UserError
 
         with db.connect() as conn:
             found = conn.execute(

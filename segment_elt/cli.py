@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from segment_elt import db
 from segment_elt.control import connections, crypto, entities, keys, resolution, schema
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.outbound import sync
 from segment_elt.pipeline import reconcile
 from segment_elt.settings import settings

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Values never echoed in an error message.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from segment_elt.control import crypto
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 TRAITS = "traits"
 CLEARS_TRAITS = "clears_traits"  # a row's flag: its `traits` cell was empty, so the traits start over

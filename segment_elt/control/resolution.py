@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from segment_elt.control import connections
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 366

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.ingest.archive import Archive
 from segment_elt.pipeline import replay
-from segment_elt.pipeline.dag_ids import DAILY
+from segment_elt.dag_ids import DAILY
 
 log = logging.getLogger(__name__)
 MAX_DAYS = replay.MAX_DAYS

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import (
     Archive,

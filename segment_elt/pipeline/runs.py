@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from segment_elt.pipeline.dag_ids import DAILY, ROLLUPS, WRITERS
+from segment_elt.dag_ids import DAILY, ROLLUPS, WRITERS
 from segment_elt.settings import settings
 
 log = logging.getLogger(__name__)

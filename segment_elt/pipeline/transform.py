@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 

@@ -1,4 +1,4 @@
-"""Read-only queries behind the Segment page in Airflow's UI (plugins/segment_ui, docs/ui.md).
+"""Read-only queries behind the Segment page in Airflow's UI (app.py, docs/ui.md).
 
 They read the control tables, the marts and the newest staged events by index, never a scan of
 the staged history, so a page costs the same on a big database (benchmarks/bench_ui.py). Where
@@ -14,8 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from segment_elt.control import connections
-from segment_elt.control.errors import UserError
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.errors import UserError
+from segment_elt.dag_ids import ROLLUPS
 
 DEBUG_LIMIT = 50  # rows of each debugger list
 DEBUG_WINDOW = 200  # the newest events the event-name filter looks through
