@@ -41,16 +41,12 @@ from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure,
 def segment_reconcile():
     @task
     def check(params: dict, **context) -> dict:
-        """Check the connection exists; the dbt vars of the reconcile build."""
+        """Check the connection is live (not deleted); the dbt vars of the reconcile build."""
         from segment_elt import db
-        from segment_elt.errors import UserError
+        from segment_elt.control import connections
 
         with db.connect() as conn:
-            found = conn.execute(
-                "select 1 from control.connections where connection_id = %s", (params["connection_id"],)
-            ).fetchone()
-            if found is None:
-                raise UserError(f"no connection {params['connection_id']!r}")
+            connections.require_live(conn, params["connection_id"])
             start(conn, RECONCILE, context, "manual")
         return {"dbt_vars": {"reconcile_connection_id": params["connection_id"]}}
 

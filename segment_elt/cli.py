@@ -312,30 +312,11 @@ def cmd_reconcile(args, conn) -> None:
 
 
 def cmd_outbound(args, conn) -> None:
-    org = connections.require_live(conn, args.connection_id)
-    existing = conn.execute("select 1 from control.outbound where connection_id = %s", (args.connection_id,)).fetchone()
-    if existing is None and not args.write_key:
-        raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
-    enabled = args.enable if args.enable or args.disable else None  # None: as it was; a new one starts enabled
-    key = crypto.encrypt(args.write_key) if args.write_key else None
-    if existing is None:
-        conn.execute(
-            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
-            (args.connection_id, key, args.region or "us", enabled is not False),
-        )
-    else:
-        conn.execute(
-            "update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
-            " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
-            " where connection_id = %s",
-            (key, args.region, enabled, args.connection_id),
-        )
-    enabled, region = conn.execute(
-        "select enabled, region from control.outbound where connection_id = %s", (args.connection_id,)
-    ).fetchone()
+    enabled = args.enable if args.enable or args.disable else None  # None: as it was
+    done = sync.configure(conn, args.connection_id, write_key=args.write_key, region=args.region, enabled=enabled)
     print(
-        f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
-        f"region {region}; the write key is stored encrypted"
+        f"outbound for {done.connection_id} (org {done.org_id}): {'enabled' if done.enabled else 'disabled'}, "
+        f"region {done.region}; the write key is stored encrypted"
     )
 
 

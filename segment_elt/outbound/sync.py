@@ -25,7 +25,8 @@ import psycopg
 from psycopg import sql
 
 from segment_elt import db
-from segment_elt.control import crypto
+from segment_elt.control import connections, crypto
+from segment_elt.errors import UserError
 from segment_elt.outbound.segment_api import (
     Outcome,
     SegmentClient,
@@ -228,6 +229,49 @@ def _record_run(conn: psycopg.Connection, connection_id: str, started: dt.dateti
         ),
     )
     log.info("outbound %s: %s", connection_id, json.dumps(asdict(counts)))
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a connection's outbound sync sends (control.outbound); the write key stays encrypted."""
+
+    connection_id: str
+    org_id: str
+    region: str
+    enabled: bool
+
+
+def configure(
+    conn: psycopg.Connection,
+    connection_id: str,
+    *,
+    write_key: str | None = None,
+    region: str | None = None,
+    enabled: bool | None = None,
+) -> Destination:
+    """Set a live connection's outbound write key (stored encrypted), region and enabled flag; None
+    keeps a value as it was. The first call needs the write key and starts enabled, in region us."""
+    org_id = connections.require_live(conn, connection_id)
+    key = crypto.encrypt(write_key) if write_key else None
+    existing = conn.execute("select 1 from control.outbound where connection_id = %s", (connection_id,)).fetchone()
+    if existing is None and key is None:
+        raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
+    if existing is None:
+        conn.execute(
+            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
+            (connection_id, key, region or "us", enabled is not False),
+        )
+    else:
+        conn.execute(
+            "update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
+            " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
+            " where connection_id = %s",
+            (key, region, enabled, connection_id),
+        )
+    row = conn.execute(
+        "select region, enabled from control.outbound where connection_id = %s", (connection_id,)
+    ).fetchone()
+    return Destination(connection_id, org_id, row[0], row[1])
 
 
 def client_for(conn: psycopg.Connection, connection_id: str, **options) -> SegmentClient:
