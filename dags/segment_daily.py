@@ -21,8 +21,8 @@ import logging
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.airflow_dbt import dbt_build_task
 from segment_elt.dag_ids import DAILY
+from segment_elt.pipeline.airflow_dbt import dbt_build_task
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 log = logging.getLogger(__name__)

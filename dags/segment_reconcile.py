@@ -12,8 +12,8 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.dag_ids import RECONCILE
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 

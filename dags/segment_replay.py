@@ -14,8 +14,8 @@ import logging
 
 from airflow.sdk import Param, dag, task
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.dag_ids import REPLAY
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 log = logging.getLogger(__name__)

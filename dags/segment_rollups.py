@@ -20,8 +20,8 @@ import logging
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.dag_ids import ROLLUPS
+from segment_elt.pipeline.airflow_dbt import dbt_task_group
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 MARTS = Asset("segment_elt_marts")

@@ -24,3 +24,9 @@ def connect(
         keepalives_interval=2,
         keepalives_count=2,
     )
+
+
+def relations_exist(conn: psycopg.Connection, *relations: str) -> bool:
+    """Whether every named table or view exists (`schema.name`; the dbt models appear with their first build)."""
+    row = conn.execute(f"select {', '.join(['to_regclass(%s)'] * len(relations))}", relations).fetchone()
+    return None not in row

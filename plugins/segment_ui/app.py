@@ -22,9 +22,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from segment_elt import db
 from segment_elt.control import resolution
+from segment_elt.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.errors import UserError
 from segment_elt.pipeline import reconcile
-from segment_elt.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.settings import settings
 from segment_ui import page_queries, views
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.control import connections
 from segment_elt.errors import UserError
 
@@ -42,7 +43,7 @@ def report(conn: psycopg.Connection, connection_id: str, days: int = DEFAULT_DAY
     org_id = connections.require_live(conn, connection_id)
     if not 1 <= days <= MAX_DAYS:
         raise UserError(f"--days must be between 1 and {MAX_DAYS}")
-    if None in conn.execute(f"select {', '.join(['to_regclass(%s)'] * len(MARTS))}", MARTS).fetchone():
+    if not db.relations_exist(conn, *MARTS):
         raise UserError(
             "the identity resolution report is not built yet: run `segment-elt pipeline run-once` "
             "(or wait for the next segment_rollups run)"

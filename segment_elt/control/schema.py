@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
+from segment_elt import db
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -321,7 +323,6 @@ def upgrade(conn: psycopg.Connection) -> list[int]:
 
 
 def current_version(conn: psycopg.Connection) -> int | None:
-    row = conn.execute("select to_regclass('control.schema_version')").fetchone()
-    if row[0] is None:
+    if not db.relations_exist(conn, "control.schema_version"):
         return None
     return conn.execute("select max(version) from control.schema_version").fetchone()[0]

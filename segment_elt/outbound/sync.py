@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 import logging
 from collections import Counter
@@ -35,7 +36,7 @@ from segment_elt.outbound.segment_api import (
 )
 
 log = logging.getLogger(__name__)
-CONTEXT = {"library": {"name": "segment-elt", "version": "0.1.0"}}
+CONTEXT = {"library": {"name": "segment-elt", "version": importlib.metadata.version("segment-elt")}}
 NO_PRODUCT_GROUP_ID = "group_without_product_group_id"
 
 
@@ -76,10 +77,6 @@ def message_id(connection_id: str, kind: str, key: str, previous_message_id: str
     return f"segment-elt-{hashlib.sha256(chained.encode()).hexdigest()[:32]}"
 
 
-def _relation_exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("select to_regclass(%s)", (name,)).fetchone()[0] is not None
-
-
 def audiences(conn: psycopg.Connection, org_id: str) -> dict[str, set[str]]:
     """user id -> the audiences (tables of schema `audiences`) they are in."""
     members: dict[str, set[str]] = {}
@@ -103,7 +100,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
     groupId the product itself sent for the account, or Segment would create a second group.
     """
     out: list[Pending] = []
-    if _relation_exists(conn, "analytics.outbound_identify"):
+    if db.relations_exist(conn, "analytics.outbound_identify"):
         member_of = audiences(conn, org_id)
         for user_id, traits in conn.execute(
             "select user_id, traits from analytics.outbound_identify where org_id = %s order by user_id", (org_id,)
@@ -116,7 +113,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
                 if isinstance(value, bool) and name not in traits and _is_audience(conn, name):
                     traits[name] = False
             out.append(Pending("identify", user_id, {"type": "identify", "userId": user_id, "traits": traits}))
-    if _relation_exists(conn, "analytics.outbound_group"):
+    if db.relations_exist(conn, "analytics.outbound_group"):
         for account_id, group_id, traits in conn.execute(
             "select account_id, group_id, traits from analytics.outbound_group where org_id = %s order by 1", (org_id,)
         ):
@@ -130,7 +127,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
                     {"type": "group", "groupId": group_id, "anonymousId": f"account:{account_id}", "traits": traits},
                 )
             )
-    if _relation_exists(conn, "analytics.outbound_moments"):
+    if db.relations_exist(conn, "analytics.outbound_moments"):
         for account_id, moment, key, properties in conn.execute(
             "select account_id, moment, occurrence_key, properties from analytics.outbound_moments"
             " where org_id = %s order by 3",
@@ -152,7 +149,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
 
 
 def _is_audience(conn: psycopg.Connection, name: str) -> bool:
-    return _relation_exists(conn, f'audiences."{name}"') if name.isidentifier() else False
+    return db.relations_exist(conn, f'audiences."{name}"') if name.isidentifier() else False
 
 
 def changes(conn: psycopg.Connection, connection_id: str, org_id: str) -> Plan:

@@ -14,8 +14,8 @@ import os
 import sys
 
 from segment_elt import db
-from segment_elt.errors import UserError
 from segment_elt.dag_ids import ROLLUPS
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 

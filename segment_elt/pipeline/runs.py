@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.dag_ids import DAILY, ROLLUPS, WRITERS
 from segment_elt.settings import settings
 
@@ -309,7 +310,6 @@ def mart_counts(conn: psycopg.Connection) -> dict[str, int]:
     """Row counts of the marts, for the run's log line."""
     counts = {}
     for table in ("product_events", "account_event_daily", "account_indicators", "account_health"):
-        exists = conn.execute("select to_regclass(%s)", (f"analytics.{table}",)).fetchone()[0]
-        if exists:
+        if db.relations_exist(conn, f"analytics.{table}"):
             counts[table] = conn.execute(f"select count(*) from analytics.{table}").fetchone()[0]
     return counts

@@ -20,11 +20,11 @@ import pytest
 import requests
 
 from segment_elt.control import connections, entities
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.local import samples
 from segment_elt.local.airflow_env import airflow_env
 from segment_elt.local.stack import generate_dbt_docs
 from segment_elt.pipeline import runs
-from segment_elt.dag_ids import ROLLUPS
 from tests.helpers import ROOT, Receiver, free_port, start_receiver, wait_http
 
 ORG = "acme"
