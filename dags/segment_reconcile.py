@@ -20,7 +20,7 @@ from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure,
 @dag(
     dag_id=RECONCILE,
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id=ROLLUPS,
     schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

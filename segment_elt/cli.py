@@ -143,8 +143,8 @@ def cmd_rotate_secret(args, conn) -> None:
         "\n".join(
             [
                 f"new shared secret: {rotated.secret}",
-                f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: paste the new one into "
-                "Segment's Webhooks destination settings now, then run",
+                f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: "
+                "paste the new one into Segment's Webhooks destination settings now, then run",
                 f"  segment-elt connections rotate-secret {args.connection_id} --finish",
                 "The new secret is shown only now.",
             ]
@@ -160,7 +160,8 @@ def cmd_rotate_write_key(args, conn) -> None:
         "\n".join(
             [
                 f"new write key: {write_key}",
-                "The previous write key is refused from now on: configure the new one in the SDKs. It is shown only now.",
+                "The previous write key is refused from now on: configure the new one in the SDKs. "
+                "It is shown only now.",
             ]
         ),
     )
@@ -253,7 +254,8 @@ def cmd_resolution(args, conn) -> None:
         args.json,
         "\n\n".join(
             [
-                f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
+                f"identity resolution of {found.connection_id} (org {found.org_id}), "
+                f"event days since {found.since} (UTC)",
                 _table(
                     [dict(r, share=_percent(r["share"])) for r in found.by_rule],
                     {"matched_by": "matched by", "event_count": "events", "share": "share"},

@@ -78,7 +78,7 @@ def package(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "segment_elt":
         return parts[0]
-    if len(parts) > 1 and (ROOT / "segment_elt" / parts[1] / "__init__.py").exists() or module == "segment_elt.cli":
+    if (len(parts) > 1 and (ROOT / "segment_elt" / parts[1] / "__init__.py").exists()) or module == "segment_elt.cli":
         return ".".join(parts[:2])
     return "segment_elt"
 

@@ -21,7 +21,8 @@ vertical-align:top} th{background:#f5f7fa;font-weight:600} td.n{text-align:right
 code{font-size:.92em} .muted{color:#7b8794} .bad{color:#c62828;font-weight:600} .ok{color:#2e7d32}
 .box{border:1px solid #d9e2ec;border-radius:6px;padding:.6em 1em;margin:.6em 0;background:#fafbfc}
 form.inline{display:inline} td small{display:block;max-width:14em;font-size:.85em}
-code.url{display:inline-block;max-width:22em;word-break:break-all} button{cursor:pointer} .legend span{margin-right:1em;white-space:nowrap}
+code.url{display:inline-block;max-width:22em;word-break:break-all} button{cursor:pointer}
+.legend span{margin-right:1em;white-space:nowrap}
 .legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:-1px}
 """
 
@@ -31,7 +32,7 @@ def e(value) -> str:
     if value is None:
         return '<span class="muted">-</span>'
     if isinstance(value, dt.datetime):
-        return escape(f"{value.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+        return escape(f"{value.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
     if isinstance(value, bool):
         return "yes" if value else "no"
     return escape(str(value))
@@ -75,7 +76,7 @@ def chart(daily: list[dict], since: dt.date, today: dt.date, only: str | None = 
     names = sorted({r["event_name"] for r in daily if only is None or r["event_name"] == only})
     counts = {(r["event_date"], r["event_name"]): r["event_count"] for r in daily}
     totals = [sum(counts.get((d, n), 0) for n in names) for d in days]
-    top = max(totals + [1])
+    top = max([*totals, 1])
     width, height, left, right, bottom = 720, 220, 40, 24, 20
     bar = (width - left - right) / len(days)
     parts = [

@@ -109,7 +109,7 @@ def rotate_secret(conn: psycopg.Connection, connection_id: str, grace: dt.timede
             "select previous_secret_until from control.connections where connection_id = %s for update",
             (connection_id,),
         ).fetchone()
-        if row[0] is not None and row[0] > dt.datetime.now(dt.timezone.utc):
+        if row[0] is not None and row[0] > dt.datetime.now(dt.UTC):
             raise UserError(
                 f"{connection_id} is already rotating: its previous secret verifies until "
                 f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
@@ -167,7 +167,7 @@ def list_connections(conn: psycopg.Connection, org_id: str | None = None) -> lis
         "outbound_enabled",
         "outbound_region",
     ]
-    out = [dict(zip(keys, row)) for row in rows]
+    out = [dict(zip(keys, row, strict=True)) for row in rows]
     for item in out:
         item["webhook_url"] = webhook_url(item["connection_id"])
         item["created_at"] = item["created_at"].isoformat()
@@ -273,7 +273,7 @@ def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50)
         "external_group_id",
         "external_user_id",
     ]
-    return [dict(zip(keys, row), received_at=row[0].isoformat()) for row in rows]
+    return [dict(zip(keys, row, strict=True), received_at=row[0].isoformat()) for row in rows]
 
 
 def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> list[dict]:
@@ -287,4 +287,4 @@ def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> li
         (connection_id, limit),
     ).fetchall()
     keys = ["rejected_at", "status", "reason", "repeats", "body_bytes", "body_head"]
-    return [dict(zip(keys, row), rejected_at=row[0].isoformat()) for row in rows]
+    return [dict(zip(keys, row, strict=True), rejected_at=row[0].isoformat()) for row in rows]

@@ -23,8 +23,9 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class ArchiveCorrupt(ValueError):
 
 
 def object_key(prefix: str, org_id: str, connection_id: str, received_at: dt.datetime, body: bytes) -> str:
-    at = received_at.astimezone(dt.timezone.utc)
+    at = received_at.astimezone(dt.UTC)
     ms = int(at.timestamp() * 1000)
     name = f"{ms}-{hashlib.sha256(body).hexdigest()[:16]}.json"
     parts = [f"org={org_id}", f"connection={connection_id}", f"dt={at:%Y-%m-%d}", f"hour={at:%H}", name]
@@ -82,7 +83,7 @@ def day_prefix(prefix: str, org_id: str, connection_id: str, day: dt.date) -> st
 def received_at_of(key: str) -> dt.datetime:
     """The receive time encoded in an object key's file name."""
     ms = int(key.rsplit("/", 1)[-1].split("-", 1)[0])
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
 def body_digest_of(key: str) -> str:

@@ -160,7 +160,7 @@ def retry_after_s(value: str | None, cap_s: float) -> float | None:
         wait = float(value)
     except ValueError:
         try:
-            wait = (email.utils.parsedate_to_datetime(value) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+            wait = (email.utils.parsedate_to_datetime(value) - dt.datetime.now(dt.UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
     return min(cap_s, max(0.0, wait))

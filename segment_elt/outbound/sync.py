@@ -192,7 +192,8 @@ def sync_connection(conn: psycopg.Connection, connection_id: str, org_id: str, *
     for message in outcome.accepted:
         item = by_id[message["messageId"]]
         conn.execute(
-            "insert into control.outbound_sent (connection_id, kind, key, payload, message_id) values (%s, %s, %s, %s, %s)"
+            "insert into control.outbound_sent (connection_id, kind, key, payload, message_id)"
+            " values (%s, %s, %s, %s, %s)"
             " on conflict (connection_id, kind, key) do update set payload = excluded.payload,"
             " message_id = excluded.message_id, sent_at = now()",
             (connection_id, item.kind, item.key, json.dumps(_content(message), default=str), message["messageId"]),
@@ -295,7 +296,7 @@ def sync_all(database_url: str | None = None, **client_options) -> dict:
         if not enabled:
             log.info("outbound sync: no connection has outbound enabled")
         for connection_id, org_id in enabled:
-            started = dt.datetime.now(dt.timezone.utc)
+            started = dt.datetime.now(dt.UTC)
             try:
                 counts = sync_connection(conn, connection_id, org_id, **client_options)
             except Exception as exc:  # one connection's fault must not stop the others

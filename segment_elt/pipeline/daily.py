@@ -8,9 +8,10 @@ idempotent), so a day older than retention is rebuilt from the archive without a
 
 Which receive days can hold events of event day D: the marts date an event by its reported time
 when that lies within [received - 5 years, received + N days] (plausible_event_at, N the dbt var
-plausible_days_ahead, 1), so from D - N (a clock up to N days ahead) onwards. Of those, only the ones older than the retention cutoff can
-have lost rows from staging; younger ones are staged whole. So a rebuild of D..E re-lands the
-receive days D - N .. the cutoff's day, and none when D - N is after it.
+plausible_days_ahead, 1), so from D - N (a clock up to N days ahead) onwards. Of those, only
+the ones older than the retention cutoff can have lost rows from staging; younger ones are
+staged whole. So a rebuild of D..E re-lands the receive days D - N .. the cutoff's day, and none
+when D - N is after it.
 
 Backfills are rebuilt several days per build. Airflow makes one run per day and, with
 `--max-active-runs 1`, starts them one after the other; Airflow's start-up per run is small next
@@ -142,7 +143,8 @@ def failed_days(conn: psycopg.Connection, days: Days) -> set[dt.date]:
     rows = conn.execute(
         """
         with built as (
-            select status, started_at, (dbt_vars->>'rebuild_from')::date as first, (dbt_vars->>'rebuild_to')::date as last
+            select status, started_at,
+                   (dbt_vars->>'rebuild_from')::date as first, (dbt_vars->>'rebuild_to')::date as last
             from control.pipeline_runs where dag_id = %s and status in ('success', 'failed')
         )
         select day::date from generate_series(%s::date, %s::date, interval '1 day') day

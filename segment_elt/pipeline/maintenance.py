@@ -66,11 +66,11 @@ def prune(
 ) -> Pruned:
     if retention_days < 1:
         raise ValueError("retention must be at least one day")
-    cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=retention_days)
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
     objects = _expired_objects(conn, cutoff)
     consumed = {key: rows for key, rows, staged in objects if staged}
-    for key, rows, staged in objects:
+    for _, rows, staged in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
     keys = sorted(consumed)

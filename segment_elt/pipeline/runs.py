@@ -69,7 +69,7 @@ def late_by(conn: psycopg.Connection, now: dt.datetime | None = None) -> str | N
     last = _last_success(conn, ROLLUPS)
     if last is None:
         return None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     limit = settings().rollups_late_minutes
     minutes = (now - last[1]).total_seconds() / 60
     if minutes <= limit:
@@ -95,9 +95,9 @@ def plan_rollups(
     """
     if run_type == "backfill":
         return Plan(False, reason=backfill_pointer(interval_start))
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     last = _last_success(conn, ROLLUPS)
-    since = last[0] if last and last[0] else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    since = last[0] if last and last[0] else dt.datetime.min.replace(tzinfo=dt.UTC)
     high_water, staged = conn.execute(
         "select max(loaded_at), count(*) from raw.segment_events where loaded_at > %s", (since,)
     ).fetchone()

@@ -113,7 +113,7 @@ def test_401_stops_that_connection_and_others_still_sync(marts, segment):
     good = enable(marts, segment, "globex", "wk-2")
     fill(marts, "acme")
     fill(marts, "globex")
-    with pytest.raises(sync.OutboundFailed, match="401.*write key is wrong or revoked"):
+    with pytest.raises(sync.OutboundFailed, match=r"401.*write key is wrong or revoked"):
         run_sync(marts)
     runs = dict(marts.execute("select connection_id, status from control.outbound_runs").fetchall())
     assert runs == {bad: "failed", good: "success"}

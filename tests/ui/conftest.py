@@ -86,7 +86,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
         connections.allowlist(conn, created.connection_id, add=ALLOWLIST)
         entities.upsert(conn, ORG, entities.ACCOUNTS, [ACCOUNT])
     landed = Landed(database_url, archive_url, receiver, created.connection_id, created.secret)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for day in range(DAYS):
         events = samples.workday(seed=day, now=now - dt.timedelta(days=day))
         body, first = samples.batch_body(events)

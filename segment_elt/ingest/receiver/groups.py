@@ -5,14 +5,16 @@ Each receiver process runs a few writer threads. A request is queued and waits (
 loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's
 limits), and for each connection in it takes the tokens of every request in one statement,
 writes one archive object holding the accepted requests, stages their events in one statement,
-and only then wakes each request with its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
-its latency is one archive write; under load the writers are busy, requests queue meanwhile,
-and groups grow by themselves, so archive writes stay well below requests.
+and only then wakes each request with its own answer. Nobody waits for a group to fill: at low
+load a request is a group of one and its latency is one archive write; under load the writers
+are busy, requests queue meanwhile, and groups grow by themselves, so archive writes stay well
+below requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -48,7 +50,7 @@ class Pending:
     connection: Connection
     text: str  # the exact body, decoded (bodies are UTF-8, so its bytes come back exactly)
     events: list[dict]
-    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     new: int = 0
     refused: Refused | None = None
     answered: bool = False
@@ -177,7 +179,7 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
             pending.answer(refused=Refused(503, "database_unavailable", DATABASE_DOWN, unavailable))
         return
     accepted = []
-    for pending, (outcome, wait_s) in zip(requests, takes):
+    for pending, (outcome, wait_s) in zip(requests, takes, strict=True):
         if outcome == "ok":
             accepted.append(pending)
         elif outcome == "gone":
@@ -230,7 +232,7 @@ def commit(backends: Backends, requests: list[Pending]) -> None:
         for pending in accepted:
             pending.answer(refused=_unavailable(backends, backend, which))
         return
-    for pending, count in zip(accepted, new):
+    for pending, count in zip(accepted, new, strict=True):
         pending.answer(new=count)
 
 
@@ -240,7 +242,5 @@ def _unavailable(backends: Backends, backend: str, which: str) -> Refused:
 
 
 def _refund(backends: Backends, org_id: str, events: int) -> None:
-    try:
+    with contextlib.suppress(DatabaseUnavailable):  # the bucket refills by itself; a lost refund delays the retry
         backends.run(lambda c: c.execute("select control.refund_tokens(%s, %s)", (org_id, events)))
-    except DatabaseUnavailable:
-        pass  # the bucket refills by itself; a lost refund only delays the retry

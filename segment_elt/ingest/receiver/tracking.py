@@ -133,7 +133,7 @@ def prepare(backends: Backends, call: Call, content_encoding: str | None) -> tup
     doc = _parse(inflate(call.raw, content_encoding))
     if call.connection is None:
         call.connection = authenticate(backends, doc.get("writeKey"))
-    events = normalise(doc, CALLS.get(call.kind), dt.datetime.now(dt.timezone.utc))
+    events = normalise(doc, CALLS.get(call.kind), dt.datetime.now(dt.UTC))
     call.events = len(events)
     return json.dumps(events[0] if call.kind in CALLS else events, separators=(",", ":")), events
 
@@ -310,8 +310,8 @@ def _instant(value) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -97,7 +98,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class ReceiverWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": BoundedHttpToolsProtocol}
+    CONFIG_KWARGS: ClassVar[dict] = {"loop": "uvloop", "http": BoundedHttpToolsProtocol}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
