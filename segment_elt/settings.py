@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     # the backends
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     archive_url: str = Field(
-        default_factory=lambda given: (given["local_dir"].resolve() / "archive").as_uri(), validation_alias="ARCHIVE_URL"
+        default_factory=lambda given: (given["local_dir"].resolve() / "archive").as_uri(),
+        validation_alias="ARCHIVE_URL",
     )
     fernet_key: str | None = Field(None, validation_alias="SEGMENT_ELT_FERNET_KEY")
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")

@@ -97,5 +97,5 @@ def test_while_airflow_parses_the_dags_a_bad_value_takes_its_default(monkeypatch
     monkeypatch.setenv("SEGMENT_ELT_DAG_RETRIES", "twice")
     parsed = settings_while_parsing()
     assert (parsed.airflow_port, parsed.airflow_api_url, parsed.dag_retries) == (8081, "http://127.0.0.1:8081", 2)
-    with pytest.raises(SettingsError, match="^(AIRFLOW_PORT='eighty'|SEGMENT_ELT_DAG_RETRIES='twice') is not usable"):
+    with pytest.raises(SettingsError, match=r"^(AIRFLOW_PORT='eighty'|SEGMENT_ELT_DAG_RETRIES='twice') is not usable"):
         settings()

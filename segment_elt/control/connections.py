@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.control import crypto
 from segment_elt.errors import UserError
 from segment_elt.settings import settings
@@ -75,7 +76,7 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
             " values (%s, %s, %s, %s, %s, %s)",
             (connection_id, org_id, name, crypto.encrypt(secret), write_key_enc, write_key_sha256),
         )
-    cap = conn.execute("select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,)).fetchone()[0]
+    cap = db.one(conn, "select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,))[0]
     return Created(connection_id, org_id, name, webhook_url(connection_id), secret, write_key, tracking_api_host(), cap)
 
 
@@ -105,21 +106,23 @@ def rotate_secret(conn: psycopg.Connection, connection_id: str, grace: dt.timede
     require_live(conn, connection_id)
     secret = crypto.new_secret()
     with conn.transaction():
-        row = conn.execute(
+        (rotating_until,) = db.one(
+            conn,
             "select previous_secret_until from control.connections where connection_id = %s for update",
             (connection_id,),
-        ).fetchone()
-        if row[0] is not None and row[0] > dt.datetime.now(dt.UTC):
+        )
+        if rotating_until is not None and rotating_until > dt.datetime.now(dt.UTC):
             raise UserError(
                 f"{connection_id} is already rotating: its previous secret verifies until "
-                f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
+                f"{rotating_until:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
                 f"{connection_id} --finish`"
             )
-        until = conn.execute(
+        (until,) = db.one(
+            conn,
             "update control.connections set previous_secret_enc = secret_enc, secret_enc = %s,"
             " previous_secret_until = now() + %s where connection_id = %s returning previous_secret_until",
             (crypto.encrypt(secret), grace, connection_id),
-        ).fetchone()[0]
+        )
     return Rotation(connection_id, secret, until)
 
 

@@ -48,7 +48,7 @@ def report(conn: psycopg.Connection, connection_id: str, days: int = DEFAULT_DAY
             "the identity resolution report is not built yet: run `segment-elt pipeline run-once` "
             "(or wait for the next segment_rollups run)"
         )
-    since = conn.execute("select (now() at time zone 'UTC')::date - %s", (days - 1,)).fetchone()[0]
+    since = db.one(conn, "select (now() at time zone 'UTC')::date - %s", (days - 1,))[0]
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         daily = cur.execute(
             "select event_date, matched_by, event_count, unique_users from analytics.identity_resolution_report"

@@ -325,4 +325,4 @@ def upgrade(conn: psycopg.Connection) -> list[int]:
 def current_version(conn: psycopg.Connection) -> int | None:
     if not db.relations_exist(conn, "control.schema_version"):
         return None
-    return conn.execute("select max(version) from control.schema_version").fetchone()[0]
+    return db.one(conn, "select max(version) from control.schema_version")[0]

@@ -13,6 +13,7 @@ listed and replayed:
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime as dt
 import errno
 import hashlib
@@ -25,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class Archive(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, key_prefix: str) -> Iterator[str]: ...
-    def audit(self, keys: list[str]) -> dict[str, str]: ...
+    def audit(self, keys: builtins.list[str]) -> dict[str, str]: ...  # `list` is the method above
     def remove_stale_temp_files(self, older_than: dt.timedelta) -> int: ...
     def check(self) -> None: ...
 
@@ -230,8 +231,8 @@ class S3Archive:
     def __init__(self, url: str, bucket: str, prefix: str, timeout_s: float):
         self.url, self.bucket, self.prefix = url, bucket, prefix.strip("/")
         self._timeout_s = timeout_s
-        self._client = None
-        self._pid = None
+        self._client: Any = None
+        self._pid: int | None = None
         self._making = threading.Lock()
 
     @property

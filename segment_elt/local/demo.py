@@ -46,7 +46,7 @@ ACCOUNTS = [
         traits={"plan": "pro"},
     ),
 ]
-CONTACTS = [
+CONTACTS: list[dict] = [
     dict(contact_id="c-bob", account_id="acct-acme", email="bob@acme.test", product_external_user_id=None, traits={}),
     dict(contact_id="c-erin", account_id="acct-globex", email=None, product_external_user_id="u-erin", traits={}),
 ]

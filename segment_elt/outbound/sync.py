@@ -266,10 +266,10 @@ def configure(
             " where connection_id = %s",
             (key, region, enabled, connection_id),
         )
-    row = conn.execute(
-        "select region, enabled from control.outbound where connection_id = %s", (connection_id,)
-    ).fetchone()
-    return Destination(connection_id, org_id, row[0], row[1])
+    region, enabled = db.one(
+        conn, "select region, enabled from control.outbound where connection_id = %s", (connection_id,)
+    )
+    return Destination(connection_id, org_id, region, enabled)
 
 
 def client_for(conn: psycopg.Connection, connection_id: str, **options) -> SegmentClient:

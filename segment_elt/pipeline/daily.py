@@ -135,7 +135,7 @@ def covering_run(conn: psycopg.Connection, run_id: str, day: dt.date) -> str | N
         """,
         {"dag": DAILY, "run": run_id, "day": day.isoformat()},
     ).fetchone()
-    return row and row[0]
+    return row[0] if row else None
 
 
 def failed_days(conn: psycopg.Connection, days: Days) -> set[dt.date]:

@@ -83,7 +83,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's, which uvicorn narrows to None
         """The client sent all it will send: answer a whole request first, then close."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not cycle.more_body:
