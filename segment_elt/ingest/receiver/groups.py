@@ -28,19 +28,10 @@ from segment_elt.ingest import landing
 from segment_elt.ingest.archive import ArchiveUnavailable, group_object, object_key
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, RATE_LIMITED_EVENTS
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused
 
 log = logging.getLogger("receiver")
-DATABASE_DOWN = "staging database unavailable; retry later"
 OVERLOADED = "receiver busy: more requests wait for the archive than it holds; retry later"
-
-
-class Refused(Exception):
-    """A refusal: its status, the message the client reads, a reason code for /metrics (the
-    same for every connection) and Retry-After."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
 
 @dataclass(eq=False)
