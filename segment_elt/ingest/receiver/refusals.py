@@ -17,7 +17,7 @@ class Refused(Exception):
         self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
 
-def record(
+def record_refusal(
     rejects: RejectsLog, connection_id: str | None, refused: Refused, body_bytes: int, sent: bytes
 ) -> list[tuple[str, str]]:
     """Keep a refusal of a known connection in the rejects log (a database write; not when the

@@ -22,11 +22,10 @@ from flask import Blueprint, Response, request
 
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
-from segment_elt.ingest.receiver import refusals
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.groups import Pending
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
-from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused, record_refusal
 from segment_elt.ingest.receiver.state import ReceiverState, receiver_state
 from segment_elt.ingest.receiver.webhook import json_body, log_line
 
@@ -150,10 +149,10 @@ def accepted_answer(call: Call, started: float, accepted: int) -> tuple[int, byt
 def refused_answer(
     state: ReceiverState, call: Call, started: float, refused: Refused, content_length: int | None
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Segment's error answer to a refused call (refusals.record: the rejects log when the call's
+    """Segment's error answer to a refused call (record_refusal: the rejects log when the call's
     connection is known, a database write), counted and logged."""
     connection_id = call.connection.connection_id if call.connection else None
-    headers = refusals.record(state.rejects, connection_id, refused, content_length or len(call.raw), call.raw)
+    headers = record_refusal(state.rejects, connection_id, refused, content_length or len(call.raw), call.raw)
     _finish(call, started, refused.status, refused.reason)
     return refused.status, error_body(refused.status, refused.message), headers
 

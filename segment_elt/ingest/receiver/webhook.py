@@ -18,11 +18,10 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
-from segment_elt.ingest.receiver import refusals
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.groups import Pending
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
-from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused, record_refusal
 from segment_elt.ingest.receiver.state import ReceiverState, receiver_state
 
 bp = Blueprint("webhook", __name__)
@@ -82,8 +81,8 @@ def refused_answer(
     sent: bytes,
     events: int = 0,
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """The answer to a refused request (refusals.record: the rejects log, a database write), counted and logged."""
-    headers = refusals.record(state.rejects, connection_id, refused, body_bytes, sent)
+    """The answer to a refused request (record_refusal: the rejects log, a database write), counted and logged."""
+    headers = record_refusal(state.rejects, connection_id, refused, body_bytes, sent)
     _finish(connection_id, started, refused.status, refused.reason, events)
     return refused.status, json_body(error=refused.message), headers
 
