@@ -293,6 +293,36 @@ alter table control.connections
 create unique index connections_write_key_idx on control.connections (write_key_sha256);
 """,
     ),
+    (
+        10,
+        "the dbt models' watermarks, versioned here instead of in dbt's on-run-start",
+        r"""
+-- An install whose dbt runs created this table keeps it and every watermark in it.
+create schema if not exists segment_meta;
+create table if not exists segment_meta.watermarks (
+    model text primary key,
+    high_water timestamptz not null
+);
+alter table segment_meta.watermarks
+    add column if not exists relation_oid oid,
+    add column if not exists batch_after timestamptz;
+comment on table segment_meta.watermarks is
+'How far each incremental dbt model has consumed its input (dbt_project/macros/meta.sql).';
+comment on column segment_meta.watermarks.relation_oid is
+'The oid of the table the watermark belongs to; it counts only while that table exists.';
+comment on column segment_meta.watermarks.batch_after is
+'For int_identity__resolved_batch: the queue position its batch starts after (-infinity: everything).';
+-- watermarks written before they were bound to tables belong to the table of that name there now
+update segment_meta.watermarks
+set relation_oid = (
+    select min(tables.oid) from pg_class as tables
+    where tables.relname = watermarks.model and tables.relkind = 'r'
+    having count(*) = 1
+)
+where relation_oid is null;
+drop function if exists segment_meta.try_timestamptz(text);  -- made by the old on-run-start, never used
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
