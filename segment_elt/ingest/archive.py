@@ -1,11 +1,8 @@
 """The raw archive: the exact body of every accepted request, with its receive time.
 
-The receiver writes one object per group of requests it commits together (group_object); objects
-written before group commit hold one request's body as it came (requests_in reads both).
-
-ARCHIVE_URL is `s3://bucket/prefix` (boto3; honours AWS_ENDPOINT_URL for S3-compatible
-servers) or `file:///absolute/dir`. Keys follow docs/receiver.md#archive-key-layout so a date range can be
-listed and replayed:
+ARCHIVE_URL is `s3://bucket/prefix` (boto3; honours AWS_ENDPOINT_URL) or `file:///absolute/dir`;
+keys and objects are laid out as docs/receiver.md#archive-key-layout says (one object per group
+of requests committed together; requests_in reads every object ever written):
 
     <prefix>/org=<org>/connection=<id>/dt=<YYYY-MM-DD>/hour=<HH>/<received-at ms>-<sha256[:16]>.json
 """

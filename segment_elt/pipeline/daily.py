@@ -1,25 +1,9 @@
 """What a segment_daily run rebuilds: event days, recomputed from everything stored.
 
-A run rebuilds the event days it is given (its data interval's day, or a manual run's
-`start_date`..`end_date`) in one dbt build (`rebuild_from`/`rebuild_to`), which also absorbs late
-events and refreshes the time-relative indicators. Days whose events may have been received
-before the staging retention cutoff are first re-landed from the archive (segment_replay's code,
-idempotent), so a day older than retention is rebuilt from the archive without a manual replay.
-
-Which receive days can hold events of event day D: the marts date an event by its reported time
-when that lies within [received - 5 years, received + N days] (plausible_event_at, N the dbt var
-plausible_days_ahead, 1), so from D - N (a clock up to N days ahead) onwards. Of those, only
-the ones older than the retention cutoff can have lost rows from staging; younger ones are
-staged whole. So a rebuild of D..E re-lands the receive days D - N .. the cutoff's day, and none
-when D - N is after it.
-
-Backfills are rebuilt several days per build. Airflow makes one run per day and, with
-`--max-active-runs 1`, starts them one after the other; Airflow's start-up per run is small next
-to a dbt build, so a backfill run takes into its build the neighbouring days whose runs are still
-queued (up to SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD days in all) and records them as covered. When
-such a run starts, it finds its day covered by a successful build that began after its own last
-attempt, and ends at once, naming that build. Days of a failed build are rebuilt one per run
-until each succeeds again, so a day that fails, fails alone.
+A run rebuilds its event days in one dbt build (`rebuild_from`/`rebuild_to`), first re-landing
+from the archive the receive days that retention may have pruned from staging; a backfill run
+also takes the days of the backfill runs still queued after it into its build. The reference,
+with the receive-day window and the covering rule: docs/dags.md#segment_daily.
 """
 
 from __future__ import annotations
@@ -102,7 +86,7 @@ def settles_at(run_kind: str, interval_end: dt.datetime | None, now: dt.datetime
 
 def plausible_days_ahead() -> int:
     """The dbt var plausible_days_ahead as dbt_project.yml sets it: the earliest receive day that can
-    hold an event of day D is D minus this many days (see the module docstring)."""
+    hold an event of day D is D minus this many days (docs/dags.md#segment_daily)."""
     import yaml
 
     project = yaml.safe_load((settings().dbt_project_dir / "dbt_project.yml").read_text())
@@ -111,7 +95,7 @@ def plausible_days_ahead() -> int:
 
 def receive_days_to_reland(days: Days, retention_days: int, now: dt.datetime | None = None) -> Days | None:
     """The receive days whose archived requests a rebuild of `days` re-lands, or None when every
-    receive day that can hold their events is still in staging (see the module docstring)."""
+    receive day that can hold their events is still in staging (docs/dags.md#segment_daily)."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     last_prunable = (cutoff - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()  # rows received < cutoff
     first = days.first - dt.timedelta(days=plausible_days_ahead())

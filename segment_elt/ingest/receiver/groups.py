@@ -1,14 +1,8 @@
 """Group commit: requests of one connection that arrive together share one archive object, one
 token take and one staging statement (docs/receiver.md#group-commit).
 
-Each receiver process runs a few writer threads. A request is queued and waits (on the event
-loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's
-limits), and for each connection in it takes the tokens of every request in one statement,
-writes one archive object holding the accepted requests, stages their events in one statement,
-and only then wakes each request with its own answer. Nobody waits for a group to fill: at low
-load a request is a group of one and its latency is one archive write; under load the writers
-are busy, requests queue meanwhile, and groups grow by themselves, so archive writes stay well
-below requests.
+A few writer threads per process each take everything queued (up to a group's limits), write it
+and only then wake each request with its own answer; nobody waits for a group to fill.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""The receiver's gunicorn worker class: uvicorn's (uvloop, httptools), with what gunicorn's own
-HTTP parser used to guarantee (receiver/gunicorn.conf.py, docs/receiver.md#worker-model):
-
-- a request's head is bounded as its bytes arrive: the request line (414), each header line, the
-  number of headers and the whole head (431), so an endless header cannot hold the event loop;
-- header names with an underscore are dropped (`X_Signature` is not `X-Signature`), as gunicorn does;
-- a client that half-closes after sending a whole request still gets its answer;
-- a shutdown gives in-flight requests gunicorn's graceful timeout less 5 s (10 s, as long as
-  Segment waits), then ends (uvicorn would wait without end while gunicorn stops hearing from it);
-- a worker holds at most gunicorn's `worker_connections` connections (past that uvicorn answers 503);
-- uvicorn's start and stop lines stay out of the log below WARNING.
+"""The receiver's gunicorn worker class: uvicorn's (uvloop, httptools), bounded as gunicorn bounds
+its own workers: request heads checked as they arrive (414, 431), underscore headers dropped, a
+half-closed client answered, a graceful shutdown within Segment's wait, at most
+`worker_connections` connections (docs/receiver.md#worker-model).
 """
 
 from __future__ import annotations
