@@ -9,9 +9,13 @@ RUN apt-get update && apt-get install -y --no-install-recommends libpq5 && rm -r
     && chown app /app /opt/airflow /opt/segment-elt
 
 WORKDIR /app
-# The receiver and Airflow extras at the lock's pins: no test tools in the image.
+# The receiver and Airflow extras at the lock's pins (no test tools in the image), installed from
+# pyproject.toml and the lock alone, so a change to the code reuses this layer; the project
+# itself then installs over it without dependencies.
+COPY --chown=app pyproject.toml requirements.txt ./
+RUN touch README.md && pip install --no-cache-dir -c requirements.txt -e ".[receiver,airflow]"
 COPY --chown=app . .
-RUN pip install --no-cache-dir -c requirements.txt -e ".[receiver,airflow]"
+RUN pip install --no-cache-dir --no-deps -e .
 
 # As the runtime user, so dbt_project/target and logs stay writable for the dbt tasks.
 USER app

@@ -31,8 +31,13 @@ up: venv
 bench: venv
 	$(PY) -m benchmarks
 
+# Python: ruff (lint, then format as a check) and mypy, as configured in pyproject.toml; SQL: sqlfluff
+# (its dbt templater compiles against DATABASE_URL, else the embedded PostgreSQL).
 lint: venv
-	$(VENV)/bin/sqlfluff lint dbt_project
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m segment_elt.local.lint_sql
 
 db-start: venv
 	$(PY) -m segment_elt.local.embedded start

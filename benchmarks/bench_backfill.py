@@ -17,11 +17,11 @@ from pathlib import Path
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
+from segment_elt.dag_ids import DAILY
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline import maintenance
-from segment_elt.pipeline.dag_ids import DAILY
 from segment_elt.pipeline.transform import run_dbt
 from tests.airflow_stack import scheduler_stack
 

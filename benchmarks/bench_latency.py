@@ -25,7 +25,7 @@ from segment_elt import db
 from segment_elt.control import connections, schema
 from segment_elt.local import embedded, samples
 from segment_elt.local.stack import receiver
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
 from tests.airflow_stack import scheduler_stack
 
 MINUTES = float(os.environ.get("BENCH_LATENCY_MINUTES", "8"))

@@ -24,15 +24,18 @@ from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 
 GENERATE = """
-insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, loaded_at, archive_key, payload)
+insert into raw.segment_events
+    (connection_id, org_id, message_id, event_type, received_at, loaded_at, archive_key, payload)
 select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds',
        case when %(arrived_over_time)s then at + interval '2 seconds' else now() end, 'bench/' || n,
        jsonb_build_object(
            'type', kind, 'messageId', %(prefix)s || n, 'userId', 'user-' || u,
            'anonymousId', 'anon-' || u, 'timestamp', to_char(at, 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-           'event', case when kind = 'track' then (array['Report Created','Invite Sent','Export Downloaded','Login'])[1 + n %% 4] end,
+           'event', case when kind = 'track'
+                         then (array['Report Created','Invite Sent','Export Downloaded','Login'])[1 + n %% 4] end,
            'groupId', case when kind = 'group' then 'ext-' || (u / 10) end,
-           'traits', case when kind = 'identify' then jsonb_build_object('email', 'user-' || u || '@example.com', 'plan', 'pro')
+           'traits', case when kind = 'identify'
+                               then jsonb_build_object('email', 'user-' || u || '@example.com', 'plan', 'pro')
                           when kind = 'group' then jsonb_build_object('name', 'Account ' || (u / 10)) end,
            'properties', jsonb_build_object('path', '/app', 'seats', n %% 50),
            'context', jsonb_build_object('library', jsonb_build_object('name', 'analytics.js', 'version', '1.0'),
@@ -40,7 +43,8 @@ select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds',
 from (
     select n,
            (n * 7 + n / 100) %% 2000 as u,
-           case when n %% 100 = 0 then 'group' when n %% 50 = 1 then 'identify' when n %% 5 = 2 then 'page' else 'track' end as kind,
+           case when n %% 100 = 0 then 'group' when n %% 50 = 1 then 'identify'
+                when n %% 5 = 2 then 'page' else 'track' end as kind,
            %(end)s::timestamptz - case
                when %(arrived_over_time)s then (%(total)s - n) * (%(days)s * 86400.0 / %(total)s)  -- in time order
                else (n::bigint * 7919) %% (%(days)s * 86400)  -- scattered over the window

@@ -3,7 +3,8 @@ one run, on the same PostgreSQL, gunicorn and load generator:
 
 - file archive: single-event requests/s of both and their ratio, and the CPU time their gunicorn
   processes spend per request (user + system, from /proc: unlike requests/s it holds when other
-  work shares the machine); latency at a fixed 200 requests/s; 100-event arrays on the webhook and 100-event batches on the tracking API's /v1/batch;
+  work shares the machine); latency at a fixed 200 requests/s; 100-event arrays on the webhook
+  and 100-event batches on the tracking API's /v1/batch;
 - S3 stand-in answering every PUT after 40 ms (tests/s3_stand_in.py, a realistic in-region PUT):
   the same, plus the PUTs a saturating load took;
 - moto's S3 server (the real S3 protocol, itself the bottleneck): single events and arrays.

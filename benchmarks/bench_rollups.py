@@ -19,7 +19,7 @@ from benchmarks.bench_pipeline import _generate, bench_org
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.local import embedded
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.pipeline.transform import run_dbt
 from segment_elt.settings import settings
 from tests.airflow_stack import Run, scheduler_stack, wait_until

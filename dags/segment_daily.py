@@ -6,7 +6,8 @@ Every day at 00:30 UTC: rebuild the day before from everything stored, in one `d
 refreshed. This is the DAG to backfill, one run per day:
 `airflow backfill create --dag-id segment_daily --from-date 2026-10-01 --to-date 2026-10-31 --max-active-runs 1`;
 a backfill run also rebuilds the days of the runs still queued after it (up to
-SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD days in one build), and those runs then end at once. A manual run with `start_date`/`end_date` rebuilds the whole range in one build. A day whose
+SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD days in one build), and those runs then end at once. A
+manual run with `start_date`/`end_date` rebuilds the whole range in one build. A day whose
 events may have been received before the staging retention (SEGMENT_ELT_RETENTION_DAYS) is first
 re-landed from the archive (as segment_replay does, idempotently). One writer at a time, as for
 segment_rollups; a failed run fails alone (and alerts), its days are then rebuilt one per run,
@@ -21,8 +22,8 @@ import logging
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from segment_elt.dag_ids import DAILY
 from segment_elt.pipeline.airflow_dbt import dbt_tasks
-from segment_elt.pipeline.dag_ids import DAILY
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 log = logging.getLogger(__name__)

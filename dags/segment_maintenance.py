@@ -15,7 +15,7 @@ import logging
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from segment_elt.pipeline.dag_ids import MAINTENANCE
+from segment_elt.dag_ids import MAINTENANCE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id=MAINTENANCE,
     schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -12,15 +12,15 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, task
 
+from segment_elt.dag_ids import RECONCILE
 from segment_elt.pipeline.airflow_dbt import dbt_tasks
-from segment_elt.pipeline.dag_ids import RECONCILE
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 
 @dag(
     dag_id=RECONCILE,
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -41,16 +41,12 @@ from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure,
 def segment_reconcile():
     @task
     def check(params: dict, **context) -> dict:
-        """Check the connection exists; the dbt vars of the reconcile build."""
+        """Check the connection is live (not deleted); the dbt vars of the reconcile build."""
         from segment_elt import db
-        from segment_elt.control.errors import UserError
+        from segment_elt.control import connections
 
         with db.connect() as conn:
-            found = conn.execute(
-                "select 1 from control.connections where connection_id = %s", (params["connection_id"],)
-            ).fetchone()
-            if found is None:
-                raise UserError(f"no connection {params['connection_id']!r}")
+            connections.require_live(conn, params["connection_id"])
             start(conn, RECONCILE, context, "manual")
         return {"dbt_vars": {"reconcile_connection_id": params["connection_id"]}}
 

@@ -14,8 +14,8 @@ import logging
 
 from airflow.sdk import Param, dag, task
 
+from segment_elt.dag_ids import REPLAY
 from segment_elt.pipeline.airflow_dbt import dbt_tasks
-from segment_elt.pipeline.dag_ids import REPLAY
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @dag(
     dag_id=REPLAY,
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -21,10 +21,10 @@ import logging
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import DeltaDataIntervalTimetable
 
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.pipeline.airflow_dbt import dbt_tasks
-from segment_elt.pipeline.dag_ids import ROLLUPS
 from segment_elt.pipeline.dag_tasks import DEFAULT_ARGS, finish, record_failure, start
-from segment_elt.settings import settings
+from segment_elt.settings import settings, settings_while_parsing
 
 MARTS = Asset("segment_elt_marts")
 
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 @dag(
     dag_id=ROLLUPS,
-    schedule=DeltaDataIntervalTimetable(dt.timedelta(minutes=settings().rollups_every_minutes)),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    schedule=DeltaDataIntervalTimetable(dt.timedelta(minutes=settings_while_parsing().rollups_every_minutes)),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

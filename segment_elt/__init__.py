@@ -12,5 +12,8 @@ The subpackages follow the data:
 - `local`: the embedded runtime of `make demo`, `make up` and the tests. Nothing outside it imports it.
 - `cli`: the `segment-elt` command line, thin over the packages above.
 
-`settings` reads the environment, `db` opens PostgreSQL connections; both serve every part.
+Imports run only downward: the root modules (`settings` reads the environment, `db` opens
+PostgreSQL connections, `errors` and `dag_ids` are the shared vocabulary) under control, under
+ingest, under pipeline and outbound, under the cli, dags/, plugins/ and receiver/, with `local`
+on top (tests/test_architecture.py checks the order).
 """

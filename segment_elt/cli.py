@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from segment_elt import db
 from segment_elt.control import connections, crypto, entities, keys, privacy, resolution, schema
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.ingest.archive import ArchiveCorrupt, ArchiveUnavailable, open_archive
 from segment_elt.outbound import sync
 from segment_elt.pipeline import erasure, reconcile
@@ -147,8 +147,8 @@ def cmd_rotate_secret(args, conn) -> None:
         "\n".join(
             [
                 f"new shared secret: {rotated.secret}",
-                f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: paste the new one into "
-                "Segment's Webhooks destination settings now, then run",
+                f"The previous secret keeps verifying until {rotated.previous_until:%Y-%m-%d %H:%M} UTC: "
+                "paste the new one into Segment's Webhooks destination settings now, then run",
                 f"  segment-elt connections rotate-secret {args.connection_id} --finish",
                 "The new secret is shown only now.",
             ]
@@ -164,7 +164,8 @@ def cmd_rotate_write_key(args, conn) -> None:
         "\n".join(
             [
                 f"new write key: {write_key}",
-                "The previous write key is refused from now on: configure the new one in the SDKs. It is shown only now.",
+                "The previous write key is refused from now on: configure the new one in the SDKs. "
+                "It is shown only now.",
             ]
         ),
     )
@@ -257,7 +258,8 @@ def cmd_resolution(args, conn) -> None:
         args.json,
         "\n\n".join(
             [
-                f"identity resolution of {found.connection_id} (org {found.org_id}), event days since {found.since} (UTC)",
+                f"identity resolution of {found.connection_id} (org {found.org_id}), "
+                f"event days since {found.since} (UTC)",
                 _table(
                     [dict(r, share=_percent(r["share"])) for r in found.by_rule],
                     {"matched_by": "matched by", "event_count": "events", "share": "share"},
@@ -316,30 +318,11 @@ def cmd_reconcile(args, conn) -> None:
 
 
 def cmd_outbound(args, conn) -> None:
-    org = connections.require_live(conn, args.connection_id)
-    existing = conn.execute("select 1 from control.outbound where connection_id = %s", (args.connection_id,)).fetchone()
-    if existing is None and not args.write_key:
-        raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
-    enabled = args.enable if args.enable or args.disable else None  # None: as it was; a new one starts enabled
-    key = crypto.encrypt(args.write_key) if args.write_key else None
-    if existing is None:
-        conn.execute(
-            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
-            (args.connection_id, key, args.region or "us", enabled is not False),
-        )
-    else:
-        conn.execute(
-            "update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
-            " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
-            " where connection_id = %s",
-            (key, args.region, enabled, args.connection_id),
-        )
-    enabled, region = conn.execute(
-        "select enabled, region from control.outbound where connection_id = %s", (args.connection_id,)
-    ).fetchone()
+    enabled = args.enable if args.enable or args.disable else None  # None: as it was
+    done = sync.configure(conn, args.connection_id, write_key=args.write_key, region=args.region, enabled=enabled)
     print(
-        f"outbound for {args.connection_id} (org {org}): {'enabled' if enabled else 'disabled'}, "
-        f"region {region}; the write key is stored encrypted"
+        f"outbound for {done.connection_id} (org {done.org_id}): {'enabled' if done.enabled else 'disabled'}, "
+        f"region {done.region}; the write key is stored encrypted"
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import Params
 
 from segment_elt.settings import settings
 
@@ -24,3 +26,16 @@ def connect(
         keepalives_interval=2,
         keepalives_count=2,
     )
+
+
+def one(conn: psycopg.Connection, query: str | sql.Composed, params: Params | None = None) -> tuple:
+    """The row a query always returns (an aggregate, a row known to exist); LookupError if none."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError(f"the query returned no row: {query!r}")
+    return row
+
+
+def relations_exist(conn: psycopg.Connection, *relations: str) -> bool:
+    """Whether every named table or view exists (`schema.name`; the dbt models appear with their first build)."""
+    return None not in one(conn, f"select {', '.join(['to_regclass(%s)'] * len(relations))}", relations)

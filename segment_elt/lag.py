@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
 
 
 @dataclass(frozen=True)

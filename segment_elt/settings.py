@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 # Values never echoed in an error message.
@@ -44,10 +45,15 @@ class Settings(BaseSettings):
 
     # where things are
     project_dir: Path = Field(default_factory=_default_project_dir, validation_alias="SEGMENT_ELT_PROJECT_DIR")
-    local_dir: Path | None = Field(None, validation_alias="SEGMENT_ELT_LOCAL_DIR")
+    local_dir: Path = Field(
+        default_factory=lambda given: given["project_dir"] / ".local", validation_alias="SEGMENT_ELT_LOCAL_DIR"
+    )
     # the backends
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
-    archive_url: str | None = Field(None, validation_alias="ARCHIVE_URL")
+    archive_url: str = Field(
+        default_factory=lambda given: (given["local_dir"].resolve() / "archive").as_uri(),
+        validation_alias="ARCHIVE_URL",
+    )
     fernet_key: str | None = Field(None, validation_alias="SEGMENT_ELT_FERNET_KEY")
     public_base_url: str = Field("http://127.0.0.1:8080", validation_alias="PUBLIC_BASE_URL")
     segment_api_url: str | None = Field(None, validation_alias="SEGMENT_API_URL")
@@ -85,7 +91,9 @@ class Settings(BaseSettings):
     backfill_days_per_build: int = Field(31, ge=1, le=366, validation_alias="SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD")
     # Airflow's API server, for `connections reconcile`
     airflow_port: int = Field(8081, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
-    airflow_api_url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")
+    airflow_api_url: str = Field(
+        default_factory=lambda given: f"http://127.0.0.1:{given['airflow_port']}", validation_alias="AIRFLOW_API_URL"
+    )
     airflow_username: str | None = Field(None, validation_alias="AIRFLOW_USERNAME")
     airflow_password: str | None = Field(None, validation_alias="AIRFLOW_PASSWORD")
     # the embedded PostgreSQL
@@ -93,9 +101,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
-        self.local_dir = (self.local_dir or self.project_dir / ".local").resolve()
-        self.archive_url = self.archive_url or (self.local_dir / "archive").as_uri()
-        self.airflow_api_url = (self.airflow_api_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+        self.local_dir = self.local_dir.resolve()
+        self.airflow_api_url = self.airflow_api_url.rstrip("/")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
 
@@ -127,9 +134,24 @@ def settings() -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         variable = str(error["loc"][0])  # errors are located by the environment variable's name
-        field = next(f for f in Settings.model_fields.values() if f.validation_alias == variable)
         shown = "" if variable in SECRET_VARIABLES else f"={error.get('input')!r}"
         raise SettingsError(
             f"{variable}{shown} is not usable: {error['msg'].lower()}"
-            f" (default {field.get_default(call_default_factory=False)!r})"
+            f" (default {_field(variable).get_default(call_default_factory=False)!r})"
         ) from None
+
+
+def settings_while_parsing() -> Settings:
+    """The settings for what Airflow evaluates when it parses the DAG files (task defaults, where
+    the dbt project is): a value it cannot use takes its default here, so every DAG still imports,
+    and the first task that calls settings() fails on it, as one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # a default computed from a bad value is not an error of its own: it follows once that takes its default
+        variables = {str(e["loc"][0]) for e in exc.errors() if e["type"] != "default_factory_not_called"}
+        return Settings(**{variable: _field(variable).get_default(call_default_factory=True) for variable in variables})
+
+
+def _field(variable: str) -> FieldInfo:
+    return next(f for f in Settings.model_fields.values() if f.validation_alias == variable)

@@ -1,5 +1,6 @@
-"""The import structure shows the architecture: no module imports the local runtime unless it is part
-of it, and no two modules import each other, however indirectly (function-level imports included)."""
+"""The import structure shows the architecture: packages import only downward (LAYERS), no module
+imports the local runtime unless it is part of it, and no two modules import each other, however
+indirectly (function-level imports included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = [ROOT / "segment_elt", ROOT / "receiver", ROOT / "dags", ROOT / "plugins"]
+# The packages, bottom first: each imports only from its own package and the layers below it.
+# The root modules (settings, errors, dag_ids, db) are the shared vocabulary everything uses.
+LAYERS = [
+    {"segment_elt"},
+    {"segment_elt.control"},
+    {"segment_elt.ingest"},
+    {"segment_elt.pipeline", "segment_elt.outbound"},
+    {"segment_elt.cli", "receiver", "dags", "plugins"},
+    {"segment_elt.local"},
+]
 
 
 def module_name(path: Path) -> str:
@@ -62,6 +73,33 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
+def package(module: str) -> str:
+    """The LAYERS entry a module belongs to."""
+    parts = module.split(".")
+    if parts[0] != "segment_elt":
+        return parts[0]
+    if (len(parts) > 1 and (ROOT / "segment_elt" / parts[1] / "__init__.py").exists()) or module == "segment_elt.cli":
+        return ".".join(parts[:2])
+    return "segment_elt"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`importer -> imported` for every import of a package in the same or a higher layer."""
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    return sorted(
+        f"{importer} -> {imported}"
+        for importer, found in graph.items()
+        for imported in found
+        if package(importer) != package(imported) and layer[package(imported)] >= layer[package(importer)]
+    )
+
+
+def test_packages_import_only_downward():
+    graph = imports()
+    assert {package(name) for name in graph} == set().union(*LAYERS)
+    assert upward_imports(graph) == []
+
+
 def test_nothing_outside_the_local_runtime_imports_it():
     offenders = {
         name: sorted(m for m in found if m.startswith("segment_elt.local"))
@@ -81,4 +119,4 @@ def test_the_architecture_is_in_the_layout():
     packages = {p.name for p in (ROOT / "segment_elt").iterdir() if (p / "__init__.py").exists()}
     assert {"ingest", "control", "pipeline", "outbound", "local"} <= packages
     flat = {p.stem for p in (ROOT / "segment_elt").glob("*.py")} - {"__init__"}
-    assert flat == {"cli", "db", "settings"}
+    assert flat == {"cli", "dag_ids", "db", "errors", "settings"}

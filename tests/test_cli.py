@@ -74,7 +74,7 @@ def test_recent_events_shows_what_segment_sent(created, db):
             org_id="acme",
             text=json.dumps(event),
             events=[event],
-            received_at=dt.datetime.now(dt.timezone.utc),
+            received_at=dt.datetime.now(dt.UTC),
             archive_key="k",
         )
     rows = json.loads(cli("connections", "recent-events", cid, "--json").stdout)
@@ -220,7 +220,7 @@ def test_resolution_report_shows_rules_days_and_the_top_unresolved_values(create
     not_built = cli("connections", "resolution", cid, ok=False)
     assert not_built.returncode == 1 and "not built yet: run `segment-elt pipeline run-once`" in not_built.stderr
     db.execute("insert into app.accounts (org_id, account_id, external_id) values ('acme', 'a1', 'ext-1')")
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     events = [
         samples.event("track", user_id="u1", name="Login", group_id="ext-1", at=now),
         samples.event("track", user_id="u2", name="Login", group_id="grp-new", at=now - dt.timedelta(days=1)),

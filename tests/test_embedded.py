@@ -49,3 +49,22 @@ def test_a_server_that_cannot_start_says_why_in_one_line(base):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not start" in lines[0] and "shared_buffers" in lines[0], done.stderr
+
+
+def test_a_restart_with_clients_connected_keeps_its_port(base, capsys):
+    """A stop closes its clients' connections from the server's side; until each client notices,
+    the server's half lingers on the port (FIN-WAIT-2). That does not hold the port: PostgreSQL
+    binds with SO_REUSEADDR, so a restart keeps the URL every running process holds."""
+    url = embedded.start(base, server_port=embedded.free_port())
+    saved = embedded.port(base)
+    clients = [psycopg.connect(url) for _ in range(3)]
+    try:
+        embedded.stop(base)
+        assert embedded.start(base) == url
+        assert embedded.port(base) == saved
+        assert capsys.readouterr().err == ""
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        for client in clients:
+            client.close()

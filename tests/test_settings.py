@@ -87,3 +87,15 @@ def test_a_bad_receiver_setting_stops_gunicorn_with_one_line():
         "receiver: RECEIVER_THREADS='many' is not usable: input should be a valid integer, unable to parse string as an"
         " integer (default 64)"
     ]
+
+
+def test_while_airflow_parses_the_dags_a_bad_value_takes_its_default(monkeypatch):
+    from segment_elt.settings import settings_while_parsing
+
+    monkeypatch.delenv("AIRFLOW_API_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW_PORT", "eighty")  # a default computed from it follows it
+    monkeypatch.setenv("SEGMENT_ELT_DAG_RETRIES", "twice")
+    parsed = settings_while_parsing()
+    assert (parsed.airflow_port, parsed.airflow_api_url, parsed.dag_retries) == (8081, "http://127.0.0.1:8081", 2)
+    with pytest.raises(SettingsError, match=r"^(AIRFLOW_PORT='eighty'|SEGMENT_ELT_DAG_RETRIES='twice') is not usable"):
+        settings()

@@ -1,39 +1,11 @@
-{% macro create_meta_tables() %}
-    {#-
-        The incremental models' watermarks: for each model, how far it has consumed its input
-        (staging batches, or the resolution queue's runs). Each is bound to the model's table by
-        its oid, so a dropped, recreated or full-refreshed table starts again from nothing (see
-        watermark()). Written by the model's post-hook inside its own transaction, so a failed
-        run leaves it where it was and the next run catches up.
-    -#}
-    create schema if not exists segment_meta;
-    create table if not exists segment_meta.watermarks (
-        model text primary key,
-        high_water timestamptz not null
-    );
-    alter table segment_meta.watermarks
-    add column if not exists relation_oid oid,
-    add column if not exists batch_after timestamptz;
-    comment on column segment_meta.watermarks.relation_oid is
-    'The oid of the table the watermark belongs to; it counts only while that table exists.';
-    comment on column segment_meta.watermarks.batch_after is
-    'For int_identity__resolved_batch: the queue position its batch starts after (-infinity: everything).';
-    -- watermarks written before they were bound to tables belong to the table of that name there now
-    update segment_meta.watermarks
-    set relation_oid = (
-        select min(tables.oid) from pg_class as tables
-        where tables.relname = watermarks.model and tables.relkind = 'r'
-        having count(*) = 1
-    )
-    where relation_oid is null;
-    create or replace function segment_meta.try_timestamptz(value text)
-    returns timestamptz language plpgsql immutable as $fn$
-    begin
-        return value::timestamptz;
-    exception when others then
-        return null;
-    end $fn$;
-{% endmacro %}
+{#-
+    The incremental models' watermarks live in segment_meta.watermarks, a table of the versioned
+    schema (segment_elt/control/schema.py, `segment-elt db upgrade`): for each model, how far it
+    has consumed its input (staging batches, or the resolution queue's runs). Each is bound to the
+    model's table by its oid, so a dropped, recreated or full-refreshed table starts again from
+    nothing (see watermark()). Written by the model's post-hook inside its own transaction, so a
+    failed run leaves it where it was and the next run catches up.
+-#}
 
 {% macro watermark_query(model, column='high_water') -%}
     {#-

@@ -34,12 +34,12 @@
 {% macro plausible_event_at(reported, received) -%}
     {#-
         The event time the marts use: the time the payload reported, unless it is missing or
-        implausible, outside [received - 5 years, received + 1 day] (a device clock at 0001,
+        implausible, outside [received - 5 years, received + var plausible_days_ahead] (a device clock at 0001,
         1970 or 2099), where the arrival time stands in. Older history imported with explicit
         timestamps stays; a clock far off does not become a real day in every mart.
     -#}
     case
-        when {{ reported }} between {{ received }} - interval '5 years' and {{ received }} + interval '1 day'
+        when {{ reported }} between {{ received }} - interval '5 years' and {{ received }} + interval '{{ var("plausible_days_ahead") | int }} days'
             then {{ reported }}
         else {{ received }}
     end

@@ -3,7 +3,7 @@
 Every route is authorised by Airflow's auth manager: reading needs DAG read access, Reconcile
 needs DAG run create access on segment_reconcile, editing an allowlist needs DAG edit access on
 segment_rollups (what reaches the rollups). Not signed in: 401; signed in without the
-permission: 403. The data comes from segment_elt.control.page_queries.
+permission: 403. The data comes from page_queries, beside it.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from segment_elt import db
-from segment_elt.control import page_queries, resolution
-from segment_elt.control.errors import UserError
+from segment_elt.control import resolution
+from segment_elt.dag_ids import RECONCILE, ROLLUPS
+from segment_elt.errors import UserError
 from segment_elt.lag import marts_lag
 from segment_elt.pipeline import reconcile
-from segment_elt.pipeline.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.settings import settings
-from segment_ui import views
+from segment_ui import page_queries, views
 from segment_ui.links import page_url, url
 
 READ = Depends(requires_access_dag("GET"))

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.control import crypto
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 ORG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -75,7 +76,7 @@ def create(conn: psycopg.Connection, org_id: str, name: str | None = None, rate_
             " values (%s, %s, %s, %s, %s, %s)",
             (connection_id, org_id, name, crypto.encrypt(secret), write_key_enc, write_key_sha256),
         )
-    cap = conn.execute("select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,)).fetchone()[0]
+    cap = db.one(conn, "select rate_limit_per_minute from control.orgs where org_id = %s", (org_id,))[0]
     return Created(connection_id, org_id, name, webhook_url(connection_id), secret, write_key, tracking_api_host(), cap)
 
 
@@ -105,21 +106,23 @@ def rotate_secret(conn: psycopg.Connection, connection_id: str, grace: dt.timede
     require_live(conn, connection_id)
     secret = crypto.new_secret()
     with conn.transaction():
-        row = conn.execute(
+        (rotating_until,) = db.one(
+            conn,
             "select previous_secret_until from control.connections where connection_id = %s for update",
             (connection_id,),
-        ).fetchone()
-        if row[0] is not None and row[0] > dt.datetime.now(dt.timezone.utc):
+        )
+        if rotating_until is not None and rotating_until > dt.datetime.now(dt.UTC):
             raise UserError(
                 f"{connection_id} is already rotating: its previous secret verifies until "
-                f"{row[0]:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
+                f"{rotating_until:%Y-%m-%d %H:%M} UTC; finish that first with `connections rotate-secret "
                 f"{connection_id} --finish`"
             )
-        until = conn.execute(
+        (until,) = db.one(
+            conn,
             "update control.connections set previous_secret_enc = secret_enc, secret_enc = %s,"
             " previous_secret_until = now() + %s where connection_id = %s returning previous_secret_until",
             (crypto.encrypt(secret), grace, connection_id),
-        ).fetchone()[0]
+        )
     return Rotation(connection_id, secret, until)
 
 
@@ -167,7 +170,7 @@ def list_connections(conn: psycopg.Connection, org_id: str | None = None) -> lis
         "outbound_enabled",
         "outbound_region",
     ]
-    out = [dict(zip(keys, row)) for row in rows]
+    out = [dict(zip(keys, row, strict=True)) for row in rows]
     for item in out:
         item["webhook_url"] = webhook_url(item["connection_id"])
         item["created_at"] = item["created_at"].isoformat()
@@ -273,7 +276,7 @@ def recent_events(conn: psycopg.Connection, connection_id: str, limit: int = 50)
         "external_group_id",
         "external_user_id",
     ]
-    return [dict(zip(keys, row), received_at=row[0].isoformat()) for row in rows]
+    return [dict(zip(keys, row, strict=True), received_at=row[0].isoformat()) for row in rows]
 
 
 def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> list[dict]:
@@ -287,4 +290,4 @@ def rejects(conn: psycopg.Connection, connection_id: str, limit: int = 50) -> li
         (connection_id, limit),
     ).fetchall()
     keys = ["rejected_at", "status", "reason", "repeats", "body_bytes", "body_head"]
-    return [dict(zip(keys, row), rejected_at=row[0].isoformat()) for row in rows]
+    return [dict(zip(keys, row, strict=True), rejected_at=row[0].isoformat()) for row in rows]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 TRAITS = "traits"
 CLEARS_TRAITS = "clears_traits"  # a row's flag: its `traits` cell was empty, so the traits start over
@@ -105,7 +105,7 @@ def parse_csv(text: str, entity: Entity) -> list[dict]:
             raise UserError(
                 f"line {line}: {'more' if len(fields) > len(header) else 'fewer'} fields than the header has columns"
             )
-        record = {column: value.strip() for column, value in zip(header, fields)}
+        record = {column: value.strip() for column, value in zip(header, fields, strict=True)}
         key = record.pop(entity.key)
         if not key:
             raise UserError(f"line {line}: {entity.key} is empty")
@@ -161,7 +161,7 @@ def upsert(
             f"select {', '.join(columns)} from {entity.table} where org_id = %s and {entity.key} = any(%s) for update",
             (org_id, [r[entity.key] for r in rows]),
         )
-        existing = {record[0]: dict(zip(columns, record)) for record in cur.fetchall()}
+        existing = {record[0]: dict(zip(columns, record, strict=True)) for record in cur.fetchall()}
         changes = [
             Change(r[entity.key], existing.get(r[entity.key]), _applied(entity, existing.get(r[entity.key]), r))
             for r in rows

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import psycopg
 
 from segment_elt.control import crypto
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 DELETE_ONLY, SUPPRESS_WITH_DELETE, SUPPRESS, UNSUPPRESS = (
     "DELETE_ONLY",

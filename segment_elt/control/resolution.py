@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.control import connections
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 366
@@ -42,12 +43,12 @@ def report(conn: psycopg.Connection, connection_id: str, days: int = DEFAULT_DAY
     org_id = connections.require_live(conn, connection_id)
     if not 1 <= days <= MAX_DAYS:
         raise UserError(f"--days must be between 1 and {MAX_DAYS}")
-    if None in conn.execute(f"select {', '.join(['to_regclass(%s)'] * len(MARTS))}", MARTS).fetchone():
+    if not db.relations_exist(conn, *MARTS):
         raise UserError(
             "the identity resolution report is not built yet: run `segment-elt pipeline run-once` "
             "(or wait for the next segment_rollups run)"
         )
-    since = conn.execute("select (now() at time zone 'UTC')::date - %s", (days - 1,)).fetchone()[0]
+    since = db.one(conn, "select (now() at time zone 'UTC')::date - %s", (days - 1,))[0]
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         daily = cur.execute(
             "select event_date, matched_by, event_count, unique_users from analytics.identity_resolution_report"

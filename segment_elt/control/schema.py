@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
+from segment_elt import db
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -323,6 +325,36 @@ create table control.dbt_node_results (
 """,
     ),
     (
+        10,
+        "the dbt models' watermarks, versioned here instead of in dbt's on-run-start",
+        r"""
+-- An install whose dbt runs created this table keeps it and every watermark in it.
+create schema if not exists segment_meta;
+create table if not exists segment_meta.watermarks (
+    model text primary key,
+    high_water timestamptz not null
+);
+alter table segment_meta.watermarks
+    add column if not exists relation_oid oid,
+    add column if not exists batch_after timestamptz;
+comment on table segment_meta.watermarks is
+'How far each incremental dbt model has consumed its input (dbt_project/macros/meta.sql).';
+comment on column segment_meta.watermarks.relation_oid is
+'The oid of the table the watermark belongs to; it counts only while that table exists.';
+comment on column segment_meta.watermarks.batch_after is
+'For int_identity__resolved_batch: the queue position its batch starts after (-infinity: everything).';
+-- watermarks written before they were bound to tables belong to the table of that name there now
+update segment_meta.watermarks
+set relation_oid = (
+    select min(tables.oid) from pg_class as tables
+    where tables.relname = watermarks.model and tables.relkind = 'r'
+    having count(*) = 1
+)
+where relation_oid is null;
+drop function if exists segment_meta.try_timestamptz(text);  -- made by the old on-run-start, never used
+""",
+    ),
+    (
         12,
         "privacy: regulations (erasure and suppression), suppressed people, the keyed-hash key",
         r"""
@@ -391,7 +423,6 @@ def upgrade(conn: psycopg.Connection) -> list[int]:
 
 
 def current_version(conn: psycopg.Connection) -> int | None:
-    row = conn.execute("select to_regclass('control.schema_version')").fetchone()
-    if row[0] is None:
+    if not db.relations_exist(conn, "control.schema_version"):
         return None
-    return conn.execute("select max(version) from control.schema_version").fetchone()[0]
+    return db.one(conn, "select max(version) from control.schema_version")[0]

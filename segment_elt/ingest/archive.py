@@ -1,11 +1,8 @@
 """The raw archive: the exact body of every accepted request, with its receive time.
 
-The receiver writes one object per group of requests it commits together (group_object); objects
-written before group commit hold one request's body as it came (requests_in reads both).
-
-ARCHIVE_URL is `s3://bucket/prefix` (boto3; honours AWS_ENDPOINT_URL for S3-compatible
-servers) or `file:///absolute/dir`. Keys follow docs/receiver.md#archive-key-layout so a date range can be
-listed and replayed:
+ARCHIVE_URL is `s3://bucket/prefix` (boto3; honours AWS_ENDPOINT_URL) or `file:///absolute/dir`;
+keys and objects are laid out as docs/receiver.md#archive-key-layout says (one object per group
+of requests committed together; requests_in reads every object ever written):
 
     <prefix>/org=<org>/connection=<id>/dt=<YYYY-MM-DD>/hour=<HH>/<received-at ms>-<sha256[:16]>.json
 """
@@ -13,6 +10,7 @@ listed and replayed:
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime as dt
 import errno
 import hashlib
@@ -23,8 +21,9 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class ArchiveCorrupt(ValueError):
 
 
 def object_key(prefix: str, org_id: str, connection_id: str, received_at: dt.datetime, body: bytes) -> str:
-    at = received_at.astimezone(dt.timezone.utc)
+    at = received_at.astimezone(dt.UTC)
     ms = int(at.timestamp() * 1000)
     name = f"{ms}-{hashlib.sha256(body).hexdigest()[:16]}.json"
     parts = [f"org={org_id}", f"connection={connection_id}", f"dt={at:%Y-%m-%d}", f"hour={at:%H}", name]
@@ -82,7 +81,7 @@ def day_prefix(prefix: str, org_id: str, connection_id: str, day: dt.date) -> st
 def received_at_of(key: str) -> dt.datetime:
     """The receive time encoded in an object key's file name."""
     ms = int(key.rsplit("/", 1)[-1].split("-", 1)[0])
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
 def body_digest_of(key: str) -> str:
@@ -109,7 +108,7 @@ class Archive(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def list(self, key_prefix: str) -> Iterator[str]: ...
-    def audit(self, keys: list[str]) -> dict[str, str]: ...
+    def audit(self, keys: builtins.list[str]) -> dict[str, str]: ...  # `list` is the method above
     def remove_stale_temp_files(self, older_than: dt.timedelta) -> int: ...
     def check(self) -> None: ...
 
@@ -245,8 +244,8 @@ class S3Archive:
     def __init__(self, url: str, bucket: str, prefix: str, timeout_s: float):
         self.url, self.bucket, self.prefix = url, bucket, prefix.strip("/")
         self._timeout_s = timeout_s
-        self._client = None
-        self._pid = None
+        self._client: Any = None
+        self._pid: int | None = None
         self._making = threading.Lock()
 
     @property

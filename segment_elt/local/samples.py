@@ -35,7 +35,7 @@ def batch_body(events: list[dict]) -> tuple[bytes, bytes]:
 
 
 def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event(
@@ -52,7 +52,7 @@ def event(
     message_id: str | None = None,
 ) -> dict:
     """One Segment call of type `kind` (track, page, screen, identify, group, alias)."""
-    at = at or dt.datetime.now(dt.timezone.utc)
+    at = at or dt.datetime.now(dt.UTC)
     context = {
         "library": LIBRARY,
         "ip": "203.0.113.7",
@@ -99,7 +99,7 @@ def event(
 def workday(seed: int = 7, now: dt.datetime | None = None) -> list[dict]:
     """A realistic day of product events for two accounts and an unknown visitor."""
     rng = random.Random(seed)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     users = {
         "u-alice": ("acme-ext-1", "alice@acme.test"),
         "u-bob": ("acme-ext-1", "Bob@Acme.test "),

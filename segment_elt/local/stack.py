@@ -84,7 +84,7 @@ def receiver(bind: str):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"the receiver did not start; see {settings().local_dir / 'logs' / 'receiver.log'}"
-                    )
+                    ) from None
                 time.sleep(0.1)
         yield url
 

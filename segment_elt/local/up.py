@@ -8,14 +8,32 @@ triggerer) with segment_rollups live every 10 minutes.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from segment_elt.local.stack import BIN, airflow_ready, embedded_database, exit_code_of, process, receiver
 from segment_elt.settings import settings
+
+
+def admin_password(path: Path, api_server_runs: Callable[[], bool], timeout_s: float = 300) -> str | None:
+    """The password of Airflow's `admin` once the API server has written it to `path` (at its
+    first start); None when the server exits or `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            password = json.loads(path.read_text()).get("admin")
+        except (OSError, ValueError):  # not written yet, or half written
+            password = None
+        if password:
+            return password
+        if not api_server_runs():
+            return None
+        time.sleep(0.2)
+    return None
 
 
 def main() -> int:
@@ -33,14 +51,12 @@ def main() -> int:
                 ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(settings().airflow_port)]),
             )
         ]
-        passwords = os.path.join(env["AIRFLOW_HOME"], "simple_auth_manager_passwords.json")
-        time.sleep(5)
-        login = "admin / see " + passwords
-        if os.path.exists(passwords):
-            login = "admin / " + json.load(open(passwords)).get("admin", "?")
-        print(
-            f"receiver:   {base}/webhooks/segment/<connection_id>   (create one: segment-elt connections create --org ORG)"
-        )
+        passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json"
+        api_server = procs[-1]
+        password = admin_password(passwords, lambda: api_server.poll() is None)
+        login = f"admin / {password}" if password else f"admin / see {passwords} (the API server wrote none)"
+        print(f"receiver:   {base}/webhooks/segment/<connection_id>")
+        print("            (create one: segment-elt connections create --org ORG)")
         print(f"Airflow UI: http://127.0.0.1:{settings().airflow_port}   login {login}")
         print(f"database:   {url}")
         print("logs:       .local/logs/   Ctrl-C stops everything", flush=True)

@@ -20,6 +20,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -38,7 +39,13 @@ def segment_api_url(region: str) -> str:
     return override.rstrip("/") if override else SEGMENT_API_BASES[region]
 
 
-class SegmentRejected(RuntimeError):
+class SegmentFailed(RuntimeError):
+    """A send that stopped; `outcome` holds what Segment accepted before it."""
+
+    outcome: Outcome
+
+
+class SegmentRejected(SegmentFailed):
     """Segment refused the request (400/401/403/...); retrying will not help."""
 
     def __init__(self, status: int, body: str):
@@ -51,7 +58,7 @@ class SegmentRejected(RuntimeError):
         self.status = status
 
 
-class SegmentUnavailable(RuntimeError):
+class SegmentUnavailable(SegmentFailed):
     """429/5xx or no answer, still after every retry."""
 
 
@@ -102,7 +109,7 @@ class SegmentClient:
 
     def probe(self) -> tuple[int, str]:
         """Send one test track event, once; returns Segment's status and body (0 and the reason if nothing answered)."""
-        message = {
+        message: dict[str, Any] = {
             "type": "track",
             "event": "Segment ELT Test",
             "anonymousId": "segment-elt-test",
@@ -137,9 +144,9 @@ class SegmentClient:
                 status, text = answer.status_code, answer.text
                 wait = retry_after_s(answer.headers.get("Retry-After"), self.max_retry_after_s)
                 if status != 429 and status < 500:
-                    error = SegmentRejected(status, text)
-                    error.outcome = outcome
-                    raise error
+                    rejected = SegmentRejected(status, text)
+                    rejected.outcome = outcome
+                    raise rejected
             if attempt == self.retries:
                 break
             backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
@@ -160,7 +167,7 @@ def retry_after_s(value: str | None, cap_s: float) -> float | None:
         wait = float(value)
     except ValueError:
         try:
-            wait = (email.utils.parsedate_to_datetime(value) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+            wait = (email.utils.parsedate_to_datetime(value) - dt.datetime.now(dt.UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
     return min(cap_s, max(0.0, wait))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
 import logging
 from collections import Counter
@@ -25,7 +26,8 @@ import psycopg
 from psycopg import sql
 
 from segment_elt import db
-from segment_elt.control import crypto, privacy
+from segment_elt.control import connections, crypto, privacy
+from segment_elt.errors import UserError
 from segment_elt.outbound.segment_api import (
     Outcome,
     SegmentClient,
@@ -34,7 +36,7 @@ from segment_elt.outbound.segment_api import (
 )
 
 log = logging.getLogger(__name__)
-CONTEXT = {"library": {"name": "segment-elt", "version": "0.1.0"}}
+CONTEXT = {"library": {"name": "segment-elt", "version": importlib.metadata.version("segment-elt")}}
 NO_PRODUCT_GROUP_ID = "group_without_product_group_id"
 SUPPRESSED = "suppressed_user"
 
@@ -76,10 +78,6 @@ def message_id(connection_id: str, kind: str, key: str, previous_message_id: str
     return f"segment-elt-{hashlib.sha256(chained.encode()).hexdigest()[:32]}"
 
 
-def _relation_exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute("select to_regclass(%s)", (name,)).fetchone()[0] is not None
-
-
 def audiences(conn: psycopg.Connection, org_id: str) -> dict[str, set[str]]:
     """user id -> the audiences (tables of schema `audiences`) they are in."""
     members: dict[str, set[str]] = {}
@@ -104,7 +102,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
     suppressed person (docs/privacy.md) is sent nothing.
     """
     out: list[Pending] = []
-    if _relation_exists(conn, "analytics.outbound_identify"):
+    if db.relations_exist(conn, "analytics.outbound_identify"):
         member_of = audiences(conn, org_id)
         suppressed = privacy.suppressed(conn, org_id)
         key = privacy.hash_key(conn) if suppressed else b""
@@ -122,7 +120,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
                 if isinstance(value, bool) and name not in traits and _is_audience(conn, name):
                     traits[name] = False
             out.append(Pending("identify", user_id, {"type": "identify", "userId": user_id, "traits": traits}))
-    if _relation_exists(conn, "analytics.outbound_group"):
+    if db.relations_exist(conn, "analytics.outbound_group"):
         for account_id, group_id, traits in conn.execute(
             "select account_id, group_id, traits from analytics.outbound_group where org_id = %s order by 1", (org_id,)
         ):
@@ -136,7 +134,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
                     {"type": "group", "groupId": group_id, "anonymousId": f"account:{account_id}", "traits": traits},
                 )
             )
-    if _relation_exists(conn, "analytics.outbound_moments"):
+    if db.relations_exist(conn, "analytics.outbound_moments"):
         for account_id, moment, key, properties in conn.execute(
             "select account_id, moment, occurrence_key, properties from analytics.outbound_moments"
             " where org_id = %s order by 3",
@@ -158,7 +156,7 @@ def desired(conn: psycopg.Connection, org_id: str, sent: dict, skipped: Counter)
 
 
 def _is_audience(conn: psycopg.Connection, name: str) -> bool:
-    return _relation_exists(conn, f'audiences."{name}"') if name.isidentifier() else False
+    return db.relations_exist(conn, f'audiences."{name}"') if name.isidentifier() else False
 
 
 def changes(conn: psycopg.Connection, connection_id: str, org_id: str) -> Plan:
@@ -201,7 +199,8 @@ def sync_connection(conn: psycopg.Connection, connection_id: str, org_id: str, *
     for message in outcome.accepted:
         item = by_id[message["messageId"]]
         conn.execute(
-            "insert into control.outbound_sent (connection_id, kind, key, payload, message_id) values (%s, %s, %s, %s, %s)"
+            "insert into control.outbound_sent (connection_id, kind, key, payload, message_id)"
+            " values (%s, %s, %s, %s, %s)"
             " on conflict (connection_id, kind, key) do update set payload = excluded.payload,"
             " message_id = excluded.message_id, sent_at = now()",
             (connection_id, item.kind, item.key, json.dumps(_content(message), default=str), message["messageId"]),
@@ -237,6 +236,49 @@ def _record_run(conn: psycopg.Connection, connection_id: str, started: dt.dateti
     log.info("outbound %s: %s", connection_id, json.dumps(asdict(counts)))
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a connection's outbound sync sends (control.outbound); the write key stays encrypted."""
+
+    connection_id: str
+    org_id: str
+    region: str
+    enabled: bool
+
+
+def configure(
+    conn: psycopg.Connection,
+    connection_id: str,
+    *,
+    write_key: str | None = None,
+    region: str | None = None,
+    enabled: bool | None = None,
+) -> Destination:
+    """Set a live connection's outbound write key (stored encrypted), region and enabled flag; None
+    keeps a value as it was. The first call needs the write key and starts enabled, in region us."""
+    org_id = connections.require_live(conn, connection_id)
+    key = crypto.encrypt(write_key) if write_key else None
+    existing = conn.execute("select 1 from control.outbound where connection_id = %s", (connection_id,)).fetchone()
+    if existing is None and key is None:
+        raise UserError("--write-key is required the first time (the write key of the Segment source to send to)")
+    if existing is None:
+        conn.execute(
+            "insert into control.outbound (connection_id, write_key_enc, region, enabled) values (%s, %s, %s, %s)",
+            (connection_id, key, region or "us", enabled is not False),
+        )
+    else:
+        conn.execute(
+            "update control.outbound set write_key_enc = coalesce(%s, write_key_enc),"
+            " region = coalesce(%s, region), enabled = coalesce(%s, enabled), updated_at = now()"
+            " where connection_id = %s",
+            (key, region, enabled, connection_id),
+        )
+    region, enabled = db.one(
+        conn, "select region, enabled from control.outbound where connection_id = %s", (connection_id,)
+    )
+    return Destination(connection_id, org_id, region, enabled)
+
+
 def client_for(conn: psycopg.Connection, connection_id: str, **options) -> SegmentClient:
     row = conn.execute(
         "select write_key_enc, region from control.outbound where connection_id = %s", (connection_id,)
@@ -261,7 +303,7 @@ def sync_all(database_url: str | None = None, **client_options) -> dict:
         if not enabled:
             log.info("outbound sync: no connection has outbound enabled")
         for connection_id, org_id in enabled:
-            started = dt.datetime.now(dt.timezone.utc)
+            started = dt.datetime.now(dt.UTC)
             try:
                 counts = sync_connection(conn, connection_id, org_id, **client_options)
             except Exception as exc:  # one connection's fault must not stop the others

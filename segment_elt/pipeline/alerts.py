@@ -50,6 +50,7 @@ def _post(url: str, body: dict) -> bool:
 def _email(smtp_url: str, sender: str | None, recipients: str, body: dict) -> bool:
     """smtp://[user:password@]host[:port] (STARTTLS when the server offers it) or smtps:// (TLS)."""
     parts = urlsplit(smtp_url)
+    host = parts.hostname or ""  # SEGMENT_ELT_ALERT_SMTP_URL's pattern requires one
     message = EmailMessage()
     message["Subject"] = body["text"][:200]
     message["From"] = sender or f"segment-elt@{socket.getfqdn()}"
@@ -57,7 +58,7 @@ def _email(smtp_url: str, sender: str | None, recipients: str, body: dict) -> bo
     message.set_content("\n".join([body["text"], "", *(f"{k}: {v}" for k, v in body.items() if k != "text")]))
     client = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
     try:
-        with client(parts.hostname, parts.port or (465 if parts.scheme == "smtps" else 25), timeout=TIMEOUT_S) as smtp:
+        with client(host, parts.port or (465 if parts.scheme == "smtps" else 25), timeout=TIMEOUT_S) as smtp:
             if parts.scheme == "smtp" and smtp.has_extn("starttls"):
                 smtp.starttls()
             if parts.username:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from segment_elt.settings import settings
+from segment_elt.settings import settings_while_parsing
 
 DEFAULT_ARGS = {
     "owner": "data-engineering",
-    "retries": settings().dag_retries,
+    "retries": settings_while_parsing().dag_retries,
     "retry_delay": dt.timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=5),

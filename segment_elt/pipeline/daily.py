@@ -1,24 +1,9 @@
 """What a segment_daily run rebuilds: event days, recomputed from everything stored.
 
-A run rebuilds the event days it is given (its data interval's day, or a manual run's
-`start_date`..`end_date`) in one dbt build (`rebuild_from`/`rebuild_to`), which also absorbs late
-events and refreshes the time-relative indicators. Days whose events may have been received
-before the staging retention cutoff are first re-landed from the archive (segment_replay's code,
-idempotent), so a day older than retention is rebuilt from the archive without a manual replay.
-
-Which receive days can hold events of event day D: the marts date an event by its reported time
-when that lies within [received - 5 years, received + 1 day] (plausible_event_at), so from D - 1
-(a clock up to a day ahead) onwards. Of those, only the ones older than the retention cutoff can
-have lost rows from staging; younger ones are staged whole. So a rebuild of D..E re-lands the
-receive days D - 1 .. the cutoff's day, and none when D - 1 is after it.
-
-Backfills are rebuilt several days per build. Airflow makes one run per day and, with
-`--max-active-runs 1`, starts them one after the other; Airflow's start-up per run is small next
-to a dbt build, so a backfill run takes into its build the neighbouring days whose runs are still
-queued (up to SEGMENT_ELT_BACKFILL_DAYS_PER_BUILD days in all) and records them as covered. When
-such a run starts, it finds its day covered by a successful build that began after its own last
-attempt, and ends at once, naming that build. Days of a failed build are rebuilt one per run
-until each succeeds again, so a day that fails, fails alone.
+A run rebuilds its event days in one dbt build (`rebuild_from`/`rebuild_to`), first re-landing
+from the archive the receive days that retention may have pruned from staging; a backfill run
+also takes the days of the backfill runs still queued after it into its build. The reference,
+with the receive-day window and the covering rule: docs/dags.md#segment_daily.
 """
 
 from __future__ import annotations
@@ -30,15 +15,15 @@ from dataclasses import dataclass
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt import db
+from segment_elt.dag_ids import DAILY
+from segment_elt.errors import UserError
 from segment_elt.ingest.archive import Archive
 from segment_elt.pipeline import replay
-from segment_elt.pipeline.dag_ids import DAILY
+from segment_elt.settings import settings
 
 log = logging.getLogger(__name__)
 MAX_DAYS = replay.MAX_DAYS
-# The earliest receive day that can hold an event of day D is D - EARLY (see the module docstring).
-EARLY = dt.timedelta(days=1)
 # A scheduled run is created at midnight for the day before; it starts work this much later (00:30
 # UTC), once Segment's retries and batched clients have delivered the day's last events.
 SETTLE = dt.timedelta(minutes=30)
@@ -99,12 +84,21 @@ def settles_at(run_kind: str, interval_end: dt.datetime | None, now: dt.datetime
     return at if (now or dt.datetime.now(dt.UTC)) < at else None
 
 
+def plausible_days_ahead() -> int:
+    """The dbt var plausible_days_ahead as dbt_project.yml sets it: the earliest receive day that can
+    hold an event of day D is D minus this many days (docs/dags.md#segment_daily)."""
+    import yaml
+
+    project = yaml.safe_load((settings().dbt_project_dir / "dbt_project.yml").read_text())
+    return int(project["vars"]["plausible_days_ahead"])
+
+
 def receive_days_to_reland(days: Days, retention_days: int, now: dt.datetime | None = None) -> Days | None:
     """The receive days whose archived requests a rebuild of `days` re-lands, or None when every
-    receive day that can hold their events is still in staging (see the module docstring)."""
+    receive day that can hold their events is still in staging (docs/dags.md#segment_daily)."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     last_prunable = (cutoff - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()  # rows received < cutoff
-    first = days.first - EARLY
+    first = days.first - dt.timedelta(days=plausible_days_ahead())
     return Days(first, last_prunable) if first <= last_prunable else None
 
 
@@ -125,7 +119,7 @@ def covering_run(conn: psycopg.Connection, run_id: str, day: dt.date) -> str | N
         """,
         {"dag": DAILY, "run": run_id, "day": day.isoformat()},
     ).fetchone()
-    return row and row[0]
+    return row[0] if row else None
 
 
 def failed_days(conn: psycopg.Connection, days: Days) -> set[dt.date]:
@@ -133,7 +127,8 @@ def failed_days(conn: psycopg.Connection, days: Days) -> set[dt.date]:
     rows = conn.execute(
         """
         with built as (
-            select status, started_at, (dbt_vars->>'rebuild_from')::date as first, (dbt_vars->>'rebuild_to')::date as last
+            select status, started_at,
+                   (dbt_vars->>'rebuild_from')::date as first, (dbt_vars->>'rebuild_to')::date as last
             from control.pipeline_runs where dag_id = %s and status in ('success', 'failed')
         )
         select day::date from generate_series(%s::date, %s::date, interval '1 day') day
@@ -188,7 +183,7 @@ def reland(conn: psycopg.Connection, archive: Archive, receive_days: Days) -> re
 def events_per_day(conn: psycopg.Connection, days: Days) -> dict[str, int]:
     """Staged events per event day of `days` (every day listed, 0 when empty), for the progress log."""
     counts = dict.fromkeys((day.isoformat() for day in days), 0)
-    if conn.execute("select to_regclass('staging.stg_segment__events')").fetchone()[0] is not None:
+    if db.relations_exist(conn, "staging.stg_segment__events"):
         for day, n in conn.execute(
             "select event_date, count(*) from staging.stg_segment__events where event_date between %s and %s"
             " group by 1",

@@ -11,13 +11,14 @@ the same module name from each frame's globals, without touching source files.
 from __future__ import annotations
 
 import sys
+from types import FrameType
 
 
 def _declaring_module() -> str:
     """The first module up the stack that is not dbt-common's behaviour-flag module (as dbt-common's own)."""
     from dbt_common import behavior_flags
 
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_globals.get("__name__")
         if name and name not in (behavior_flags.__name__, __name__):
@@ -30,4 +31,4 @@ def apply() -> None:
     """Install the replacement (idempotent)."""
     from dbt_common.behavior_flags import BehaviorFlagRendered
 
-    BehaviorFlagRendered._default_source = staticmethod(_declaring_module)
+    BehaviorFlagRendered._default_source = staticmethod(_declaring_module)  # type: ignore[method-assign]  # the patch

@@ -35,7 +35,7 @@ import psycopg
 
 from segment_elt import db
 from segment_elt.control import privacy
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import (
     Archive,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.ingest.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Pruned:
 
 def _expired_objects(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, int, bool]]:
     """(archive key, expired rows, whether staging holds all of them) per object with expired rows."""
-    if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is None:
+    if not db.relations_exist(conn, STAGING_MODEL):
         return [
             (key, rows, False)
             for key, rows in conn.execute(
@@ -65,11 +66,11 @@ def prune(
 ) -> Pruned:
     if retention_days < 1:
         raise ValueError("retention must be at least one day")
-    cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=retention_days)
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
     objects = _expired_objects(conn, cutoff)
     consumed = {key: rows for key, rows, staged in objects if staged}
-    for key, rows, staged in objects:
+    for _, rows, staged in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
     keys = sorted(consumed)

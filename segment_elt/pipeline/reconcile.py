@@ -11,8 +11,8 @@ import json
 
 import requests
 
-from segment_elt.control.errors import UserError
-from segment_elt.pipeline.dag_ids import RECONCILE
+from segment_elt.dag_ids import RECONCILE
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 

@@ -1,13 +1,8 @@
-"""Re-landing archived requests into staging (segment_replay), idempotently.
+"""Re-landing archived requests into staging (segment_replay, segment_daily), idempotently.
 
-The archive holds the exact body of every accepted request under
-org=/connection=/dt=/hour= keys, so a date range of one connection is a few prefix listings.
-Each object (a group of requests, or one request in the layout before group commit) is parsed
-and landed as the receiver would have, each request with its original receive time;
-events already staged are left as they are. An object whose key raw.segment_events still holds
-is not read again: its events landed in one statement and retention prunes them whole, so they
-are all there (this keeps re-landing the same receive days, as consecutive daily rebuilds of
-old days do, at the cost of a listing).
+A date range of one connection is a few prefix listings of the archive; each request of each
+object lands as the receiver landed it, with its original receive time, and events already
+staged stay as they are. An object whose key raw.segment_events still holds is not read again.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.ingest import landing
 from segment_elt.ingest.archive import (
     Archive,

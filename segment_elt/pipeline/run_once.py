@@ -14,8 +14,8 @@ import os
 import sys
 
 from segment_elt import db
-from segment_elt.control.errors import UserError
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
+from segment_elt.errors import UserError
 from segment_elt.settings import settings
 
 
@@ -24,7 +24,8 @@ def _stdout_to_stderr():
     """Send everything written to stdout, at the file-descriptor level too (Airflow's log handlers
     hold the stream they were configured with), to stderr for the duration."""
     for stream in (sys.stdout, sys.__stdout__):
-        stream.flush()
+        if stream is not None:
+            stream.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
@@ -32,7 +33,8 @@ def _stdout_to_stderr():
             yield
     finally:
         for stream in (sys.stdout, sys.__stdout__):
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         os.dup2(saved, 1)
         os.close(saved)
 

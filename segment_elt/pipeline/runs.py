@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from segment_elt.pipeline.dag_ids import DAILY, ROLLUPS, WRITERS
+from segment_elt import db
+from segment_elt.dag_ids import DAILY, ROLLUPS, WRITERS
 from segment_elt.settings import settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def late_by(conn: psycopg.Connection, now: dt.datetime | None = None) -> str | N
     last = _last_success(conn, ROLLUPS)
     if last is None:
         return None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     limit = settings().rollups_late_minutes
     minutes = (now - last[1]).total_seconds() / 60
     if minutes <= limit:
@@ -94,12 +95,12 @@ def plan_rollups(
     """
     if run_type == "backfill":
         return Plan(False, reason=backfill_pointer(interval_start))
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     last = _last_success(conn, ROLLUPS)
-    since = last[0] if last and last[0] else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    high_water, staged = conn.execute(
-        "select max(loaded_at), count(*) from raw.segment_events where loaded_at > %s", (since,)
-    ).fetchone()
+    since = last[0] if last and last[0] else dt.datetime.min.replace(tzinfo=dt.UTC)
+    high_water, staged = db.one(
+        conn, "select max(loaded_at), count(*) from raw.segment_events where loaded_at > %s", (since,)
+    )
     high = (high_water or since).isoformat() if (high_water or last) else None
     if staged == 0 and last and now - last[1] < IDLE_REFRESH:
         return Plan(False, {}, 0, high, "nothing staged since the last success")
@@ -220,7 +221,7 @@ def start_run(
 
     def take() -> str | None:
         with conn.transaction():
-            if not conn.execute("select pg_try_advisory_xact_lock(%s::int, %s::int)", WRITER_LOCK).fetchone()[0]:
+            if not db.one(conn, "select pg_try_advisory_xact_lock(%s::int, %s::int)", WRITER_LOCK)[0]:
                 return _lock_holder(conn)
             others = _open_writer_runs(conn, (dag_id, run_id), run_is_live, dt.datetime.now(dt.UTC))
             if others:
@@ -251,7 +252,7 @@ def sole_writer(lock_conn: psycopg.Connection, say: Callable[[str], None] = prin
     process cannot ask Airflow) until stale_after()."""
 
     def take() -> str | None:
-        if not lock_conn.execute("select pg_try_advisory_lock(%s::int, %s::int)", WRITER_LOCK).fetchone()[0]:
+        if not db.one(lock_conn, "select pg_try_advisory_lock(%s::int, %s::int)", WRITER_LOCK)[0]:
             return _lock_holder(lock_conn)
         others = _open_writer_runs(lock_conn, None, None, dt.datetime.now(dt.UTC))
         if not others:
@@ -309,7 +310,6 @@ def mart_counts(conn: psycopg.Connection) -> dict[str, int]:
     """Row counts of the marts, for the run's log line."""
     counts = {}
     for table in ("product_events", "account_event_daily", "account_indicators", "account_health"):
-        exists = conn.execute("select to_regclass(%s)", (f"analytics.{table}",)).fetchone()[0]
-        if exists:
-            counts[table] = conn.execute(f"select count(*) from analytics.{table}").fetchone()[0]
+        if db.relations_exist(conn, f"analytics.{table}"):
+            counts[table] = db.one(conn, f"select count(*) from analytics.{table}")[0]
     return counts

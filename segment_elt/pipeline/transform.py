@@ -11,13 +11,14 @@ from pathlib import Path
 
 import psycopg
 
-from segment_elt.control.errors import UserError
-from segment_elt.settings import settings
+from segment_elt.errors import UserError
+from segment_elt.settings import settings, settings_while_parsing
 
 
 def manifest_path() -> Path:
-    """The manifest `dbt parse` writes (segment_elt.pipeline.airflow_dbt.ensure_manifest), which the DAGs load."""
-    return settings().dbt_project_dir / "target" / "manifest.json"
+    """The manifest `dbt parse` writes (segment_elt.pipeline.airflow_dbt.ensure_manifest), which the DAGs
+    load when parsed (so a bad setting here takes its default: segment_elt.settings.settings_while_parsing)."""
+    return settings_while_parsing().dbt_project_dir / "target" / "manifest.json"
 
 
 class DbtFailed(RuntimeError):

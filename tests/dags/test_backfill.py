@@ -170,3 +170,24 @@ def test_backfill_runs_share_builds_and_the_days_of_a_failed_build_go_one_per_ru
         (f"backfill__{day[7]}", "skipped", f"backfill__{day[6]}"),
         (f"backfill__{day[8]}", "skipped", f"backfill__{day[6]}"),
     ]
+
+
+def test_the_receive_days_follow_dbts_plausibility_window(tmp_path, monkeypatch):
+    """The window in which a reported time is believed is set once, as a dbt var: a project that
+    believes clocks 3 days ahead re-lands from 3 receive days before the first event day."""
+    from segment_elt.settings import settings
+
+    text = (settings().dbt_project_dir / "dbt_project.yml").read_text()
+    assert "plausible_days_ahead: 1\n" in text
+    (tmp_path / "dbt_project").mkdir()
+    (tmp_path / "dbt_project" / "dbt_project.yml").write_text(
+        text.replace("plausible_days_ahead: 1\n", "plausible_days_ahead: 3\n")
+    )
+    days = daily_days.Days(MIDNIGHT.date() - dt.timedelta(days=10), MIDNIGHT.date() - dt.timedelta(days=9))
+    assert daily_days.receive_days_to_reland(days, RETENTION_DAYS, now=MIDNIGHT).first == days.first - dt.timedelta(
+        days=1
+    )
+    monkeypatch.setenv("SEGMENT_ELT_PROJECT_DIR", str(tmp_path))
+    assert daily_days.receive_days_to_reland(days, RETENTION_DAYS, now=MIDNIGHT).first == days.first - dt.timedelta(
+        days=3
+    )

@@ -12,10 +12,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from segment_elt.dag_ids import DAILY
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import samples
 from segment_elt.pipeline import maintenance
-from segment_elt.pipeline.dag_ids import DAILY
 from segment_elt.pipeline.transform import run_dbt
 from tests.airflow_stack import scheduler_stack
 from tests.dags.test_dag_runs import NOW, daily, land, tracks

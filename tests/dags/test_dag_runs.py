@@ -10,7 +10,7 @@ from segment_elt.ingest import landing
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import samples
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def land(db, created, events, received_at, archive_url=None):

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 
 from segment_elt.control import connections, entities
-from segment_elt.control.errors import UserError
+from segment_elt.errors import UserError
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline.transform import DbtFailed, dbt_env, run_dbt
 from tests.dags.test_dag_runs import NOW, land, run, total_events

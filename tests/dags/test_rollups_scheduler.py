@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.settings import settings
 from tests.airflow_stack import scheduler_stack
 from tests.dags.test_alerts import Webhook

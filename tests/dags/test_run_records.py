@@ -70,7 +70,7 @@ def test_a_failed_outbound_sync_leaves_the_dbt_build_recorded_as_success(dags, d
         (acme.connection_id, crypto.encrypt("revoked-key")),
     )
     # the product's own group call gives the account a groupId, so there is a group call to send
-    landed = tracks(4) + [samples.event("group", user_id="u1", group_id="acme-ext", at=NOW - dt.timedelta(hours=2))]
+    landed = [*tracks(4), samples.event("group", user_id="u1", group_id="acme-ext", at=NOW - dt.timedelta(hours=2))]
     land(db, acme, landed, NOW)
     try:
         result = dags["segment_rollups"].test()

@@ -99,7 +99,7 @@ class Loaded:
 
 def _norm(value):
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
     if isinstance(value, Decimal):
         return round(float(value), 2)
     return value

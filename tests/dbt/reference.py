@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, getcontext
 
 getcontext().prec = 40
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NAMES = {"page": "$page", "screen": "$screen", "identify": "$identify", "group": "$group", "alias": "$alias"}
 ISO_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 
@@ -284,7 +284,7 @@ class Reference:
         out = []
         for (org, account, name), rs in groups.items():
 
-            def window(days):
+            def window(days, rs=rs):
                 return [r for r in rs if r["event_at"] > self.as_of - dt.timedelta(days=days)]
 
             users = lambda rows: len({r["user_id"] or r["anonymous_id"] for r in rows} - {None})  # noqa: E731

@@ -20,7 +20,7 @@ def run_world(seed: int, db, tmp_path, batches: int = 3) -> None:
     loaded = Loaded(db, world, copy_project(tmp_path))
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(world.events)), batches - 1))
-    chunks = [world.events[a:b] for a, b in zip([0, *cuts], [*cuts, len(world.events)])]
+    chunks = [world.events[a:b] for a, b in zip([0, *cuts], [*cuts, len(world.events)], strict=True)]
     for n, chunk in enumerate(chunks):
         loaded.land(chunk, AS_OF - dt.timedelta(days=batches - n, hours=rng.randint(0, 12)))
         loaded.build(*ALLOW_TIED_POSITIONS)

@@ -6,7 +6,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 
-AS_OF = dt.datetime(2026, 6, 30, 12, 0, tzinfo=dt.timezone.utc)
+AS_OF = dt.datetime(2026, 6, 30, 12, 0, tzinfo=dt.UTC)
 TRACK_NAMES = ["Report Created", "Invite Sent", "Export Downloaded", "Login"]
 SHARED_IDS = ["ext-1", "ext-2", "ext-3", "ps-1", "ps-2", "vit-1"]  # collide across orgs on purpose
 # Worlds tie rule positions on purpose, which the seed's own test refuses: builds skip that test to
@@ -118,7 +118,7 @@ def make_world(seed: int, n_events: int = 120) -> World:
     names = list(world.connections)
     for name in names:
         for event_name in rng.sample(
-            TRACK_NAMES + ["$page", "$screen", "$identify", "$group", "$alias"], rng.randint(2, 7)
+            [*TRACK_NAMES, "$page", "$screen", "$identify", "$group", "$alias"], rng.randint(2, 7)
         ):
             world.allowlist.append((name, event_name))
     users = {org: [f"{org}-u{i}" for i in range(5)] + [str(100 + i) for i in range(2)] for org in orgs}
@@ -129,9 +129,9 @@ def make_world(seed: int, n_events: int = 120) -> World:
                     org_id=org,
                     account_id=f"acc-{i}",
                     name=f"Account {i}",
-                    external_id=rng.choice(SHARED_IDS + [None]),
-                    ps_id=rng.choice(SHARED_IDS + [None]),
-                    vitally_id=rng.choice(SHARED_IDS + [None]),
+                    external_id=rng.choice([*SHARED_IDS, None]),
+                    ps_id=rng.choice([*SHARED_IDS, None]),
+                    vitally_id=rng.choice([*SHARED_IDS, None]),
                     traits={"tier_code": rng.choice(["gold", "silver", "grp-9"]), "owner": rng.choice(users[org])},
                 )
             )
@@ -147,8 +147,8 @@ def make_world(seed: int, n_events: int = 120) -> World:
                 )
             )
     world.rules = _rules(rng, names)
-    groups = SHARED_IDS + ["grp-9", "gold", "unknown-grp", ""]
-    for n in range(n_events):
+    groups = [*SHARED_IDS, "grp-9", "gold", "unknown-grp", ""]
+    for _n in range(n_events):
         name = rng.choice(names)
         org = world.connections[name]
         kind = rng.choice(["track", "track", "track", "page", "screen", "identify", "group", "alias", None])
@@ -173,7 +173,7 @@ def make_world(seed: int, n_events: int = 120) -> World:
             }
         payload["context"] = context
         if kind == "track":
-            payload["event"] = rng.choice(TRACK_NAMES + [""])
+            payload["event"] = rng.choice([*TRACK_NAMES, ""])
         if kind in ("track", "page", "screen"):
             props: dict = {"plan": rng.choice(["pro", "free"])}
             if rng.random() < 0.2:

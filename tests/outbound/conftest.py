@@ -37,7 +37,7 @@ class StandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 stand_in.arrivals.append(time.monotonic())
                 stand_in.bodies.append(body)

@@ -87,7 +87,7 @@ def test_outbound_models_on_real_marts(db):
             },
         ],
     )
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=20)
     events = [
         samples.event("identify", user_id="u1", at=old, traits={"email": "u1@acme.test"}),
         samples.event("group", user_id="u1", group_id="ext-1", at=old),

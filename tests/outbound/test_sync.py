@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 
 from segment_elt.outbound import sync
 from tests.outbound.conftest import enable
 
+PROJECT_VERSION = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05}
 
 
@@ -39,6 +42,7 @@ def test_first_sync_sends_everything_once_then_nothing(marts, segment):
     kinds = sorted(m["type"] for m in segment.messages())
     assert kinds == ["group", "identify", "identify", "track"]
     assert all(m["messageId"].startswith("segment-elt-") for m in segment.messages())
+    assert {m["context"]["library"]["version"] for m in segment.messages()} == {PROJECT_VERSION}
     second = run_sync(marts)
     assert [(c["sent"], c["skipped_unchanged"]) for c in second.values()] == [(0, 4)]
     assert len(segment.messages()) == 4
@@ -109,7 +113,7 @@ def test_401_stops_that_connection_and_others_still_sync(marts, segment):
     good = enable(marts, segment, "globex", "wk-2")
     fill(marts, "acme")
     fill(marts, "globex")
-    with pytest.raises(sync.OutboundFailed, match="401.*write key is wrong or revoked"):
+    with pytest.raises(sync.OutboundFailed, match=r"401.*write key is wrong or revoked"):
         run_sync(marts)
     runs = dict(marts.execute("select connection_id, status from control.outbound_runs").fetchall())
     assert runs == {bad: "failed", good: "success"}

@@ -177,7 +177,7 @@ def test_the_keyed_hash_is_stable_and_not_the_id(db, world):
 
 
 def test_mistakes_a_person_can_type_are_one_line(db, world):
-    from segment_elt.control.errors import UserError
+    from segment_elt.errors import UserError
 
     with pytest.raises(UserError, match="no org 'nope'"):
         privacy.request(db, "nope", privacy.DELETE_ONLY, ["alice"])

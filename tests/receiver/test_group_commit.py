@@ -32,14 +32,14 @@ def scrape_families(base: str):
     return [sample for family in text_string_to_metric_families(answer.text) for sample in family.samples]
 
 
-AT = dt.datetime(2026, 12, 1, 10, 30, tzinfo=dt.timezone.utc)
+AT = dt.datetime(2026, 12, 1, 10, 30, tzinfo=dt.UTC)
 
 
 def test_a_group_object_gives_back_each_request_exactly():
     bodies = ['{"type":"track","event":"caf\u00e9 \\u0000"}', '[ {"n":1},\n{"n":2} ]', '{"s":"\\ud800 \U0001f600"}']
     times = [AT + dt.timedelta(microseconds=i * 7) for i in range(3)]
-    obj = group_object(list(zip(times, bodies)))
-    assert requests_in("any/key.json", obj) == [(t, b.encode()) for t, b in zip(times, bodies)]
+    obj = group_object(list(zip(times, bodies, strict=True)))
+    assert requests_in("any/key.json", obj) == [(t, b.encode()) for t, b in zip(times, bodies, strict=True)]
 
 
 def test_an_object_from_before_group_commit_is_one_request_at_its_key_time():
@@ -190,7 +190,7 @@ def test_past_the_queue_limit_a_request_gets_503_lands_nothing_and_its_retry_lan
         samples.event("track", user_id=f"u{i}", name="Report Created", properties={"pad": "x" * 300}) for i in range(30)
     ]
     answers = post_all(hook, events)
-    refused = [e for e, status in zip(events, answers) if status == 503]
+    refused = [e for e, status in zip(events, answers, strict=True) if status == 503]
     assert refused and set(answers) == {200, 503}, answers
     landed = {mid for mid, _, _ in staged(db, hook.connection_id)}
     assert landed.isdisjoint(e["messageId"] for e in refused)
@@ -206,7 +206,7 @@ def test_a_request_over_the_cap_in_a_group_gets_429_and_lands_nothing(db, slow_s
     events = [samples.event("track", user_id=f"u{i}", name="Report Created") for i in range(12)]
     answers = post_all(hook, events)
     assert sorted(answers) == [200] * 5 + [429] * 7
-    landed = {e["messageId"] for e, status in zip(events, answers) if status == 200}
+    landed = {e["messageId"] for e, status in zip(events, answers, strict=True) if status == 200}
     assert {mid for mid, _, _ in staged(db, hook.connection_id)} == landed
     assert {json.loads(b)["messageId"] for _, b in archived_requests("s3://slow/raw", hook.connection_id)} == landed
 
@@ -226,10 +226,10 @@ def test_a_worker_killed_with_a_group_in_flight_loses_nothing_and_double_counts_
     assert 200 not in first  # nobody was answered before the group was written
     slow_s3.put_delay_s = 0.01
     deadline = time.monotonic() + 30
-    pending = [e for e, status in zip(events, first) if status != 200]
+    pending = [e for e, status in zip(events, first, strict=True) if status != 200]
     while pending:  # Segment retries what got no 2xx
         assert time.monotonic() < deadline, "the restarted worker does not accept the retries"
-        pending = [e for e, status in zip(pending, post_all(hook, pending)) if status != 200]
+        pending = [e for e, status in zip(pending, post_all(hook, pending), strict=True) if status != 200]
     rows = staged(db, hook.connection_id)
     assert sorted(mid for mid, _, _ in rows) == sorted(e["messageId"] for e in events)  # each exactly once
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
@@ -238,7 +238,7 @@ def test_a_worker_killed_with_a_group_in_flight_loses_nothing_and_double_counts_
             open_archive("s3://slow/raw"),
             hook.connection_id,
             "acme",
-            *[dt.datetime.now(dt.timezone.utc).date()] * 2,
+            *[dt.datetime.now(dt.UTC).date()] * 2,
         )
     assert again.new == 0  # whatever the killed group wrote to the archive re-lands as duplicates
     assert len(staged(db, hook.connection_id)) == 20

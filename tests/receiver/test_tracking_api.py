@@ -98,7 +98,7 @@ def test_calls_and_batches_land_normalised_as_segment_delivers_them(api, db):
     track = rows["m-track"]
     assert track["type"] == "track" and track["properties"] == {"rows": 3}
     received = instant(track["receivedAt"])
-    assert abs(received - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
+    assert abs(received - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
     # clock skew: the event happened 10 s before it was sent, so 10 s before it was received
     assert instant(track["timestamp"]) == received - dt.timedelta(seconds=10)
     assert track["originalTimestamp"] == "2026-01-01T12:00:00.000Z" and track["sentAt"] == SENT_AT
@@ -117,7 +117,7 @@ def test_calls_and_batches_land_normalised_as_segment_delivers_them(api, db):
     # the archive holds the normalised events: a replay of it gives the same rows
     before = staged(db, cid)
     db.execute("delete from raw.segment_events where connection_id = %s", (cid,))
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     replay.replay(db, open_archive(os.environ["ARCHIVE_URL"]), cid, "acme", today, today)
     assert staged(db, cid) == before
 

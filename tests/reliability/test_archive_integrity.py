@@ -124,7 +124,7 @@ def archived(db, archive_url: str, events: list[dict], at: dt.datetime):
 
 
 def test_replay_fails_naming_an_object_it_cannot_read_back_intact(db, archive_url):
-    at = dt.datetime(2026, 10, 5, 12, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 10, 5, 12, tzinfo=dt.UTC)
     created, keys = archived(db, archive_url, [samples.event("track", user_id=f"u{i}") for i in range(3)], at)
     truncated = Path(archive_url.removeprefix("file://")) / keys[1]
     truncated.write_bytes(truncated.read_bytes()[:40])  # no longer the body its key names
@@ -136,7 +136,7 @@ def test_replay_fails_naming_an_object_it_cannot_read_back_intact(db, archive_ur
 
 
 def test_replay_of_intact_objects_lands_every_event(db, s3_archive_url):
-    at = dt.datetime(2026, 10, 5, 23, 59, 58, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 10, 5, 23, 59, 58, tzinfo=dt.UTC)
     events = [samples.event("track", user_id=f"u{i}") for i in range(3)]
     created, _ = archived(db, s3_archive_url, events, at)
     done = replay(

@@ -201,7 +201,7 @@ events = st.dictionaries(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(events, min_size=1, max_size=5), as_array=st.booleans())
 def test_fuzzed_events_land_exactly_once(target, batch, as_array):
-    hook, conn, _ = target
+    hook, _conn, _ = target
     body = json.dumps(batch if as_array or len(batch) > 1 else batch[0]).encode()
     answer = _send(hook, body, {})
     assert answer.status_code == 200, answer.text[:300]

@@ -17,7 +17,7 @@ from segment_elt.local import samples
 from segment_elt.pipeline import maintenance
 from segment_elt.pipeline.transform import run_dbt
 
-NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
 EXPIRED = NOW - dt.timedelta(days=40)
 
 

@@ -70,7 +70,7 @@ def test_identity_never_crosses_orgs_even_when_ids_collide(db):
         org_id="org-a",
         text=json.dumps(event),
         events=[event],
-        received_at=dt.datetime.now(dt.timezone.utc),
+        received_at=dt.datetime.now(dt.UTC),
         archive_key="k",
     )
     run_dbt(["build"])

@@ -24,11 +24,11 @@ import pytest
 import requests
 
 from segment_elt.control import connections, entities
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.local import samples
 from segment_elt.local.airflow_env import airflow_env
 from segment_elt.local.stack import generate_dbt_docs
 from segment_elt.pipeline import runs
-from segment_elt.pipeline.dag_ids import ROLLUPS
 from tests.helpers import ROOT, Receiver, free_port, start_receiver, wait_http
 from tests.ui.browser import MISSING
 from tests.ui.browser import PATHS as browser_paths
@@ -92,7 +92,7 @@ def landed(pg_server, tmp_path_factory) -> Landed:
         connections.allowlist(conn, created.connection_id, add=ALLOWLIST)
         entities.upsert(conn, ORG, entities.ACCOUNTS, [ACCOUNT])
     landed = Landed(database_url, archive_url, receiver, created.connection_id, created.secret)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for day in range(DAYS):
         events = samples.workday(seed=day, now=now - dt.timedelta(days=day))
         body, first = samples.batch_body(events)

@@ -33,10 +33,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from segment_elt.ingest.receiver.backends import Backends
     from segment_elt.ingest.receiver.groups import GroupCommitter
     from segment_elt.ingest.receiver.rejects import RejectsLog
+    from segment_elt.ingest.receiver.state import EXTENSION, ReceiverState
 
-    app.extensions["segment_elt"] = backends = Backends(app.config["DATABASE_URL"], app.config["ARCHIVE_URL"], settings)
-    app.extensions["segment_elt.rejects"] = rejects = RejectsLog(backends)
-    app.extensions["segment_elt.groups"] = GroupCommitter(backends, rejects)
+    backends = Backends(app.config["DATABASE_URL"], app.config["ARCHIVE_URL"], settings)
+    rejects = RejectsLog(backends)
+    app.extensions[EXTENSION] = ReceiverState(backends, GroupCommitter(backends, rejects), rejects)
     app.register_blueprint(webhook.bp)
     app.register_blueprint(tracking.bp)
     app.register_blueprint(health.bp)

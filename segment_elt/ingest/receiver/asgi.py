@@ -24,8 +24,10 @@ from werkzeug.exceptions import ClientDisconnected
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
 from segment_elt.ingest.receiver import create_app, tracking, webhook
-from segment_elt.ingest.receiver.backends import Backends, Connection
-from segment_elt.ingest.receiver.groups import GroupCommitter, Pending, Refused
+from segment_elt.ingest.receiver.backends import Connection
+from segment_elt.ingest.receiver.groups import Pending
+from segment_elt.ingest.receiver.refusals import Refused
+from segment_elt.ingest.receiver.state import receiver_state
 
 log = logging.getLogger("receiver")
 JSON = ("Content-Type", "application/json")
@@ -41,10 +43,10 @@ class ReceiverApp:
     anything else goes to the Flask app (a2wsgi runs it in a thread pool)."""
 
     def __init__(self, app: Flask):
-        self.extensions = app.extensions
+        self.state = receiver_state(app)
         settings = app.config["SETTINGS"]
-        self.backends: Backends = app.extensions["segment_elt"]
-        self.committer: GroupCommitter = app.extensions["segment_elt.groups"]
+        self.backends = self.state.backends
+        self.committer = self.state.groups
         self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
         self.retry_after = str(settings.retry_after_s)
         self.threads = WSGIMiddleware(_terminated_input(app.wsgi_app), workers=settings.receiver_threads)
@@ -62,8 +64,7 @@ class ReceiverApp:
                     return await self._webhook(path[len(webhook.PREFIX) :], headers, receive, send)
             elif path.startswith(TRACKING) and path[len(TRACKING) :] in tracking.KINDS:
                 headers = _plain_headers(scope, tracking.MAX_BATCH_BYTES)
-                connection = self._by_basic_key(headers.get("authorization")) if headers is not None else None
-                if connection is not None:
+                if headers is not None and (connection := self._by_basic_key(headers.get("authorization"))):
                     return await self._tracking(path[len(TRACKING) :], connection, headers, receive, send)
         return await self.threads(scope, _refusing_disconnect(receive), send)
 
@@ -121,7 +122,7 @@ class ReceiverApp:
                 except Refused as refused:
                     return await self._in_thread(
                         webhook.refused_answer,
-                        self.extensions,
+                        self.state,
                         connection_id,
                         started,
                         refused,
@@ -131,7 +132,7 @@ class ReceiverApp:
                     )
                 return webhook.accepted_answer(connection_id, started, len(events), new, pending.suppressed)
         # a connection's row to read, a refusal to record: the blocking path, in a thread
-        return await self._in_thread(webhook.answer, self.extensions, connection_id, signature, len(body), lambda: body)
+        return await self._in_thread(webhook.answer, self.state, connection_id, signature, len(body), lambda: body)
 
     async def _tracking(self, kind: str, connection: Connection, headers: dict[str, str], receive, send):
         await self._respond(
@@ -146,11 +147,10 @@ class ReceiverApp:
         started = time.perf_counter()
         call = tracking.Call(kind, connection, body)
         try:
-            text, events = tracking.prepare(self.backends, call, headers.get("content-encoding"))
-            pending = Pending(connection, text, events)
+            pending = tracking.prepare(self.backends, call, headers.get("content-encoding"))
             new = await self.committer.land_async(pending)
         except Refused as refused:
-            return await self._in_thread(tracking.refused_answer, self.extensions, call, started, refused, len(body))
+            return await self._in_thread(tracking.refused_answer, self.state, call, started, refused, len(body))
         return tracking.accepted_answer(call, started, new, pending.suppressed)
 
 

@@ -1,18 +1,14 @@
 """Group commit: requests of one connection that arrive together share one archive object, one
 token take and one staging statement (docs/receiver.md#group-commit).
 
-Each receiver process runs a few writer threads. A request is queued and waits (on the event
-loop, land_async, or in a thread, land); a free writer takes everything queued (up to a group's
-limits), and for each connection in it takes the tokens of every request in one statement,
-writes one archive object holding the accepted requests, stages their events in one statement,
-and only then wakes each request with its own answer. Nobody waits for a group to fill: at low load a request is a group of one and
-its latency is one archive write; under load the writers are busy, requests queue meanwhile,
-and groups grow by themselves, so archive writes stay well below requests.
+A few writer threads per process each take everything queued (up to a group's limits), write it
+and only then wake each request with its own answer; nobody waits for a group to fill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -27,20 +23,11 @@ from segment_elt.ingest import landing
 from segment_elt.ingest.archive import ArchiveUnavailable, group_object, object_key
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
 from segment_elt.ingest.receiver.metrics import BACKEND_ERRORS, GROUP_REQUESTS, RATE_LIMITED_EVENTS, SUPPRESSED_EVENTS
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused
 
 log = logging.getLogger("receiver")
-DATABASE_DOWN = "staging database unavailable; retry later"
 SUPPRESSED = "suppressed: events of suppressed people (privacy suppress) accepted, not landed"
 OVERLOADED = "receiver busy: more requests wait for the archive than it holds; retry later"
-
-
-class Refused(Exception):
-    """A refusal: its status, the message the client reads, a reason code for /metrics (the
-    same for every connection) and Retry-After."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
 
 @dataclass(eq=False)
@@ -50,7 +37,7 @@ class Pending:
     connection: Connection
     text: str  # the exact body, decoded (bodies are UTF-8, so its bytes come back exactly)
     events: list[dict]
-    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     new: int = 0
     suppressed: int = 0  # events of suppressed people, accepted and not landed
     refused: Refused | None = None
@@ -183,7 +170,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
             pending.answer(refused=Refused(503, "database_unavailable", DATABASE_DOWN, unavailable))
         return
     accepted = []
-    for pending, (outcome, wait_s) in zip(requests, takes):
+    for pending, (outcome, wait_s) in zip(requests, takes, strict=True):
         if outcome == "ok":
             accepted.append(pending)
         elif outcome == "gone":
@@ -236,7 +223,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
         for pending in accepted:
             pending.answer(refused=_unavailable(backends, backend, which))
         return
-    for pending, count in zip(accepted, new):
+    for pending, count in zip(accepted, new, strict=True):
         pending.answer(new=count)
 
 
@@ -282,7 +269,5 @@ def _unavailable(backends: Backends, backend: str, which: str) -> Refused:
 
 
 def _refund(backends: Backends, org_id: str, events: int) -> None:
-    try:
+    with contextlib.suppress(DatabaseUnavailable):  # the bucket refills by itself; a lost refund delays the retry
         backends.run(lambda c: c.execute("select control.refund_tokens(%s, %s)", (org_id, events)))
-    except DatabaseUnavailable:
-        pass  # the bucket refills by itself; a lost refund only delays the retry

@@ -3,11 +3,12 @@ stored secret readable with the configured Fernet keys)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from segment_elt.control import crypto, keys
 from segment_elt.ingest.archive import ArchiveUnavailable
 from segment_elt.ingest.receiver.backends import DatabaseUnavailable
+from segment_elt.ingest.receiver.state import receiver_state
 
 bp = Blueprint("health", __name__)
 
@@ -19,7 +20,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    backends = current_app.extensions["segment_elt"]
+    backends = receiver_state().backends
     problems = {}
     try:
         unreadable = backends.run(keys.unreadable)

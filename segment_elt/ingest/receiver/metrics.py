@@ -50,7 +50,7 @@ LATENCY = Histogram(
 )
 
 
-_REQUESTS_BY: dict[tuple[int, str], object] = {}
+_REQUESTS_BY: dict[tuple[int, str], Counter] = {}
 _LANDED, _DUPLICATE = EVENTS.labels("landed"), EVENTS.labels("duplicate")
 
 

@@ -18,13 +18,15 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from segment_elt.control.connections import write_key_digest
 from segment_elt.ingest import landing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Pending, Refused
+from segment_elt.ingest.receiver.groups import Pending
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused, record_refusal
+from segment_elt.ingest.receiver.state import ReceiverState, receiver_state
 from segment_elt.ingest.receiver.webhook import json_body, log_line
 
 bp = Blueprint("tracking", __name__)
@@ -95,20 +97,19 @@ def receive(kind: str):
     if kind not in KINDS:
         return unknown_path(request.path)
     started = time.perf_counter()
-    extensions = current_app.extensions
+    state = receiver_state()
     call = Call(kind)
     try:
         key = basic_user(request.headers.get("Authorization"))
         if key is not None:  # else the key may be in the body
-            call.connection = authenticate(extensions["segment_elt"], key)
+            call.connection = authenticate(state.backends, key)
         if (request.content_length or 0) > MAX_BATCH_BYTES:
             raise _too_large()
         call.raw = request.stream.read(MAX_BATCH_BYTES + 1)
-        text, events = prepare(extensions["segment_elt"], call, request.headers.get("Content-Encoding"))
-        pending = Pending(call.connection, text, events)
-        accepted = extensions["segment_elt.groups"].land(pending)
+        pending = prepare(state.backends, call, request.headers.get("Content-Encoding"))
+        accepted = state.groups.land(pending)
     except Refused as refused:
-        return _flask(refused_answer(extensions, call, started, refused, request.content_length))
+        return _flask(refused_answer(state, call, started, refused, request.content_length))
     return _flask(accepted_answer(call, started, accepted, pending.suppressed))
 
 
@@ -128,15 +129,15 @@ class Call:
     events: int = 0
 
 
-def prepare(backends: Backends, call: Call, content_encoding: str | None) -> tuple[str, list[dict]]:
-    """The archive text and the normalised events of a call whose body is read (`call.raw`);
-    authenticates by the body's writeKey when no header did. Raises Refused."""
+def prepare(backends: Backends, call: Call, content_encoding: str | None) -> Pending:
+    """What a call whose body is read (`call.raw`) lands: the archive text and the normalised
+    events; authenticates by the body's writeKey when no header did. Raises Refused."""
     doc = _parse(inflate(call.raw, content_encoding))
-    if call.connection is None:
-        call.connection = authenticate(backends, doc.get("writeKey"))
-    events = normalise(doc, CALLS.get(call.kind), dt.datetime.now(dt.timezone.utc))
+    connection = call.connection or authenticate(backends, doc.get("writeKey"))
+    call.connection = connection
+    events = normalise(doc, CALLS.get(call.kind), dt.datetime.now(dt.UTC))
     call.events = len(events)
-    return json.dumps(events[0] if call.kind in CALLS else events, separators=(",", ":")), events
+    return Pending(connection, json.dumps(events[0] if call.kind in CALLS else events, separators=(",", ":")), events)
 
 
 def accepted_answer(
@@ -149,19 +150,12 @@ def accepted_answer(
 
 
 def refused_answer(
-    extensions: dict, call: Call, started: float, refused: Refused, content_length: int | None
+    state: ReceiverState, call: Call, started: float, refused: Refused, content_length: int | None
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Segment's error answer to a refused call, recorded in the rejects log (a database write
-    when the call's connection is known), counted and logged."""
-    headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
-    if call.connection is not None and refused.status != 404 and refused.message != DATABASE_DOWN:
-        extensions["segment_elt.rejects"].record(
-            call.connection.connection_id,
-            refused.status,
-            refused.message,
-            content_length or len(call.raw),
-            call.raw if refused.status == 400 else None,
-        )
+    """Segment's error answer to a refused call (record_refusal: the rejects log when the call's
+    connection is known, a database write), counted and logged."""
+    connection_id = call.connection.connection_id if call.connection else None
+    headers = record_refusal(state.rejects, connection_id, refused, content_length or len(call.raw), call.raw)
     _finish(call, started, refused.status, refused.reason)
     return refused.status, error_body(refused.status, refused.message), headers
 
@@ -246,6 +240,7 @@ def _parse(raw: bytes) -> dict:
 def normalise(doc: dict, kind: str | None, received_at: dt.datetime) -> list[dict]:
     """The events of a call (`kind` its type) or of a batch (kind None), as Segment delivers them;
     raises Refused(400) naming the first event over a limit or missing a field."""
+    raw_events: object
     if kind is not None:
         raw_events, context, sent_at = [doc], None, None
     else:
@@ -313,8 +308,8 @@ def _instant(value) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

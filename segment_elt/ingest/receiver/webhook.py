@@ -19,8 +19,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from segment_elt.ingest import landing, signing
 from segment_elt.ingest.receiver.backends import Backends, Connection, DatabaseUnavailable
-from segment_elt.ingest.receiver.groups import DATABASE_DOWN, Pending, Refused
+from segment_elt.ingest.receiver.groups import Pending
 from segment_elt.ingest.receiver.metrics import LATENCY, count_events, count_request
+from segment_elt.ingest.receiver.refusals import DATABASE_DOWN, Refused, record_refusal
+from segment_elt.ingest.receiver.state import ReceiverState, receiver_state
 
 bp = Blueprint("webhook", __name__)
 log = logging.getLogger("receiver")
@@ -42,26 +44,25 @@ def receive(connection_id: str):
             ) from None
 
     status, payload, headers = answer(
-        current_app.extensions, connection_id, request.headers.get("X-Signature"), request.content_length, body
+        receiver_state(), connection_id, request.headers.get("X-Signature"), request.content_length, body
     )
     return Response(payload, status, headers, mimetype="application/json")
 
 
 def answer(
-    extensions: dict, connection_id: str, signature: str | None, content_length: int | None, read_body
+    state: ReceiverState, connection_id: str, signature: str | None, content_length: int | None, read_body
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
     """Land one webhook request; returns (status, JSON body, extra headers) and logs its line."""
     started = time.perf_counter()
-    events, sent = [], b""
+    events: list[dict] = []
+    sent = b""
     try:
         sent = read_body()
-        connection, text, events = verified(extensions["segment_elt"], connection_id, sent, signature)
+        connection, text, events = verified(state.backends, connection_id, sent, signature)
         pending = Pending(connection, text, events)
-        accepted = extensions["segment_elt.groups"].land(pending)
+        accepted = state.groups.land(pending)
     except Refused as refused:
-        return refused_answer(
-            extensions, connection_id, started, refused, content_length or len(sent), sent, len(events)
-        )
+        return refused_answer(state, connection_id, started, refused, content_length or len(sent), sent, len(events))
     return accepted_answer(connection_id, started, len(events), accepted, pending.suppressed)
 
 
@@ -77,7 +78,7 @@ def accepted_answer(
 
 
 def refused_answer(
-    extensions: dict,
+    state: ReceiverState,
     connection_id: str,
     started: float,
     refused: Refused,
@@ -85,12 +86,8 @@ def refused_answer(
     sent: bytes,
     events: int = 0,
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """The answer to a refused request, recorded in the rejects log (a database write), counted and logged."""
-    headers = [] if refused.retry_after is None else [("Retry-After", str(refused.retry_after))]
-    if refused.status != 404 and refused.message != DATABASE_DOWN:  # unknown, or nowhere to write
-        extensions["segment_elt.rejects"].record(
-            connection_id, refused.status, refused.message, body_bytes, sent if refused.status == 400 else None
-        )
+    """The answer to a refused request (record_refusal: the rejects log, a database write), counted and logged."""
+    headers = record_refusal(state.rejects, connection_id, refused, body_bytes, sent)
     _finish(connection_id, started, refused.status, refused.reason, events)
     return refused.status, json_body(error=refused.message), headers
 

@@ -1,20 +1,14 @@
-"""The receiver's gunicorn worker class: uvicorn's (uvloop, httptools), with what gunicorn's own
-HTTP parser used to guarantee (receiver/gunicorn.conf.py, docs/receiver.md#worker-model):
-
-- a request's head is bounded as its bytes arrive: the request line (414), each header line, the
-  number of headers and the whole head (431), so an endless header cannot hold the event loop;
-- header names with an underscore are dropped (`X_Signature` is not `X-Signature`), as gunicorn does;
-- a client that half-closes after sending a whole request still gets its answer;
-- a shutdown gives in-flight requests gunicorn's graceful timeout less 5 s (10 s, as long as
-  Segment waits), then ends (uvicorn would wait without end while gunicorn stops hearing from it);
-- a worker holds at most gunicorn's `worker_connections` connections (past that uvicorn answers 503);
-- uvicorn's start and stop lines stay out of the log below WARNING.
+"""The receiver's gunicorn worker class: uvicorn's (uvloop, httptools), bounded as gunicorn bounds
+its own workers: request heads checked as they arrive (414, 431), underscore headers dropped, a
+half-closed client answered, a graceful shutdown within Segment's wait, at most
+`worker_connections` connections (docs/receiver.md#worker-model).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -82,7 +76,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's, which uvicorn narrows to None
         """The client sent all it will send: answer a whole request first, then close."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not cycle.more_body:
@@ -97,7 +91,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class ReceiverWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": BoundedHttpToolsProtocol}
+    CONFIG_KWARGS: ClassVar[dict] = {"loop": "uvloop", "http": BoundedHttpToolsProtocol}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""Read-only queries behind the Segment page in Airflow's UI (plugins/segment_ui, docs/ui.md).
+"""Read-only queries behind the Segment page in Airflow's UI (app.py, docs/ui.md).
 
 They read the control tables, the marts and the newest staged events by index, never a scan of
 the staged history, so a page costs the same on a big database (benchmarks/bench_ui.py). Where
@@ -13,21 +13,16 @@ import datetime as dt
 import psycopg
 from psycopg.rows import dict_row
 
+from segment_elt import db
 from segment_elt.control import connections
-from segment_elt.control.errors import UserError
-from segment_elt.pipeline.dag_ids import ROLLUPS
+from segment_elt.dag_ids import ROLLUPS
+from segment_elt.errors import UserError
 
 DEBUG_LIMIT = 50  # rows of each debugger list
 DEBUG_WINDOW = 200  # the newest events the event-name filter looks through
 TIMELINE = 30  # events of the account timeline
 CHART_DAYS = 30
 OUTBOUND_RUNS = 5  # syncs shown per connection
-
-
-def _exists(conn: psycopg.Connection, *relations: str) -> bool:
-    """Whether every relation exists (the marts appear with the first rollups run)."""
-    row = conn.execute(f"select {', '.join(['to_regclass(%s)'] * len(relations))}", relations).fetchone()
-    return None not in row
 
 
 def _rows(conn: psycopg.Connection, sql: str, params) -> list[dict]:
@@ -72,7 +67,7 @@ def connections_overview(conn: psycopg.Connection) -> list[dict]:
         )
     }
     marts = {}
-    if _exists(conn, "analytics.identity_resolution_report", "analytics.recent_events"):
+    if db.relations_exist(conn, "analytics.identity_resolution_report", "analytics.recent_events"):
         marts = {
             row["connection_id"]: row
             for row in _rows(
@@ -98,7 +93,7 @@ def connections_overview(conn: psycopg.Connection) -> list[dict]:
 
 def _resolved(conn: psycopg.Connection, connection_id: str, message_ids: list[str]) -> dict[str, dict]:
     """account_id and matched_by of the events resolution has reached (product_events' unique index)."""
-    if not message_ids or not _exists(conn, "analytics.product_events"):
+    if not message_ids or not db.relations_exist(conn, "analytics.product_events"):
         return {}
     rows = _rows(
         conn,
@@ -143,7 +138,7 @@ def allowlist(conn: psycopg.Connection, connection_id: str) -> list[str]:
 
 def account_view(conn: psycopg.Connection, org_id: str, account_id: str) -> dict:
     """Daily counts of the last CHART_DAYS days, the newest events, indicators and the health score."""
-    if not _exists(
+    if not db.relations_exist(
         conn,
         "analytics.account_event_daily",
         "analytics.account_indicators",
@@ -207,7 +202,7 @@ def _components(conn: psycopg.Connection, indicators: list[dict], health: dict |
     """The health score's components (docs/tables.md#account_health), from the indicators at the
     score's as_of: activity, breadth and recency are their measures over the targets; users
     (distinct users across event names, which no mart keeps) is what the score leaves over."""
-    if health is None or not _exists(conn, "seeds.health_weights"):
+    if health is None or not db.relations_exist(conn, "seeds.health_weights"):
         return []
     weights = {
         r["component"]: r
