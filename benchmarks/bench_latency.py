@@ -23,9 +23,9 @@ from benchmarks.bench_rollups import _copy_project
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
+from segment_elt.dag_ids import ROLLUPS
 from segment_elt.local import embedded, samples
 from segment_elt.local.stack import receiver
-from segment_elt.dag_ids import ROLLUPS
 from tests.airflow_stack import scheduler_stack
 
 MINUTES = float(os.environ.get("BENCH_LATENCY_MINUTES", "8"))
@@ -105,7 +105,8 @@ def measure(every_minutes: int, minutes: float) -> tuple[list[float], list[float
                     float(seconds)
                     for (seconds,) in conn.execute(
                         "select extract(epoch from end_date - start_date) from dag_run"
-                        " where dag_id = %s and run_type = 'scheduled' and state = 'success' order by start_date offset 1",
+                        " where dag_id = %s and run_type = 'scheduled' and state = 'success'"
+                        " order by start_date offset 1",
                         (ROLLUPS,),
                     )
                 ]

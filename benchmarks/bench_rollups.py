@@ -18,8 +18,8 @@ from pathlib import Path
 from benchmarks.bench_pipeline import _generate, bench_org
 from benchmarks.figures import Figure
 from segment_elt import db
-from segment_elt.local import embedded
 from segment_elt.dag_ids import ROLLUPS
+from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 from segment_elt.settings import settings
 from tests.airflow_stack import Run, scheduler_stack, wait_until
@@ -111,7 +111,8 @@ def run() -> list[Figure]:
         shutil.rmtree(tmp, ignore_errors=True)
     for name, each in (("warm-up", warm), ("new", new), ("idle", idle), ("audiences", with_audiences)):
         print(
-            f"rollups {name}: {each.state} in {each.airflow_s:.1f} s ({len(each.tasks)} tasks); {_where_time_goes(each)}"
+            f"rollups {name}: {each.state} in {each.airflow_s:.1f} s ({len(each.tasks)} tasks); "
+            f"{_where_time_goes(each)}"
         )
     ratio = with_audiences.airflow_s / new.airflow_s
     ok = all(r.state == "success" for r in (new, idle, with_audiences))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.dag_ids import ROLLUPS
 
 
@@ -28,7 +29,8 @@ def marts_lag(conn: psycopg.Connection, now: dt.datetime | None = None) -> Marts
     """The lag between the newest event landed and the marts: 0 while the last successful rollups
     run covered everything staged, else the age of the oldest row staged after what it covered
     (what a person waits for: that row is not in analytics.product_events yet)."""
-    row = conn.execute(
+    newest, through, first_waiting = db.one(
+        conn,
         """
         with covered as (
             select high_water from control.pipeline_runs
@@ -42,8 +44,7 @@ def marts_lag(conn: psycopg.Connection, now: dt.datetime | None = None) -> Marts
              where loaded_at > coalesce((select high_water from covered), '-infinity'))
         """,
         {"dag_id": ROLLUPS},
-    ).fetchone()
-    newest, through, first_waiting = row
+    )
     now = now or dt.datetime.now(dt.UTC)
     seconds = max(0.0, (now - first_waiting).total_seconds()) if first_waiting else 0.0
     return MartsLag(newest, through, round(seconds, 1))

@@ -121,7 +121,8 @@ class Stack:
         """A run's state, Airflow's start-to-end seconds and each task's (state, seconds) as Airflow recorded them."""
         with db.connect(self.metadata_url) as conn:
             state, seconds = conn.execute(
-                "select state, extract(epoch from end_date - start_date) from dag_run where dag_id = %s and run_id = %s",
+                "select state, extract(epoch from end_date - start_date) from dag_run"
+                " where dag_id = %s and run_id = %s",
                 (dag_id, run_id),
             ).fetchone()
             tasks = conn.execute(

@@ -34,7 +34,7 @@ def url(route: str, *values: object, **query: object) -> str:
     parts = route.split("{}")
     if len(parts) != len(values) + 1:
         raise ValueError(f"{route!r} takes {len(parts) - 1} values, got {len(values)}")
-    path = parts[0] + "".join(quote(str(value), safe="") + part for value, part in zip(values, parts[1:]))
+    path = parts[0] + "".join(quote(str(value), safe="") + part for value, part in zip(values, parts[1:], strict=True))
     return base_path() + path + (f"?{urlencode(query)}" if query else "")
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from segment_elt import db
 from segment_elt.control import crypto
 from segment_elt.errors import UserError
 
@@ -54,7 +55,7 @@ def hash_key(conn: psycopg.Connection) -> bytes:
         "insert into control.privacy_key (key_enc) values (%s) on conflict do nothing",
         (crypto.encrypt(secrets.token_hex(32)),),
     )
-    (token,) = conn.execute("select key_enc from control.privacy_key").fetchone()
+    (token,) = db.one(conn, "select key_enc from control.privacy_key")
     return bytes.fromhex(crypto.decrypt(token))
 
 
@@ -133,12 +134,13 @@ def request(
             digest = subject_hash(key, org_id, user_id)
             deleting = regulation_type in DELETING
             secret = crypto.encrypt(json.dumps({"user_id": user_id, "email": email})) if deleting else None
-            (regulation_id,) = conn.execute(
+            (regulation_id,) = db.one(
+                conn,
                 "insert into control.regulations"
                 " (org_id, regulation_type, subject_hash, subject_enc, requested_by, state, finished_at)"
                 " values (%s, %s, %s, %s, %s, %s, case when %s then null else now() end) returning regulation_id",
                 (org_id, regulation_type, digest, secret, who, "pending" if deleting else "done", deleting),
-            ).fetchone()
+            )
             if regulation_type in (SUPPRESS, SUPPRESS_WITH_DELETE):
                 conn.execute(
                     "insert into control.suppressions (org_id, subject_hash, regulation_id) values (%s, %s, %s)"

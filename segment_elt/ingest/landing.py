@@ -57,7 +57,7 @@ def without_events(text: str, drop: list[bool]) -> str | None:
         _, end = decoder.raw_decode(text, at)
         spans.append((at, end))
         at = end
-    kept = [text[start:end] for (start, end), dropped in zip(spans, drop) if not dropped]
+    kept = [text[start:end] for (start, end), dropped in zip(spans, drop, strict=True) if not dropped]
     return text[: text.index("[") + 1] + ",".join(kept) + text[at:]
 
 

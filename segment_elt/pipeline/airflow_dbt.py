@@ -68,8 +68,10 @@ class DbtNodeTrigger(BaseTrigger):
         return _TRIGGER, {"node": self.node, "dag_id": self.dag_id, "run_id": self.run_id}
 
     async def run(self) -> AsyncIterator:
-        ti = getattr(self, "task_instance", None)
-        dag_id, run_id = self.dag_id or ti.dag_id, self.run_id or ti.run_id
+        dag_id, run_id = self.dag_id, self.run_id
+        if dag_id is None or run_id is None:  # started by the triggerer, which sets the task instance
+            assert self.task_instance is not None
+            dag_id, run_id = self.task_instance.dag_id, self.task_instance.run_id
         verdict = await asyncio.to_thread(_verdict, dag_id, run_id, self.node)
         for line in verdict.lines:
             self.log.info("%s", line)

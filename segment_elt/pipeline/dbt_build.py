@@ -152,7 +152,8 @@ class NodeRecorder:
             self.conn.execute(
                 "insert into control.dbt_node_results (dag_id, run_id, try_number, unique_id, status, message,"
                 " started_at, finished_at, execution_s, rows_affected)"
-                " values (%s, %s, %s, %s, %s, %s, clock_timestamp(), case when %s <> 'running' then clock_timestamp() end, %s, %s)"
+                " values (%s, %s, %s, %s, %s, %s, clock_timestamp(),"
+                " case when %s <> 'running' then clock_timestamp() end, %s, %s)"
                 " on conflict (dag_id, run_id, try_number, unique_id) do update set status = excluded.status,"
                 " message = excluded.message, finished_at = excluded.finished_at,"
                 " execution_s = excluded.execution_s, rows_affected = excluded.rows_affected",

@@ -84,13 +84,15 @@ class Matcher:
         if user_id is not None and user_id in self.user_ids:
             return user_id
         if user_id is None:
-            owner = self.anonymous.get(privacy.id_text(event.get("anonymousId")))
+            anonymous_id = privacy.id_text(event.get("anonymousId"))
+            owner = self.anonymous.get(anonymous_id) if anonymous_id is not None else None
             if owner is not None:
                 return owner
         if self.emails:
             for holder in (event.get("traits"), (event.get("context") or {}).get("traits"), event.get("properties")):
                 if isinstance(holder, dict):
-                    owner = self.emails.get(privacy.normalized_email(holder.get("email")))
+                    email = privacy.normalized_email(holder.get("email"))
+                    owner = self.emails.get(email) if email is not None else None
                     if owner is not None:
                         return owner
         return None
@@ -101,7 +103,7 @@ def stitched_anonymous_ids(conn: psycopg.Connection, org_id: str, user_ids: list
     model, as the identity models read it) names one of `user_ids`; for anonymousIds the staging
     model does not link at all, any staged identify or alias of theirs not yet modelled."""
     links: dict[str, str] = {}
-    if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is not None:
+    if db.relations_exist(conn, STAGING_MODEL):
         rows = conn.execute(
             f"""
             select distinct on (links.linked_anonymous_id) links.linked_anonymous_id, links.user_id
@@ -114,7 +116,7 @@ def stitched_anonymous_ids(conn: psycopg.Connection, org_id: str, user_ids: list
             """,
             {"org": org_id, "ids": user_ids},
         )
-        linked_to_anyone = dict(rows.fetchall())
+        linked_to_anyone: dict[str, str] = dict(rows.fetchall())
         links = {anon: user for anon, user in linked_to_anyone.items() if user in user_ids}
     else:
         linked_to_anyone = {}
@@ -204,7 +206,7 @@ class Erasure:
         for received_at, raw in requests_in(key, body):
             text, events = landing.parse_body(raw)
             owners = [self.matcher.whose(event) for event in events]
-            for event, owner in zip(events, owners):
+            for event, owner in zip(events, owners, strict=True):
                 if owner is None:
                     found.kept_ids.append(landing.message_id(event))
                 else:
@@ -258,16 +260,21 @@ class Erasure:
                     "delete from raw.segment_events where connection_id = %s and message_id = %s",
                     (connection_id, message_id),
                 ).rowcount
-                self.counts[self.matcher.whose(payload)]["raw_rows"] += deleted
+                owner = self.matcher.whose(payload)
+                if owner is not None:  # matches holds only rows a person of this deletion owns
+                    self.counts[owner]["raw_rows"] += deleted
 
     def erase_under_writer_role(self) -> None:
         """The staging model's rows, the rejects log's excerpts and outbound's record, while no
         dbt build runs (one that had read the rows could write them back downstream)."""
-        say = lambda line: print(line, file=sys.stderr, flush=True)
+
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
         with db.connect(application_name="segment-elt privacy erasure") as lock_conn, runs.sole_writer(lock_conn, say):
             ids, anons = list(self.matcher.user_ids), list(self.matcher.anonymous)
             emails = list(self.matcher.emails)
-            if self.conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is not None:
+            if db.relations_exist(self.conn, STAGING_MODEL):
                 rows = self.conn.execute(
                     f"""
                     delete from {STAGING_MODEL}
@@ -330,7 +337,7 @@ def run(
     otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises.
     `seconds`, when given, receives the time each step took (summed over orgs)."""
     seconds = {} if seconds is None else seconds
-    if not conn.execute("select pg_try_advisory_lock(hashtext(%s))", (LOCK,)).fetchone()[0]:
+    if not db.one(conn, "select pg_try_advisory_lock(hashtext(%s))", (LOCK,))[0]:
         raise UserError(
             "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
         )
@@ -345,7 +352,7 @@ def run(
             for org_id, people in by_org.items():
                 for step, took in _erase_org(conn, archive, org_id, people).items():
                     seconds[step] = seconds.get(step, 0.0) + took
-            if conn.execute("select to_regclass(%s)", (STAGING_MODEL,)).fetchone()[0] is not None:
+            if db.relations_exist(conn, STAGING_MODEL):
                 started = time.monotonic()
                 rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
                 seconds["rebuild"] = time.monotonic() - started

@@ -65,9 +65,7 @@ def check_for_run(full: bool, url: str | None = None) -> list[SourceAge]:
     if not full:
         warn_after = json.loads(manifest_path().read_text())["sources"][RAW]["freshness"]["warn_after"]
         with db.connect(url) as conn:
-            age = conn.execute("select extract(epoch from now() - max(loaded_at)) from raw.segment_events").fetchone()[
-                0
-            ]
+            (age,) = db.one(conn, "select extract(epoch from now() - max(loaded_at)) from raw.segment_events")
         if age is not None and float(age) / 3600 < warn_after["count"] * _HOURS[warn_after["period"]]:
             hours = round(float(age) / 3600, 2)
             fresh = SourceAge(

@@ -16,7 +16,11 @@ from tests.dags.test_alerts import Webhook
 from tests.dags.test_dag_runs import NOW, land, total_events, tracks
 from tests.helpers import free_port
 
-BAD_RULES = "connection_id,chain,position,source,target\n*,account,1,groupId,account.external_id\n*,account,2,userid,account.ps_id\n"
+BAD_RULES = (
+    "connection_id,chain,position,source,target\n"
+    "*,account,1,groupId,account.external_id\n"
+    "*,account,2,userid,account.ps_id\n"
+)
 
 
 def _copy_project(to):

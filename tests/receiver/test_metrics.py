@@ -45,8 +45,8 @@ def test_metrics_sum_every_worker(db, archive_url, receiver_factory):
 
 
 def test_marts_lag_is_how_long_the_oldest_event_not_in_the_marts_has_waited(db, archive_url, receiver_factory):
-    from segment_elt.pipeline import runs
     from segment_elt.dag_ids import ROLLUPS
+    from segment_elt.pipeline import runs
 
     receiver = receiver_factory(workers=1)
     hook = make_hook(db, receiver)

@@ -142,7 +142,7 @@ class Backends:
             if hashes and self._hash_key is None:
                 self._hash_key = self.run(privacy.hash_key)
             self._suppressed[org_id] = (time.monotonic(), hashes)
-        return (self._hash_key, hashes) if hashes else None
+        return (self._hash_key, hashes) if hashes and self._hash_key is not None else None
 
     def forget(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)

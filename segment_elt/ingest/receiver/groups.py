@@ -258,7 +258,10 @@ def _without_suppressed(backends: Backends, requests: list[Pending], rejects) ->
             if text is None:
                 pending.answer(new=0)
                 continue
-            pending.text, pending.events = text, [e for e, dropped in zip(pending.events, drop) if not dropped]
+            pending.text, pending.events = (
+                text,
+                [e for e, dropped in zip(pending.events, drop, strict=True) if not dropped],
+            )
         left.append(pending)
     return left
 

@@ -15,7 +15,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
 from prometheus_client.core import GaugeMetricFamily
 
 from segment_elt.settings import settings
