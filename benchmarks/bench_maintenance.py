@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -173,6 +174,7 @@ def run() -> list[Figure]:
     finally:
         stand_in.stop()
         embedded.stop(tmp / "pg")
+        shutil.rmtree(tmp, ignore_errors=True)
     scale = f"{ROWS:,} rows / {OBJECTS:,} objects"
     full_day = 70_000 / OBJECTS  # the day, by objects (S3 calls) and rows (deletes) alike
     return [
