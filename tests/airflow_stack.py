@@ -1,6 +1,8 @@
-"""The real Airflow scheduler: scheduler, DAG processor, triggerer and API server as `make up`
-runs them, on the metadata database `airflow` next to DATABASE_URL, every DAG paused so that only
-what a test or benchmark starts runs. Used by tests/dags/test_backfill_scheduler.py and
+"""The real Airflow scheduler: scheduler, DAG processor, triggerer and API server as `make up` runs
+them, on the metadata database `airflow` next to DATABASE_URL, every DAG paused so that only what a test
+or benchmark starts runs. With `executor="CeleryExecutor"` the tasks run on Celery workers behind
+Debian's redis-server, with the Celery settings docker-compose.yaml gives its Airflow services.
+Used by tests/dags/test_backfill_scheduler.py, tests/dags/test_celery.py and
 benchmarks/bench_backfill.py."""
 
 from __future__ import annotations
@@ -8,16 +10,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
 
+import psutil
+import redis
 import requests
+import yaml
 
 from segment_elt import db
+from segment_elt.local.embedded import free_port
 from segment_elt.local.stack import BIN, airflow_ready, process
+from segment_elt.settings import settings
+
+COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yaml"
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,25 @@ class Run:
 class Stack:
     env: dict  # what the Airflow processes run with
     metadata_url: str  # the metadata database, for psycopg
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)  # Celery workers by name
+
+    def worker_log(self, name: str) -> str:
+        return (settings().local_dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def worker_of(self, celery_task_id: str) -> str | None:
+        """The worker whose log shows it received the Celery task (an Airflow task instance's
+        external_executor_id)."""
+        return next((name for name in self.workers if celery_task_id in self.worker_log(name)), None)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and every process under it, as when its machine dies."""
+        root = psutil.Process(self.workers[name].pid)
+        for proc in [*root.children(recursive=True), root]:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.workers[name].wait(30)
 
     def airflow(self, *args: str) -> subprocess.CompletedProcess:
         """The `airflow` CLI against this stack; fails with its stderr."""
@@ -73,33 +104,12 @@ class Stack:
         wait_until(completed, f"the backfill of {dag_id} did not complete", timeout_s)
         return time.monotonic() - began
 
-    def trigger(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> tuple[str, float]:
-        """A manual run with `conf`, waited for; returns its end state and wall time in seconds."""
-        run = self.trigger_run(dag_id, conf, timeout_s)
-        return run.state, run.wall_s
-
     def trigger_run(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> Run:
         """A manual run with `conf`, waited for; its figures as Airflow recorded them."""
-
-        def manual_runs() -> dict[str, str]:
-            with db.connect(self.metadata_url) as conn:
-                return dict(
-                    conn.execute(
-                        "select run_id, state from dag_run where dag_id = %s and run_type = 'manual'", (dag_id,)
-                    ).fetchall()
-                )
-
-        before, began = manual_runs(), time.monotonic()
-        self.airflow("dags", "trigger", dag_id, "--conf", json.dumps(conf))
-
-        def ended() -> str | None:
-            new = [state for run_id, state in manual_runs().items() if run_id not in before]
-            return new and new[0] in ("success", "failed") and new[0]
-
-        wait_until(ended, f"the manual run of {dag_id} did not end", timeout_s)
-        wall = time.monotonic() - began
-        (run_id,) = [run_id for run_id in manual_runs() if run_id not in before]
-        return self.run(dag_id, run_id, wall)
+        began = time.monotonic()
+        run_id = self.start_run(dag_id, conf)
+        self.wait_run(dag_id, run_id, timeout_s)
+        return self.run(dag_id, run_id, time.monotonic() - began)
 
     def unpause_after_catching_up(self, dag_id: str, timeout_s: float = 1800) -> Run:
         """Unpause a scheduled DAG and wait for the run the scheduler then makes for its latest interval
@@ -112,10 +122,10 @@ class Stack:
                     "select run_id, state from dag_run where dag_id = %s and run_type = 'scheduled'", (dag_id,)
                 ).fetchone()
 
-        wait_until(
-            lambda: (found := scheduled()) and found[1] in ("success", "failed"), "no scheduled run ended", timeout_s
+        found = wait_until(
+            lambda: (row := scheduled()) and row[1] in ("success", "failed") and row, "no scheduled run ended", timeout_s
         )
-        return self.run(dag_id, scheduled()[0])
+        return self.run(dag_id, found[0])
 
     def run(self, dag_id: str, run_id: str, wall_s: float = 0.0) -> Run:
         """A run's state, Airflow's start-to-end seconds and each task's (state, seconds) as Airflow recorded them."""
@@ -130,6 +140,42 @@ class Stack:
                 (dag_id, run_id),
             ).fetchall()
         return Run(run_id, state, float(seconds or 0), wall_s, {task: (st, float(d)) for task, st, d in tasks})
+
+    def trigger(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> tuple[str, float]:
+        """A manual run with `conf`, waited for; returns its end state and wall time in seconds."""
+        began = time.monotonic()
+        run_id = self.start_run(dag_id, conf)
+        return self.wait_run(dag_id, run_id, timeout_s), time.monotonic() - began
+
+    def start_run(self, dag_id: str, conf: dict) -> str:
+        """`airflow dags trigger` with a run id of its own, which it returns; the DAG is unpaused
+        after, so that the scheduler starts the run (and the DAG's scheduled runs from then on)."""
+        run_id = f"manual__{dag_id}__{time.time_ns()}"
+        self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+        self.airflow("dags", "unpause", dag_id)
+        return run_id
+
+    def wait_run(self, dag_id: str, run_id: str, timeout_s: float = 1800) -> str:
+        """The end state of a run (success or failed), once it has one."""
+
+        def ended() -> str | None:
+            with db.connect(self.metadata_url) as conn:
+                row = conn.execute(
+                    "select state from dag_run where dag_id = %s and run_id = %s", (dag_id, run_id)
+                ).fetchone()
+            return row and row[0] in ("success", "failed") and row[0]
+
+        wait_until(ended, f"the run {run_id} of {dag_id} did not end", timeout_s)
+        return ended()
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[tuple[str, str | None, str | None, int]]:
+        """(task_id, state, external_executor_id, try_number) of every task instance of one run."""
+        with db.connect(self.metadata_url) as conn:
+            return conn.execute(
+                "select task_id, state, external_executor_id, try_number from task_instance"
+                " where dag_id = %s and run_id = %s order by task_id",
+                (dag_id, run_id),
+            ).fetchall()
 
     def runs(self, dag_id: str) -> dict[dt.date, tuple[str, float, int]]:
         """Each backfill run by its day: (state, seconds from its start to its end, clear number)."""
@@ -153,12 +199,14 @@ class Stack:
         return {(day, task): state for day, task, state in rows}
 
 
-def wait_until(ready, failure: str, timeout_s: float = 180) -> None:
+def wait_until(ready, failure: str, timeout_s: float = 180):
+    """Poll `ready()` each second until it returns something true, and return that."""
     deadline = time.monotonic() + timeout_s
-    while not ready():
+    while not (found := ready()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{failure} within {timeout_s:.0f} s; see the logs under SEGMENT_ELT_LOCAL_DIR")
         time.sleep(1)
+    return found
 
 
 def _answers(url: str) -> bool:
@@ -169,14 +217,58 @@ def _answers(url: str) -> bool:
     return True
 
 
+def compose_celery_env(metadata_url: str, redis_port: int) -> dict[str, str]:
+    """The executor and Celery settings of docker-compose.yaml's Airflow services, pointed at the
+    redis-server on `redis_port` and the metadata database here instead of the compose hosts."""
+    compose_env = yaml.safe_load(COMPOSE.read_text())["x-airflow"]["environment"]
+    env = {key: value for key, value in compose_env.items() if key.startswith("AIRFLOW__CELERY__")}
+    env["AIRFLOW__CORE__EXECUTOR"] = compose_env["AIRFLOW__CORE__EXECUTOR"]
+    broker = urlparse(env["AIRFLOW__CELERY__BROKER_URL"])
+    env["AIRFLOW__CELERY__BROKER_URL"] = broker._replace(netloc=f"127.0.0.1:{redis_port}").geturl()
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + metadata_url
+    return env
+
+
 @contextmanager
-def scheduler_stack(database_url: str, dag_id: str) -> Iterator[Stack]:
-    """The stack, up once the API server answers and the DAG processor has stored `dag_id`.
+def redis_server() -> Iterator[int]:
+    """Debian's redis-server on a free loopback port, in memory only; yields the port."""
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is missing: apt-get install redis-server (.ci/run installs it)")
+    port = free_port()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with process(args, {}, "redis"):
+        client = redis.Redis(port=port)
+
+        def pong() -> bool:
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        wait_until(pong, "redis-server did not answer", 30)
+        yield port
+
+
+@contextmanager
+def scheduler_stack(
+    database_url: str, *dag_ids: str, executor: str = "LocalExecutor", celery_workers: int = 2
+) -> Iterator[Stack]:
+    """The stack, up once the API server answers and the DAG processor has stored `dag_ids`;
+    with the CeleryExecutor, `celery_workers` workers named worker-1.. run the tasks.
     AIRFLOW_PORT and SEGMENT_ELT_LOCAL_DIR (logs, AIRFLOW_HOME) come from the environment."""
     env = {**airflow_ready(database_url), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
     stack = Stack(env, env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""))
     port = env["AIRFLOW__API__PORT"]
     with ExitStack() as running:
+        if executor == "CeleryExecutor":
+            env.update(compose_celery_env(stack.metadata_url, running.enter_context(redis_server())))
+            env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = "2"  # two cores shared by the whole machine
+            # sending a task to Redis is given 1 s by default; on a loaded machine it took longer
+            # and the scheduler failed the task instance without it ever reaching a worker
+            env["AIRFLOW__CELERY__OPERATION_TIMEOUT"] = "15"
+        else:
+            env["AIRFLOW__CORE__EXECUTOR"] = executor
         for name, args in (
             ("scheduler", ["scheduler"]),
             ("dag-processor", ["dag-processor"]),
@@ -185,10 +277,18 @@ def scheduler_stack(database_url: str, dag_id: str) -> Iterator[Stack]:
         ):
             running.enter_context(process([str(BIN / "airflow"), *args], env, name))
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/api/v2/version"), "the API server did not answer", 600)
+        for number in range(1, celery_workers + 1 if executor == "CeleryExecutor" else 1):
+            name = f"worker-{number}"
+            worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+            args = [str(BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h"]
+            stack.workers[name] = running.enter_context(process([*args, "--without-mingle"], worker_env, name))
 
         def parsed() -> bool:
             with db.connect(stack.metadata_url) as conn:
-                return conn.execute("select 1 from serialized_dag where dag_id = %s", (dag_id,)).fetchone() is not None
+                stored = conn.execute(
+                    "select count(*) from serialized_dag where dag_id = any(%s)", (list(dag_ids),)
+                ).fetchone()[0]
+            return stored == len(set(dag_ids))
 
-        wait_until(parsed, f"the DAG processor did not store {dag_id}")
+        wait_until(parsed, f"the DAG processor did not store {', '.join(dag_ids)}")
         yield stack

@@ -104,3 +104,56 @@ class MotoS3:
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+@dataclass
+class LoadBalancer:
+    """Debian's haproxy in front of receivers, as a deployment runs replicas; `url` is its base."""
+
+    url: str
+    proc: subprocess.Popen
+
+    def webhook(self, connection_id: str) -> str:
+        return f"{self.url}/webhooks/segment/{connection_id}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def start_haproxy(receivers: list[Receiver], log_dir: Path) -> LoadBalancer:
+    """haproxy balancing round robin over `receivers`, checking each one's /readyz every 0.5 s.
+    It retries a request on another replica only when it could not connect (nothing was sent),
+    so a POST is never sent twice by the balancer itself."""
+    port = free_port()
+    servers = "\n".join(
+        f"    server replica-{i} {r.url.removeprefix('http://')} check inter 500ms fall 2 rise 2"
+        for i, r in enumerate(receivers, 1)
+    )
+    config = log_dir / "haproxy.cfg"
+    config.write_text(
+        f"""global
+    maxconn 1024
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 15s
+    timeout server 15s
+    retries 2
+    option redispatch
+frontend webhooks
+    bind 127.0.0.1:{port}
+    default_backend receivers
+backend receivers
+    balance roundrobin
+    option httpchk GET /readyz
+{servers}
+"""
+    )
+    proc = subprocess.Popen(
+        ["haproxy", "-f", str(config), "-db"], stdout=(log_dir / "haproxy.log").open("wb"), stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", proc=proc)
+    return LoadBalancer(url, proc)

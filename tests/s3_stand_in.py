@@ -1,7 +1,9 @@
 """A stand-in S3 endpoint that answers every PUT after a fixed delay (a realistic in-region PUT
-takes ~40 ms) and counts them, keeping objects in memory. It speaks just enough S3 for the
-archive (put_object, get_object, head_bucket, list_objects_v2): it measures and provokes what
-waiting on S3 does to a receiver, where moto's server would be the bottleneck itself.
+takes ~40 ms) and counts them, keeping objects in memory; optionally every read (GET, and LIST
+by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just enough S3 for
+the archive (put_object, get_object, head_bucket, list_objects_v2): it measures and provokes
+what waiting on S3 does to a receiver or to retention, where moto's server would be the
+bottleneck itself.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ class SlowS3(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
-    def __init__(self, port: int, put_delay_s: float):
+    def __init__(self, port: int, put_delay_s: float, read_delay_s: float = 0.0):
         super().__init__(("127.0.0.1", port), _Handler)
         self.put_delay_s, self.puts = put_delay_s, 0
+        self.read_delay_s, self.reads = read_delay_s, 0
         self.objects: dict[str, bytes] = {}  # "bucket/key" -> body
         self._lock = threading.Lock()
 
@@ -36,6 +39,11 @@ class SlowS3(ThreadingHTTPServer):
         with self._lock:
             self.puts += 1
             self.objects[name] = body
+
+    def read(self) -> None:
+        time.sleep(self.read_delay_s)
+        with self._lock:
+            self.reads += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -69,8 +77,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200)
 
     def do_GET(self):
-        if self.path == "/_puts":  # the count, for a stand-in running in its own process
+        if self.path == "/_puts":  # the counts, for a stand-in running in its own process
             return self._answer(200, str(self.server.puts).encode())
+        if self.path == "/_reads":
+            return self._answer(200, str(self.server.reads).encode())
+        self.server.read()
         bucket, key = self._name()
         if key:
             body = self.server.objects.get(f"{bucket}/{key}")
@@ -79,17 +90,28 @@ class _Handler(BaseHTTPRequestHandler):
                 if body is not None
                 else self._answer(404, b"<Error><Code>NoSuchKey</Code></Error>")
             )
-        prefix = parse_qs(urlparse(self.path).query).get("prefix", [""])[0]
-        keys = sorted(
-            name.split("/", 1)[1] for name in list(self.server.objects) if name.startswith(f"{bucket}/{prefix}")
+        query = parse_qs(urlparse(self.path).query)
+        prefix = query.get("prefix", [""])[0]
+        after = query.get("continuation-token", query.get("start-after", [""]))[0]
+        page_size = min(1000, int(query.get("max-keys", ["1000"])[0]))
+        names = sorted(
+            name
+            for name in list(self.server.objects)
+            if name.startswith(f"{bucket}/{prefix}") and name > f"{bucket}/{after}"
         )
-        contents = "".join(f"<Contents><Key>{escape(k)}</Key></Contents>" for k in keys)
+        page = [name.split("/", 1)[1] for name in names[:page_size]]
+        truncated = len(names) > page_size
+        contents = "".join(
+            f"<Contents><Key>{escape(k)}</Key><Size>{len(self.server.objects[f'{bucket}/{k}'])}</Size></Contents>"
+            for k in page
+        )
+        more = f"<NextContinuationToken>{escape(page[-1])}</NextContinuationToken>" if truncated else ""
         self._answer(
             200,
             (
                 f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{bucket}</Name>'
-                f"<IsTruncated>false</IsTruncated><KeyCount>{len(keys)}</KeyCount>{contents}"
-                "</ListBucketResult>"
+                f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated><KeyCount>{len(page)}</KeyCount>"
+                f"{contents}{more}</ListBucketResult>"
             ).encode(),
             {"Content-Type": "application/xml"},
         )
@@ -99,14 +121,15 @@ class SlowS3Process:
     """The stand-in in its own process (`python -m tests.s3_stand_in PORT DELAY_S`), so that a
     benchmark's client threads do not share its interpreter."""
 
-    def __init__(self, port: int, put_delay_s: float):
+    def __init__(self, port: int, put_delay_s: float, read_delay_s: float = 0.0):
         import subprocess
         import sys
 
         from tests.helpers import ROOT, wait_http
 
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.s3_stand_in", str(port), str(put_delay_s)], cwd=ROOT)
+        args = [sys.executable, "-m", "tests.s3_stand_in", str(port), str(put_delay_s), str(read_delay_s)]
+        self.proc = subprocess.Popen(args, cwd=ROOT)
         wait_http(self.endpoint + "/_puts", proc=self.proc)
 
     @property
@@ -114,6 +137,13 @@ class SlowS3Process:
         import requests
 
         return int(requests.get(self.endpoint + "/_puts", timeout=5).text)
+
+    @property
+    def reads(self) -> int:
+        """GETs and LIST pages answered."""
+        import requests
+
+        return int(requests.get(self.endpoint + "/_reads", timeout=5).text)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -123,4 +153,4 @@ class SlowS3Process:
 if __name__ == "__main__":
     import sys
 
-    SlowS3(int(sys.argv[1]), float(sys.argv[2])).serve_forever()
+    SlowS3(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.0).serve_forever()

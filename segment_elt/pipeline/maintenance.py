@@ -39,18 +39,24 @@ class Pruned:
         return vars(self)
 
 
-def _expired_objects(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, int, bool]]:
-    """(archive key, expired rows, whether staging holds all of them) per object with expired rows."""
+def _expired_objects(
+    conn: psycopg.Connection, cutoff: dt.datetime
+) -> list[tuple[str, int, bool, dt.datetime, dt.datetime]]:
+    """(archive key, expired rows, whether staging holds all of them, their first and last receive
+    time) per object with expired rows."""
     if not db.relations_exist(conn, STAGING_MODEL):
         return [
-            (key, rows, False)
-            for key, rows in conn.execute(
-                "select archive_key, count(*) from raw.segment_events where received_at < %s group by 1", (cutoff,)
+            (key, rows, False, first, last)
+            for key, rows, first, last in conn.execute(
+                "select archive_key, count(*), min(received_at), max(received_at) from raw.segment_events"
+                " where received_at < %s group by 1",
+                (cutoff,),
             )
         ]
     return conn.execute(
         f"""
-        select raw.archive_key, count(*), bool_and(staged.message_id is not null)
+        select raw.archive_key, count(*), bool_and(staged.message_id is not null),
+            min(raw.received_at), max(raw.received_at)
         from raw.segment_events as raw
         left join {STAGING_MODEL} as staged
             on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
@@ -69,10 +75,12 @@ def prune(
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
     objects = _expired_objects(conn, cutoff)
-    consumed = {key: rows for key, rows, staged in objects if staged}
-    for _, rows, staged in objects:
+    consumed = {key: (rows, first, last) for key, rows, staged, first, last in objects if staged}
+    for key, rows, staged, _, _ in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
+    # Keys sort by org, connection and receive time, so a batch's rows lie in a short stretch of
+    # received_at: the delete reads that stretch through its index, not every expired row.
     keys = sorted(consumed)
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
@@ -80,12 +88,14 @@ def prune(
         done.checked_objects += len(chunk)
         for key, problem in problems.items():
             reason = "archive object " + problem.split(":", 1)[0]
-            done.keep(reason, consumed[key])
+            done.keep(reason, consumed[key][0])
             log.warning("keeping the staged rows of %s: archive object %s", key, problem)
         intact = [key for key in chunk if key not in problems]
         if intact:
             done.deleted_rows += conn.execute(
-                "delete from raw.segment_events where received_at < %s and archive_key = any(%s)", (cutoff, intact)
+                "delete from raw.segment_events where received_at between %s and %s and received_at < %s"
+                " and archive_key = any(%s)",
+                (min(consumed[k][1] for k in intact), max(consumed[k][2] for k in intact), cutoff, intact),
             ).rowcount
     done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
     return done

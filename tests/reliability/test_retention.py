@@ -117,3 +117,21 @@ def test_stale_temporary_files_are_removed_and_fresh_ones_left(db, archive_url):
     done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
     assert done.removed_temp_files == 1
     assert not stale.exists() and fresh.exists()
+
+
+def test_batches_across_connections_delete_exactly_the_intact_expired_rows(db, database_url, archive_url):
+    """Each batch's delete is bounded by its rows' receive times (maintenance.prune): batches that
+    span two connections with interleaved times, and a kept object inside a batch's span, come
+    out exact."""
+    acme, globex = connections.create(db, "acme"), connections.create(db, "globex")
+    expired = []
+    for i in range(4):
+        expired += accept(db, archive_url, acme, events(2, f"a{i}-"), EXPIRED + dt.timedelta(minutes=2 * i))
+        expired += accept(db, archive_url, globex, events(2, f"g{i}-"), EXPIRED + dt.timedelta(minutes=2 * i + 1))
+    fresh = accept(db, archive_url, acme, events(2, "new"), NOW - dt.timedelta(days=1))
+    stage(database_url)
+    corrupt = sorted(expired)[4]  # in the middle of the second batch of 3
+    (Path(archive_url.removeprefix("file://")) / corrupt).write_bytes(b"{}")
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW, batch=3)
+    assert (done.deleted_rows, done.kept_rows) == (15, {"archive object corrupt": 1})
+    assert {key for (key,) in db.execute("select archive_key from raw.segment_events")} == {corrupt, *fresh}
