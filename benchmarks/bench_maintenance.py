@@ -64,7 +64,8 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
         placed = list(pool.map(put, range(OBJECTS)))
     conn.execute(
         """
-        insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
+        insert into raw.segment_events
+            (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
         select %(cid)s, %(org)s, 'm-' || (o - 1) || '-' || (e - 1), 'track', o_at, o_key,
                jsonb_build_object('type', 'track', 'event', 'Report Created', 'userId', 'u' || ((o - 1) %% 500))
         from unnest(%(keys)s::text[], %(ats)s::timestamptz[]) with ordinality as o (o_key, o_at, o),

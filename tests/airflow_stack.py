@@ -7,6 +7,7 @@ benchmarks/bench_backfill.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -59,10 +60,8 @@ class Stack:
         """SIGKILL the worker and every process under it, as when its machine dies."""
         root = psutil.Process(self.workers[name].pid)
         for proc in [*root.children(recursive=True), root]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.workers[name].wait(30)
 
     def airflow(self, *args: str) -> subprocess.CompletedProcess:
@@ -123,7 +122,9 @@ class Stack:
                 ).fetchone()
 
         found = wait_until(
-            lambda: (row := scheduled()) and row[1] in ("success", "failed") and row, "no scheduled run ended", timeout_s
+            lambda: (row := scheduled()) and row[1] in ("success", "failed") and row,
+            "no scheduled run ended",
+            timeout_s,
         )
         return self.run(dag_id, found[0])
 

@@ -76,7 +76,7 @@ def prune(
     done = Pruned()
     objects = _expired_objects(conn, cutoff)
     consumed = {key: (rows, first, last) for key, rows, staged, first, last in objects if staged}
-    for key, rows, staged, _, _ in objects:
+    for _, rows, staged, _, _ in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
     # Keys sort by org, connection and receive time, so a batch's rows lie in a short stretch of
