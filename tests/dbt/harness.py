@@ -26,6 +26,7 @@ KEYS = {
     "user_traits": ("org_id", "user_id"),
     "account_traits": ("org_id", "external_group_id"),
     "recent_events": ("connection_id", "message_id"),
+    "sessions": ("org_id", "user_key", "session_number"),
 }
 VARS = json.dumps({"as_of": AS_OF.isoformat()})
 

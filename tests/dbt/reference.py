@@ -171,7 +171,8 @@ def rule_name(rule: dict) -> str:
 
 
 class Reference:
-    def __init__(self, landed, allowlist, accounts, contacts, rules, weights, as_of):
+    def __init__(self, landed, allowlist, accounts, contacts, rules, weights, as_of, session_gap_minutes=30):
+        self.session_gap = dt.timedelta(minutes=session_gap_minutes)
         self.events = dedupe(landed)
         self.allowlist = set(allowlist)
         self.accounts, self.contacts, self.rules, self.weights, self.as_of = accounts, contacts, rules, weights, as_of
@@ -411,6 +412,42 @@ class Reference:
             for e in self.events
         ]
 
+    def sessions(self, events) -> list[dict]:
+        """A user's allowlisted track, page and screen calls in order; a gap over session_gap starts the next."""
+        calls = defaultdict(list)
+        for r in events:
+            user = r["user_id"] or r["anonymous_id"]
+            if r["event_type"] in ("track", "page", "screen") and user is not None:
+                calls[(r["org_id"], user)].append(r)
+        out = []
+        for (org, user), rs in calls.items():
+            runs: list[list[dict]] = []
+            for r in sorted(rs, key=lambda r: (r["_order"], r["connection_id"].encode())):
+                if runs and r["event_at"] - runs[-1][-1]["event_at"] <= self.session_gap:
+                    runs[-1].append(r)
+                else:
+                    runs.append([r])
+            for number, run in enumerate(runs, 1):
+                start, end = run[0]["event_at"], run[-1]["event_at"]
+                pages = [r for r in run if r["event_type"] in ("page", "screen")]
+                props = pages[0]["properties"] if pages else None
+                accounts = [r["account_id"] for r in run if r["account_id"] is not None]
+                out.append(
+                    dict(
+                        org_id=org,
+                        user_key=user,
+                        session_number=number,
+                        session_start=start,
+                        session_end=end,
+                        session_date=start.date(),
+                        duration_s=round((end - start).total_seconds(), 2),
+                        event_count=len(run),
+                        first_name=blank_none(text(get(props, "name"))) or blank_none(text(get(props, "path"))),
+                        account_id=accounts[0] if accounts else None,
+                    )
+                )
+        return out
+
     def marts(self) -> dict[str, list[dict]]:
         events = self.product_events()
         return {
@@ -421,4 +458,5 @@ class Reference:
             "user_traits": self.user_traits(events),
             "account_traits": self.account_traits(),
             "recent_events": self.recent_events(events),
+            "sessions": self.sessions(events),
         }

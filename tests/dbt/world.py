@@ -108,6 +108,42 @@ def _visits_then_login(rng: random.Random, world: World, users: dict[str, list[s
     return events
 
 
+SESSION_GAPS_MINUTES = [1, 5, 12, 29, 30, 31, 45, 120]  # around the default 30-minute gap, exactly 30 included
+
+
+def _sessions_of_use(rng: random.Random, world: World, users: dict[str, list[str]]) -> list[tuple[str, dict]]:
+    """Bursts of allowlisted track, page and screen calls a few minutes apart (gaps around the
+    session gap), by known users and by anonymous visitors who may log in later, days before the
+    batches arrive: shuffled into the batches, they straddle runs and arrive late and out of order."""
+    events = []
+    for n in range(rng.randint(3, 6)):
+        name = rng.choice(list(world.connections))
+        org = world.connections[name]
+        allowed = [e for c, e in world.allowlist if c == name and e in TRACK_NAMES + ["$page", "$screen"]]
+        if not allowed:
+            continue
+        who = (
+            {"userId": rng.choice(users[org])}
+            if rng.random() < 0.7
+            else {"anonymousId": f"visitor-{rng.randint(0, 2)}"}
+        )
+        at = AS_OF - dt.timedelta(days=rng.uniform(6, 30))
+        for i in range(rng.randint(3, 7)):
+            event_name = rng.choice(allowed)
+            kind = {"$page": "page", "$screen": "screen"}.get(event_name, "track")
+            payload = {"type": kind, "messageId": f"use-{n}-{i}", "timestamp": at.isoformat(), **who}
+            if kind == "track":
+                payload["event"] = event_name
+            else:
+                payload["name"] = rng.choice(["Dashboard", "Settings", None])
+                payload["properties"] = {"name": payload["name"], "path": rng.choice(["/app", "/billing", ""])}
+            if rng.random() < 0.3:
+                payload["context"] = {"groupId": rng.choice(SHARED_IDS)}
+            events.append((name, payload))
+            at += dt.timedelta(minutes=rng.choice(SESSION_GAPS_MINUTES))
+    return events
+
+
 def make_world(seed: int, n_events: int = 120) -> World:
     rng = random.Random(seed)
     world = World()
@@ -195,6 +231,7 @@ def make_world(seed: int, n_events: int = 120) -> World:
             payload["previousId"] = f"anon-{rng.randint(0, 6)}"
         world.events.append((name, payload))
     world.events += _visits_then_login(rng, world, users)
+    world.events += _sessions_of_use(rng, world, users)
     for i in rng.sample(range(len(world.events)), k=min(8, len(world.events))):
         world.events.append(world.events[i])  # exact redeliveries
     rng.shuffle(world.events)  # arrival order is not event order: late events

@@ -1,0 +1,114 @@
+{% macro session_gap() -%}
+    {#- var session_gap_minutes (default 30) as an SQL interval; anything but a whole number of minutes >= 1 stops the run. -#}
+    {%- set value = var('session_gap_minutes') | string -%}
+    {%- if not modules.re.match('^[1-9][0-9]{0,5}$', value) -%}
+        {{ exceptions.raise_compiler_error("var session_gap_minutes must be a whole number of minutes, 1 or more, got " ~ value) }}
+    {%- endif -%}
+    interval '{{ value }} minutes'
+{%- endmacro %}
+
+{% macro is_session_call(alias) -%}
+    {#- The calls sessions are built from: every track, page and screen. -#}
+    {{ alias }}.event_type in ('track', 'page', 'screen')
+{%- endmacro %}
+
+{% macro session_order(alias) -%}
+    {#- The order of a user's calls within their sessions (ties broken as everywhere: oldest_first, then connection). -#}
+    {{ oldest_first(alias) }}, {{ alias }}.connection_id collate "C"
+{%- endmacro %}
+
+{% macro session_changes(model_position) -%}
+    {#-
+        The users whose sessions a run of a session-based model recomputes, with the earliest event
+        time that changed for each (changed_from): the track, page and screen calls queued since
+        `model_position` that product_events has consumed, under every user key the call has now or
+        may have had before: its userId, else its anonymousId and every userId that anonymousId was
+        ever linked to (stitching may have moved it from one to another: docs/identity.md#anonymous-users).
+        An event's time never changes, so nothing of a user's sessions before changed_from changes.
+    -#}
+    with queued as (
+        select distinct
+            queue.connection_id,
+            queue.message_id
+        from {{ ref('int_events__resolution_queue') }} as queue
+        where {{ queued_since('queue.queued_at', model_position) }}
+    ),
+
+    changed as (
+        select
+            events.org_id,
+            events.user_id,
+            events.anonymous_id,
+            events.user_key,
+            events.event_at
+        from queued
+        inner join {{ ref('stg_segment__events') }} as events
+            on
+                queued.connection_id = events.connection_id
+                and queued.message_id = events.message_id
+        where {{ is_session_call('events') }}
+    ),
+
+    candidates as (
+        select
+            changed.org_id,
+            changed.user_key,
+            changed.event_at
+        from changed
+        where changed.user_key is not null
+        union all
+        select
+            changed.org_id,
+            linking.user_id as user_key,
+            changed.event_at
+        from changed
+        inner join {{ ref('stg_segment__events') }} as linking
+            on
+                changed.org_id = linking.org_id
+                and changed.anonymous_id = linking.linked_anonymous_id
+        where changed.user_id is null
+    )
+
+    select
+        candidates.org_id,
+        candidates.user_key,
+        min(candidates.event_at) as changed_from
+    from candidates
+    group by
+        candidates.org_id,
+        candidates.user_key
+{%- endmacro %}
+
+{% macro forget_changed_sessions() -%}
+    {#-
+        Pre-hook of sessions: delete, for each changed user, every session a change can reach: all
+        after the last one that ended more than the gap before changed_from (an event at or after
+        changed_from can neither join nor split it, so it and those before it stay as they are,
+        numbers included).
+    -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using (
+        select
+            changes.org_id,
+            changes.user_key,
+            coalesce(kept.session_number, 0) as kept_through
+        from ({{ session_changes(own_watermark()) }}) as changes
+        left join lateral (
+            select earlier.session_number
+            from {{ this }} as earlier
+            where
+                earlier.org_id = changes.org_id
+                and earlier.user_key = changes.user_key
+                and earlier.session_end < changes.changed_from - {{ session_gap() }}
+            order by earlier.session_number desc
+            limit 1
+        ) as kept on true
+    ) as reach
+    where target.org_id = reach.org_id
+        and target.user_key = reach.user_key
+        and target.session_number > reach.kept_through
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}
