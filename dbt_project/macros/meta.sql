@@ -115,7 +115,8 @@
     delete from {{ relation }}
     where queued_at <= least(
         {%- for consumer in ['product_events', 'account_event_daily', 'identity_resolution_report',
-                             'identity_unresolved_values', 'user_traits', 'sessions'] %}
+                             'identity_unresolved_values', 'user_traits', 'sessions',
+                             'account_engagement_daily'] %}
             {{ watermark(consumer) }}{{ ',' if not loop.last }}
         {%- endfor %}
     )

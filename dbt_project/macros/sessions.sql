@@ -112,3 +112,77 @@
     select 1
     {% endif %}
 {%- endmacro %}
+
+{% macro engagement_days() -%}
+    {#-
+        The days account_engagement_daily recomputes, per org: from the first day its run's
+        changes reach to the last one. Those are the event days queued since its watermark
+        (affected_days) and, for each user whose sessions changed, the day of their first session
+        the changes could reach; every later day follows, as its trailing 7/30-day counts may
+        have moved. Read when the model runs and inlined as a VALUES list (see affected_days).
+    -#}
+    {%- set firsts = [] -%}
+    {%- if execute -%}
+        {%- set found -%}
+            with changes as (
+                {{ session_changes(own_watermark()) }}
+            ),
+
+            first_reached as (
+                select
+                    changes.org_id,
+                    reached.session_date
+                from changes
+                left join lateral (
+                    select kept.session_number
+                    from {{ ref('sessions') }} as kept
+                    where
+                        kept.org_id = changes.org_id
+                        and kept.user_key = changes.user_key
+                        and kept.session_end < changes.changed_from - {{ session_gap() }}
+                    order by kept.session_number desc
+                    limit 1
+                ) as kept on true
+                inner join {{ ref('sessions') }} as reached
+                    on
+                        changes.org_id = reached.org_id
+                        and changes.user_key = reached.user_key
+                        and reached.session_number = coalesce(kept.session_number, 0) + 1
+                union all
+                select
+                    affected.org_id,
+                    affected.event_date
+                from ({{ affected_days() }}) as affected
+            )
+
+            select
+                first_reached.org_id,
+                min(first_reached.session_date)::text
+            from first_reached
+            group by first_reached.org_id
+        {%- endset -%}
+        {%- set firsts = run_query(found).rows -%}
+    {%- endif -%}
+    select
+        reached.org_id,
+        reached.first_day::date as first_day
+    from (values
+        {%- for first in firsts %}
+            ('{{ first[0] | replace("'", "''") }}', '{{ first[1] }}'),
+        {%- endfor %}
+        (null, null)
+    ) as reached (org_id, first_day)
+    where reached.org_id is not null
+{%- endmacro %}
+
+{% macro forget_engagement_days() -%}
+    {#- Pre-hook of account_engagement_daily: delete the days its run recomputes. -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using ({{ engagement_days() }}) as reached
+    where target.org_id = reached.org_id
+        and target.event_date >= reached.first_day
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}

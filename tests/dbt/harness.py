@@ -27,6 +27,7 @@ KEYS = {
     "account_traits": ("org_id", "external_group_id"),
     "recent_events": ("connection_id", "message_id"),
     "sessions": ("org_id", "user_key", "session_number"),
+    "account_engagement_daily": ("org_id", "account_id", "event_date"),
 }
 VARS = json.dumps({"as_of": AS_OF.isoformat()})
 

@@ -440,7 +440,7 @@ class Reference:
                         session_start=start,
                         session_end=end,
                         session_date=start.date(),
-                        duration_s=round((end - start).total_seconds(), 2),
+                        duration_s=Decimal((end - start) // dt.timedelta(microseconds=1)) / 1_000_000,
                         event_count=len(run),
                         first_name=blank_none(text(get(props, "name"))) or blank_none(text(get(props, "path"))),
                         account_id=accounts[0] if accounts else None,
@@ -448,8 +448,44 @@ class Reference:
                 )
         return out
 
+    def account_engagement_daily(self, events, sessions) -> list[dict]:
+        """Per account and day with events or sessions: active users, the sessions starting that day,
+        their minutes, and the days with events among the trailing 7 and 30."""
+        users, active, by_day = defaultdict(set), defaultdict(set), defaultdict(list)
+        for r in events:
+            users[(r["org_id"], r["account_id"], r["event_date"])].add(r["user_id"] or r["anonymous_id"])
+            active[(r["org_id"], r["account_id"])].add(r["event_date"])
+        for s in sessions:
+            by_day[(s["org_id"], s["account_id"], s["session_date"])].append(s["duration_s"] / 60)
+        cents = lambda d: d.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)  # noqa: E731
+        out = []
+        for org, account, day in set(users) | set(by_day):
+            minutes = sorted(by_day.get((org, account, day), []))
+            middle = len(minutes) // 2
+            median = (
+                (minutes[middle] if len(minutes) % 2 else (minutes[middle - 1] + minutes[middle]) / 2)
+                if minutes
+                else None
+            )
+            days = active.get((org, account), set())
+            out.append(
+                dict(
+                    org_id=org,
+                    account_id=account,
+                    event_date=day,
+                    active_users=len(users.get((org, account, day), set()) - {None}),
+                    sessions=len(minutes),
+                    session_minutes=cents(sum(minutes, Decimal(0))),
+                    median_session_minutes=cents(median) if median is not None else None,
+                    active_days_7d=sum(1 for d in days if day - dt.timedelta(days=6) <= d <= day),
+                    active_days_30d=sum(1 for d in days if day - dt.timedelta(days=29) <= d <= day),
+                )
+            )
+        return out
+
     def marts(self) -> dict[str, list[dict]]:
         events = self.product_events()
+        sessions = self.sessions(events)
         return {
             "product_events": events,
             "account_event_daily": self.account_event_daily(events),
@@ -458,5 +494,6 @@ class Reference:
             "user_traits": self.user_traits(events),
             "account_traits": self.account_traits(),
             "recent_events": self.recent_events(events),
-            "sessions": self.sessions(events),
+            "sessions": sessions,
+            "account_engagement_daily": self.account_engagement_daily(events, sessions),
         }

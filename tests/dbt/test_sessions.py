@@ -104,6 +104,12 @@ def test_late_calls_merge_split_and_renumber_sessions_across_runs(db, tmp_path):
     run(loaded, [report("late-3", 225), report("late-4", 250), report("late-5", 275)], 4)
     assert spans(db, "ada") == [(1, 0, 105, 5), (2, 200, 300, 5)]
 
+    # a call just after midnight, days late, extends the session started the evening before: the
+    # day before changes (its session minutes), though the late call is of the day after
+    run(loaded, [report("evening", 700)], 4.5)
+    run(loaded, [report("after-midnight", 725)], 6)
+    assert spans(db, "ada")[-1] == (3, 700, 725, 2)
+
     sessions = fetch_marts(db)["sessions"]
     assert sessions[("org-a", "ada", 1)]["first_name"] == "Dashboard"
     assert sessions[("org-a", "ada", 1)]["account_id"] == "acme"  # its first call that resolved
