@@ -116,7 +116,7 @@
     where queued_at <= least(
         {%- for consumer in ['product_events', 'account_event_daily', 'identity_resolution_report',
                              'identity_unresolved_values', 'user_traits', 'sessions',
-                             'account_engagement_daily'] %}
+                             'account_engagement_daily', 'int_usage__daily_users', 'int_usage__users'] %}
             {{ watermark(consumer) }}{{ ',' if not loop.last }}
         {%- endfor %}
     )

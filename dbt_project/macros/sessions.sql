@@ -186,3 +186,65 @@
     select 1
     {% endif %}
 {%- endmacro %}
+
+{% macro usage_reached() -%}
+    {#-
+        The (org, account, event name, user) rows of int_usage__users a run recomputes: those with
+        a use on a day it recomputes (affected_days) now, and those whose first or last use was on
+        such a day before (a use in between leaves both ends as they are). Read when the model
+        runs, before its pre-hook deletes them, and inlined as a VALUES list.
+    -#}
+    {%- set rows = [] -%}
+    {%- if execute -%}
+        {%- set found -%}
+            select
+                daily.org_id,
+                daily.account_id,
+                daily.event_name,
+                daily.user_key
+            from {{ ref('int_usage__daily_users') }} as daily
+            inner join ({{ affected_days() }}) as affected
+                on
+                    daily.org_id = affected.org_id
+                    and daily.event_date = affected.event_date
+            union
+            select
+                kept.org_id,
+                kept.account_id,
+                kept.event_name,
+                kept.user_key
+            from {{ this }} as kept
+            inner join ({{ affected_days() }}) as affected
+                on
+                    kept.org_id = affected.org_id
+                    and (kept.first_date = affected.event_date or kept.last_date = affected.event_date)
+        {%- endset -%}
+        {%- set rows = run_query(found).rows -%}
+    {%- endif -%}
+    select
+        reached.org_id,
+        reached.account_id,
+        reached.event_name,
+        reached.user_key
+    from (values
+        {%- for row in rows %}
+            ({% for value in row %}{{ "null" if value is none else "'" ~ (value | replace("'", "''")) ~ "'" }}{{ ", " if not loop.last }}{% endfor %}),
+        {%- endfor %}
+        (null, null, null, null)
+    ) as reached (org_id, account_id, event_name, user_key)
+    where reached.org_id is not null
+{%- endmacro %}
+
+{% macro forget_changed_usage() -%}
+    {#- Pre-hook of int_usage__users: delete the rows its run recomputes. -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using ({{ usage_reached() }}) as reached
+    where target.org_id = reached.org_id
+        and target.account_id is not distinct from reached.account_id
+        and target.event_name = reached.event_name
+        and target.user_key = reached.user_key
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}

@@ -171,7 +171,10 @@ def rule_name(rule: dict) -> str:
 
 
 class Reference:
-    def __init__(self, landed, allowlist, accounts, contacts, rules, weights, as_of, session_gap_minutes=30):
+    def __init__(
+        self, landed, allowlist, accounts, contacts, rules, weights, as_of, session_gap_minutes=30, features=()
+    ):
+        self.features = list(features)
         self.session_gap = dt.timedelta(minutes=session_gap_minutes)
         self.events = dedupe(landed)
         self.allowlist = set(allowlist)
@@ -483,6 +486,32 @@ class Reference:
             )
         return out
 
+    def feature_adoption(self, events) -> list[dict]:
+        """Per account and feature (a named group of event names, else an event name of its own):
+        first and last use, distinct users, adopted at the feature's min_users (empty: 1)."""
+        named = defaultdict(set)
+        for f in self.features:
+            named[f["event_name"]].add((f["feature"].strip(), int(f["min_users"] or 1)))
+        uses = defaultdict(list)
+        for r in events:
+            user = r["user_id"] or r["anonymous_id"]
+            if r["account_id"] is None or user is None:
+                continue
+            for feature, min_users in named.get(r["event_name"]) or {(r["event_name"], 1)}:
+                uses[(r["org_id"], r["account_id"], feature)].append((r, user, min_users))
+        return [
+            dict(
+                org_id=org,
+                account_id=account,
+                feature=feature,
+                first_used_at=min(r["event_at"] for r, _, _ in rs),
+                last_used_at=max(r["event_at"] for r, _, _ in rs),
+                users=len({user for _, user, _ in rs}),
+                adopted=len({user for _, user, _ in rs}) >= rs[0][2],
+            )
+            for (org, account, feature), rs in uses.items()
+        ]
+
     def marts(self) -> dict[str, list[dict]]:
         events = self.product_events()
         sessions = self.sessions(events)
@@ -496,4 +525,5 @@ class Reference:
             "recent_events": self.recent_events(events),
             "sessions": sessions,
             "account_engagement_daily": self.account_engagement_daily(events, sessions),
+            "feature_adoption": self.feature_adoption(events),
         }

@@ -22,6 +22,7 @@ class World:
     contacts: list[dict] = field(default_factory=list)
     rules: list[dict] = field(default_factory=list)  # connection_id may be a connection name or '*'
     events: list[tuple[str, dict]] = field(default_factory=list)  # (connection name, payload), in arrival order
+    features: list[dict] = field(default_factory=list)  # rows of seeds/features.csv
 
 
 def _iso(rng: random.Random, at: dt.datetime):
@@ -183,6 +184,13 @@ def make_world(seed: int, n_events: int = 120) -> World:
                 )
             )
     world.rules = _rules(rng, names)
+    # named features over some event names (one name in two features), thresholds 1-3 or empty
+    for feature, event_names in [
+        ("Reporting", ["Report Created", "Export Downloaded"]),
+        ("Browsing", ["$page", "Report Created"]),
+    ]:
+        min_users = rng.choice(["", "1", "2", "3"])
+        world.features += [dict(feature=feature, event_name=e, min_users=min_users) for e in event_names]
     groups = SHARED_IDS + ["grp-9", "gold", "unknown-grp", ""]
     for n in range(n_events):
         name = rng.choice(names)
