@@ -17,7 +17,7 @@
     {{ oldest_first(alias) }}, {{ alias }}.connection_id collate "C"
 {%- endmacro %}
 
-{% macro session_changes(model_position) -%}
+{% macro session_changes(model_position, upstream=['product_events']) -%}
     {#-
         The users whose sessions a run of a session-based model recomputes, with the earliest event
         time that changed for each (changed_from): the track, page and screen calls queued since
@@ -31,7 +31,7 @@
             queue.connection_id,
             queue.message_id
         from {{ ref('int_events__resolution_queue') }} as queue
-        where {{ queued_since('queue.queued_at', model_position) }}
+        where {{ queued_since('queue.queued_at', model_position, upstream) }}
     ),
 
     changed as (
@@ -125,7 +125,7 @@
     {%- if execute -%}
         {%- set found -%}
             with changes as (
-                {{ session_changes(own_watermark()) }}
+                {{ session_changes(own_watermark(), engagement_upstream()) }}
             ),
 
             first_reached as (
@@ -152,7 +152,7 @@
                 select
                     affected.org_id,
                     affected.event_date
-                from ({{ affected_days() }}) as affected
+                from ({{ affected_days(engagement_upstream()) }}) as affected
             )
 
             select
@@ -173,6 +173,11 @@
         (null, null)
     ) as reached (org_id, first_day)
     where reached.org_id is not null
+{%- endmacro %}
+
+{% macro engagement_upstream() -%}
+    {#- What account_engagement_daily reads besides product_events: it consumes only what both have. -#}
+    {{ return(['sessions', 'account_event_daily']) }}
 {%- endmacro %}
 
 {% macro forget_engagement_days() -%}
@@ -203,7 +208,7 @@
                 daily.event_name,
                 daily.user_key
             from {{ ref('int_usage__daily_users') }} as daily
-            inner join ({{ affected_days() }}) as affected
+            inner join ({{ affected_days(['int_usage__daily_users']) }}) as affected
                 on
                     daily.org_id = affected.org_id
                     and daily.event_date = affected.event_date
@@ -214,7 +219,7 @@
                 kept.event_name,
                 kept.user_key
             from {{ this }} as kept
-            inner join ({{ affected_days() }}) as affected
+            inner join ({{ affected_days(['int_usage__daily_users']) }}) as affected
                 on
                     kept.org_id = affected.org_id
                     and (kept.first_date = affected.event_date or kept.last_date = affected.event_date)

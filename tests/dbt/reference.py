@@ -320,6 +320,7 @@ class Reference:
                 "activity": Decimal(len(recent)),
                 "breadth": Decimal(len({r["event_name"] for r in recent})),
                 "users": Decimal(len({r["user_id"] or r["anonymous_id"] for r in recent} - {None})),
+                "engagement": Decimal(len({r["event_date"] for r in recent})),
             }
             days = (
                 Decimal(str((self.as_of - max(r["event_at"] for r in rs)).total_seconds())) / Decimal(86400)

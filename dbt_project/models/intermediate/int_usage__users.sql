@@ -10,7 +10,7 @@
         ],
         post_hook=[
             "analyze {{ this }}",
-            "{{ set_watermark(watermark('product_events')) }}",
+            "{{ set_watermark(watermark('int_usage__daily_users')) }}",
         ]
     )
 }}

@@ -5,7 +5,7 @@
         pre_hook="{{ forget_engagement_days() }}",
         indexes=[{'columns': ['org_id', 'event_date', 'account_id']}],
         post_hook=[
-            "{{ set_watermark(watermark('product_events')) }}",
+            "{{ set_watermark(consumed_by(engagement_upstream())) }}",
         ]
     )
 }}
