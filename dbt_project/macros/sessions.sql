@@ -116,50 +116,34 @@
 {% macro engagement_days() -%}
     {#-
         The days account_engagement_daily recomputes, per org: from the first day its run's
-        changes reach to the last one. Those are the event days queued since its watermark
-        (affected_days) and, for each user whose sessions changed, the day of their first session
-        the changes could reach; every later day follows, as its trailing 7/30-day counts may
+        changes can reach to the newest. Those are the event days queued since its watermark
+        (affected_days) and the first day of every session that ends at most the session gap
+        before the earliest of them: a changed call can reach no session that ended earlier (see
+        forget_changed_sessions). Every later day follows, as its trailing 7/30-day counts may
         have moved. Read when the model runs and inlined as a VALUES list (see affected_days).
     -#}
     {%- set firsts = [] -%}
     {%- if execute -%}
         {%- set found -%}
-            with changes as (
-                {{ session_changes(own_watermark(), engagement_upstream()) }}
-            ),
-
-            first_reached as (
-                select
-                    changes.org_id,
-                    reached.session_date
-                from changes
-                left join lateral (
-                    select kept.session_number
-                    from {{ ref('sessions') }} as kept
-                    where
-                        kept.org_id = changes.org_id
-                        and kept.user_key = changes.user_key
-                        and kept.session_end < changes.changed_from - {{ session_gap() }}
-                    order by kept.session_number desc
-                    limit 1
-                ) as kept on true
-                inner join {{ ref('sessions') }} as reached
-                    on
-                        changes.org_id = reached.org_id
-                        and changes.user_key = reached.user_key
-                        and reached.session_number = coalesce(kept.session_number, 0) + 1
-                union all
+            with queued_days as (
                 select
                     affected.org_id,
-                    affected.event_date
+                    min(affected.event_date) as first_day
                 from ({{ affected_days(engagement_upstream()) }}) as affected
+                group by affected.org_id
             )
 
             select
-                first_reached.org_id,
-                min(first_reached.session_date)::text
-            from first_reached
-            group by first_reached.org_id
+                queued_days.org_id,
+                least(queued_days.first_day, reached.first_day)::text
+            from queued_days
+            cross join lateral (
+                select min(sessions.session_date) as first_day
+                from {{ ref('sessions') }} as sessions
+                where
+                    sessions.org_id = queued_days.org_id
+                    and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+            ) as reached
         {%- endset -%}
         {%- set firsts = run_query(found).rows -%}
     {%- endif -%}
@@ -246,7 +230,7 @@
     delete from {{ this }} as target
     using ({{ usage_reached() }}) as reached
     where target.org_id = reached.org_id
-        and target.account_id is not distinct from reached.account_id
+        and target.account_id = reached.account_id
         and target.event_name = reached.event_name
         and target.user_key = reached.user_key
     {% else %}

@@ -14,8 +14,8 @@
     )
 }}
 -- depends_on: {{ ref('int_events__resolution_queue') }}
--- Who used which event, per account (null = unresolved), UTC day and user, with the first and
--- last time that day: what feature adoption is counted from. Recomputed per (org, day) like
+-- Who used which event, per account, UTC day and user, with the first and last time that day:
+-- what feature adoption is counted from (resolved events only). Recomputed per (org, day) like
 -- account_event_daily.
 with scoped as (
     {{ events_of_affected_days() }}
@@ -31,7 +31,9 @@ final as (
         min(scoped.event_at) as first_at,
         max(scoped.event_at) as last_at
     from scoped
-    where coalesce(scoped.user_id, scoped.anonymous_id) is not null
+    where
+        scoped.account_id is not null
+        and coalesce(scoped.user_id, scoped.anonymous_id) is not null
     group by
         scoped.org_id,
         scoped.account_id,

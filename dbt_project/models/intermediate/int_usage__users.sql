@@ -46,7 +46,7 @@ with daily as (
             from daily
             where
                 daily.org_id = reached.org_id
-                and daily.account_id is not distinct from reached.account_id
+                and daily.account_id = reached.account_id
                 and daily.event_name = reached.event_name
                 and daily.user_key = reached.user_key
             order by daily.event_date asc
@@ -59,7 +59,7 @@ with daily as (
             from daily
             where
                 daily.org_id = reached.org_id
-                and daily.account_id is not distinct from reached.account_id
+                and daily.account_id = reached.account_id
                 and daily.event_name = reached.event_name
                 and daily.user_key = reached.user_key
             order by daily.event_date desc

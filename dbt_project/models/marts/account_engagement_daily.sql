@@ -10,7 +10,6 @@
     )
 }}
 -- depends_on: {{ ref('int_events__resolution_queue') }}
--- depends_on: {{ ref('stg_segment__events') }}
 -- Engagement per account (null = unresolved) and UTC day: active users, sessions started that
 -- day (a session counts for its account and its first day), their minutes, and on how many of the
 -- trailing 7 and 30 days the account was active (had an allowlisted event): DAU/WAU/MAU-style

@@ -2,8 +2,8 @@
 -- Feature adoption per account: for each feature (a named group of event names in the features
 -- seed; an allowlisted event in no group is a feature of its own name) when the account's users
 -- first and last used it, how many of them did, and whether that reaches the feature's min_users.
--- Read from int_usage__users (one row per account, event and user), so the cost follows the users,
--- not the history. Unresolved events (no account) are not counted.
+-- Read from int_usage__users (one row per account, event and user; resolved events only), so the
+-- cost follows the users, not the history.
 with usage as (
     select * from {{ ref('int_usage__users') }}
 ),
@@ -32,7 +32,6 @@ feature_uses as (
     from usage
     inner join catalog
         on usage.event_name = catalog.event_name
-    where usage.account_id is not null
     union all
     select
         usage.org_id,
@@ -43,9 +42,11 @@ feature_uses as (
         usage.first_at,
         usage.last_at
     from usage
-    where
-        usage.account_id is not null
-        and not exists (select 1 from catalog where catalog.event_name = usage.event_name)
+    where not exists (
+        select 1
+        from catalog
+        where catalog.event_name = usage.event_name
+    )
 ),
 
 final as (

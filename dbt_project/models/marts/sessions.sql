@@ -6,7 +6,7 @@
         indexes=[
             {'columns': ['org_id', 'user_key', 'session_number'], 'unique': True},
             {'columns': ['org_id', 'session_date']},
-            {'columns': ['org_id', 'account_id', 'session_date']},
+            {'columns': ['org_id', 'session_end']},
         ],
         post_hook=[
             "analyze {{ this }}",
@@ -170,8 +170,10 @@ final as (
             order by {{ session_order('numbered') }}
         ) filter (where numbered.event_type in ('page', 'screen')))[1] as first_name,
         -- the account of the session's first call that resolved to one
-        (array_agg(numbered.account_id order by {{ session_order('numbered') }})
-            filter (where numbered.account_id is not null))[1] as account_id
+        (array_agg(
+            numbered.account_id
+            order by {{ session_order('numbered') }}
+        ) filter (where numbered.account_id is not null))[1] as account_id
     from numbered
     group by
         numbered.org_id,
