@@ -17,12 +17,10 @@
 -- depends_on: {{ ref('int_events__resolution_queue') }}
 -- One row per org, account, event name and user who used it: when first and last. Each run
 -- recomputes the rows a change can reach: those with a use on a day it recomputed (see
--- forget_changed_usage), each with one index probe at either end of int_usage__daily_users, so
--- the cost follows the changed days' users, not their history.
-with daily as (
-    select * from {{ ref('int_usage__daily_users') }}
-),
-
+-- forget_changed_usage), each with one index probe at either end of int_usage__daily_users (read
+-- directly: a CTE used twice is materialized and loses the index), so the cost follows the
+-- changed days' users, not their history.
+with
 {% if is_incremental() %}
     reached as (
         {{ usage_reached() }}
@@ -43,7 +41,7 @@ with daily as (
             select
                 daily.first_at,
                 daily.event_date
-            from daily
+            from {{ ref('int_usage__daily_users') }} as daily
             where
                 daily.org_id = reached.org_id
                 and daily.account_id = reached.account_id
@@ -56,7 +54,7 @@ with daily as (
             select
                 daily.last_at,
                 daily.event_date
-            from daily
+            from {{ ref('int_usage__daily_users') }} as daily
             where
                 daily.org_id = reached.org_id
                 and daily.account_id = reached.account_id
@@ -67,6 +65,10 @@ with daily as (
         ) as last_use
     )
 {% else %}
+    daily as (
+        select * from {{ ref('int_usage__daily_users') }}
+    ),
+
     final as (
         select
             daily.org_id,

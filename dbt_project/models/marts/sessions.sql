@@ -48,16 +48,6 @@
         ) as last_kept on true
     ),
 
-    -- from each org's oldest point of change: the calls of users without a userId are found by
-    -- anonymousId in one pass (product_events' index leads with org_id, user_id, event_at)
-    anonymous_from as (
-        select
-            kept.org_id,
-            min(kept.kept_until) as kept_until
-        from kept
-        group by kept.org_id
-    ),
-
     calls as (
         select
             kept.org_id,
@@ -81,6 +71,7 @@
                 and {{ is_session_call('product_events') }}
         ) as identified
         union all
+        -- the calls of a user without a userId, by anonymousId (product_events' partial index)
         select
             kept.org_id,
             kept.user_key,
@@ -92,22 +83,19 @@
             anonymous.received_at,
             anonymous.account_id,
             anonymous.properties
-        from anonymous_from
+        from kept
         cross join lateral (
             select product_events.*
             from {{ ref('product_events') }} as product_events
             where
-                product_events.org_id = anonymous_from.org_id
+                product_events.org_id = kept.org_id
                 and product_events.user_id is null
-                and product_events.event_at > anonymous_from.kept_until
+                and product_events.anonymous_id = kept.user_key
+                and product_events.event_at > kept.kept_until
                 and {{ is_session_call('product_events') }}
         ) as anonymous
-        inner join kept
-            on
-                anonymous.org_id = kept.org_id
-                and anonymous.anonymous_id = kept.user_key
-                and anonymous.event_at > kept.kept_until
     ),
+
 {% else %}
     with calls as (
         select
