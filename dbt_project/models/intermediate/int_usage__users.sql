@@ -37,32 +37,34 @@ with
             last_use.last_at,
             last_use.event_date as last_date
         from reached
-        cross join lateral (
-            select
-                daily.first_at,
-                daily.event_date
-            from {{ ref('int_usage__daily_users') }} as daily
-            where
-                daily.org_id = reached.org_id
-                and daily.account_id = reached.account_id
-                and daily.event_name = reached.event_name
-                and daily.user_key = reached.user_key
-            order by daily.event_date asc
-            limit 1
-        ) as first_use
-        cross join lateral (
-            select
-                daily.last_at,
-                daily.event_date
-            from {{ ref('int_usage__daily_users') }} as daily
-            where
-                daily.org_id = reached.org_id
-                and daily.account_id = reached.account_id
-                and daily.event_name = reached.event_name
-                and daily.user_key = reached.user_key
-            order by daily.event_date desc
-            limit 1
-        ) as last_use
+        cross join
+            lateral (
+                select
+                    daily.first_at,
+                    daily.event_date
+                from {{ ref('int_usage__daily_users') }} as daily
+                where
+                    daily.org_id = reached.org_id
+                    and daily.account_id = reached.account_id
+                    and daily.event_name = reached.event_name
+                    and daily.user_key = reached.user_key
+                order by daily.event_date asc
+                limit 1
+            ) as first_use
+        cross join
+            lateral (
+                select
+                    daily.last_at,
+                    daily.event_date
+                from {{ ref('int_usage__daily_users') }} as daily
+                where
+                    daily.org_id = reached.org_id
+                    and daily.account_id = reached.account_id
+                    and daily.event_name = reached.event_name
+                    and daily.user_key = reached.user_key
+                order by daily.event_date desc
+                limit 1
+            ) as last_use
     )
 {% else %}
     daily as (
