@@ -61,15 +61,16 @@
             identified.account_id,
             identified.properties
         from kept
-        cross join lateral (
-            select product_events.*
-            from {{ ref('product_events') }} as product_events
-            where
-                product_events.org_id = kept.org_id
-                and product_events.user_id = kept.user_key
-                and product_events.event_at > kept.kept_until
-                and {{ is_session_call('product_events') }}
-        ) as identified
+        cross join
+            lateral (
+                select product_events.*
+                from {{ ref('product_events') }} as product_events
+                where
+                    product_events.org_id = kept.org_id
+                    and product_events.user_id = kept.user_key
+                    and product_events.event_at > kept.kept_until
+                    and {{ is_session_call('product_events') }}
+            ) as identified
         union all
         -- the calls of a user without a userId, by anonymousId (product_events' partial index)
         select
@@ -84,16 +85,17 @@
             anonymous.account_id,
             anonymous.properties
         from kept
-        cross join lateral (
-            select product_events.*
-            from {{ ref('product_events') }} as product_events
-            where
-                product_events.org_id = kept.org_id
-                and product_events.user_id is null
-                and product_events.anonymous_id = kept.user_key
-                and product_events.event_at > kept.kept_until
-                and {{ is_session_call('product_events') }}
-        ) as anonymous
+        cross join
+            lateral (
+                select product_events.*
+                from {{ ref('product_events') }} as product_events
+                where
+                    product_events.org_id = kept.org_id
+                    and product_events.user_id is null
+                    and product_events.anonymous_id = kept.user_key
+                    and product_events.event_at > kept.kept_until
+                    and {{ is_session_call('product_events') }}
+            ) as anonymous
     ),
 
 {% else %}
