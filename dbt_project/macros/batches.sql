@@ -46,16 +46,25 @@
     {%- endif -%}
 {%- endmacro %}
 
-{% macro queued_since(column, model_position) -%}
+{% macro queued_since(column, model_position, upstream=['product_events']) -%}
     {#-
         The queue rows a consumer of product_events has not consumed yet: after its own watermark,
-        up to what product_events has consumed (so that running alone, before product_events, it
-        never takes as done what product_events has not written yet).
+        up to what product_events (or every model of `upstream` it reads) has consumed, so that
+        running alone, before them, it never takes as done what they have not written yet.
     -#}
-    {{ column }} > {{ model_position }} and {{ column }} <= {{ watermark('product_events') }}
+    {{ column }} > {{ model_position }} and {{ column }} <= {{ consumed_by(upstream) }}
 {%- endmacro %}
 
-{% macro affected_days() -%}
+{% macro consumed_by(upstream) -%}
+    {#- How far every model of `upstream` has consumed the queue: the least of their watermarks. -#}
+    {%- if upstream | length == 1 -%}
+        {{ watermark(upstream[0]) }}
+    {%- else -%}
+        least({% for model in upstream %}{{ watermark(model) }}{{ ', ' if not loop.last }}{% endfor %})
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro affected_days(upstream=['product_events']) -%}
     {#-
         The (org, event day) pairs a per-day mart (account_event_daily, the identity resolution
         report) must recompute: those queued since its watermark that product_events has
@@ -68,7 +77,7 @@
         {%- set found -%}
             select distinct queue.org_id, queue.event_date::text
             from {{ ref('int_events__resolution_queue') }} as queue
-            where {{ queued_since('queue.queued_at', own_watermark()) }}
+            where {{ queued_since('queue.queued_at', own_watermark(), upstream) }}
         {%- endset -%}
         {%- set days = run_query(found).rows -%}
     {%- endif -%}

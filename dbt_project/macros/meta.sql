@@ -74,8 +74,8 @@
 
 {% macro prune_resolution_queue() -%}
     {#-
-        on-run-end: delete the queue's runs that every consumer (product_events, the per-day marts
-        and user_traits) has consumed, and only those. A consumer whose table is missing or new
+        on-run-end: delete the queue's runs that every consumer (product_events, the per-day marts,
+        user_traits and sessions) has consumed, and only those. A consumer whose table is missing or new
         counts as having consumed nothing, so a consumer that fails for days keeps everything it
         has not read. At the end of the run, not in the queue's own post-hook: there
         the consumers have not yet read this run's batch, so a full build's whole queue would
@@ -87,7 +87,8 @@
     delete from {{ relation }}
     where queued_at <= least(
         {%- for consumer in ['product_events', 'account_event_daily', 'identity_resolution_report',
-                             'identity_unresolved_values', 'user_traits'] %}
+                             'identity_unresolved_values', 'user_traits', 'sessions',
+                             'account_engagement_daily', 'int_usage__daily_users', 'int_usage__users'] %}
             {{ watermark(consumer) }}{{ ',' if not loop.last }}
         {%- endfor %}
     )

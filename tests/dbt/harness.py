@@ -26,6 +26,9 @@ KEYS = {
     "user_traits": ("org_id", "user_id"),
     "account_traits": ("org_id", "external_group_id"),
     "recent_events": ("connection_id", "message_id"),
+    "sessions": ("org_id", "user_key", "session_number"),
+    "account_engagement_daily": ("org_id", "account_id", "event_date"),
+    "feature_adoption": ("org_id", "account_id", "feature"),
 }
 VARS = json.dumps({"as_of": AS_OF.isoformat()})
 
@@ -46,6 +49,13 @@ def write_rules(project: Path, rules: list[dict], ids: dict[str, str]) -> list[d
     return resolved
 
 
+def write_features(project: Path, features: list[dict]) -> None:
+    with (project / "seeds" / "features.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["feature", "event_name", "min_users"])
+        writer.writeheader()
+        writer.writerows(features)
+
+
 def health_weights(project: Path) -> list[dict]:
     with (project / "seeds" / "health_weights.csv").open() as fh:
         return list(csv.DictReader(fh))
@@ -64,6 +74,7 @@ class Loaded:
             entities.upsert(db, org, entities.ACCOUNTS, [a for a in world.accounts if a["org_id"] == org])
             entities.upsert(db, org, entities.CONTACTS, [c for c in world.contacts if c["org_id"] == org])
         self.rules = write_rules(project, world.rules, self.ids)
+        write_features(project, world.features)
         self.landed: list[Event] = []
 
     def land(self, batch: list[tuple[str, dict]], received_at: dt.datetime) -> None:
@@ -94,6 +105,7 @@ class Loaded:
             self.rules,
             health_weights(self.project),
             AS_OF,
+            features=self.world.features,
         ).marts()
 
 

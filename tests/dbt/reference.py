@@ -171,7 +171,11 @@ def rule_name(rule: dict) -> str:
 
 
 class Reference:
-    def __init__(self, landed, allowlist, accounts, contacts, rules, weights, as_of):
+    def __init__(
+        self, landed, allowlist, accounts, contacts, rules, weights, as_of, session_gap_minutes=30, features=()
+    ):
+        self.features = list(features)
+        self.session_gap = dt.timedelta(minutes=session_gap_minutes)
         self.events = dedupe(landed)
         self.allowlist = set(allowlist)
         self.accounts, self.contacts, self.rules, self.weights, self.as_of = accounts, contacts, rules, weights, as_of
@@ -316,6 +320,7 @@ class Reference:
                 "activity": Decimal(len(recent)),
                 "breadth": Decimal(len({r["event_name"] for r in recent})),
                 "users": Decimal(len({r["user_id"] or r["anonymous_id"] for r in recent} - {None})),
+                "engagement": Decimal(len({r["event_date"] for r in recent})),
             }
             days = (
                 Decimal(str((self.as_of - max(r["event_at"] for r in rs)).total_seconds())) / Decimal(86400)
@@ -411,8 +416,106 @@ class Reference:
             for e in self.events
         ]
 
+    def sessions(self, events) -> list[dict]:
+        """A user's allowlisted track, page and screen calls in order; a gap over session_gap starts the next."""
+        calls = defaultdict(list)
+        for r in events:
+            user = r["user_id"] or r["anonymous_id"]
+            if r["event_type"] in ("track", "page", "screen") and user is not None:
+                calls[(r["org_id"], user)].append(r)
+        out = []
+        for (org, user), rs in calls.items():
+            runs: list[list[dict]] = []
+            for r in sorted(rs, key=lambda r: (r["_order"], r["connection_id"].encode())):
+                if runs and r["event_at"] - runs[-1][-1]["event_at"] <= self.session_gap:
+                    runs[-1].append(r)
+                else:
+                    runs.append([r])
+            for number, run in enumerate(runs, 1):
+                start, end = run[0]["event_at"], run[-1]["event_at"]
+                pages = [r for r in run if r["event_type"] in ("page", "screen")]
+                props = pages[0]["properties"] if pages else None
+                accounts = [r["account_id"] for r in run if r["account_id"] is not None]
+                out.append(
+                    dict(
+                        org_id=org,
+                        user_key=user,
+                        session_number=number,
+                        session_start=start,
+                        session_end=end,
+                        session_date=start.date(),
+                        duration_s=Decimal((end - start) // dt.timedelta(microseconds=1)) / 1_000_000,
+                        event_count=len(run),
+                        first_name=blank_none(text(get(props, "name"))) or blank_none(text(get(props, "path"))),
+                        account_id=accounts[0] if accounts else None,
+                    )
+                )
+        return out
+
+    def account_engagement_daily(self, events, sessions) -> list[dict]:
+        """Per account and day with events or sessions: active users, the sessions starting that day,
+        their minutes, and the days with events among the trailing 7 and 30."""
+        users, active, by_day = defaultdict(set), defaultdict(set), defaultdict(list)
+        for r in events:
+            users[(r["org_id"], r["account_id"], r["event_date"])].add(r["user_id"] or r["anonymous_id"])
+            active[(r["org_id"], r["account_id"])].add(r["event_date"])
+        for s in sessions:
+            by_day[(s["org_id"], s["account_id"], s["session_date"])].append(s["duration_s"] / 60)
+        cents = lambda d: d.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)  # noqa: E731
+        out = []
+        for org, account, day in set(users) | set(by_day):
+            minutes = sorted(by_day.get((org, account, day), []))
+            middle = len(minutes) // 2
+            median = (
+                (minutes[middle] if len(minutes) % 2 else (minutes[middle - 1] + minutes[middle]) / 2)
+                if minutes
+                else None
+            )
+            days = active.get((org, account), set())
+            out.append(
+                dict(
+                    org_id=org,
+                    account_id=account,
+                    event_date=day,
+                    active_users=len(users.get((org, account, day), set()) - {None}),
+                    sessions=len(minutes),
+                    session_minutes=cents(sum(minutes, Decimal(0))),
+                    median_session_minutes=cents(median) if median is not None else None,
+                    active_days_7d=sum(1 for d in days if day - dt.timedelta(days=6) <= d <= day),
+                    active_days_30d=sum(1 for d in days if day - dt.timedelta(days=29) <= d <= day),
+                )
+            )
+        return out
+
+    def feature_adoption(self, events) -> list[dict]:
+        """Per account and feature (a named group of event names, else an event name of its own):
+        first and last use, distinct users, adopted at the feature's min_users (empty: 1)."""
+        named = defaultdict(set)
+        for f in self.features:
+            named[f["event_name"]].add((f["feature"].strip(), int(f["min_users"] or 1)))
+        uses = defaultdict(list)
+        for r in events:
+            user = r["user_id"] or r["anonymous_id"]
+            if r["account_id"] is None or user is None:
+                continue
+            for feature, min_users in named.get(r["event_name"]) or {(r["event_name"], 1)}:
+                uses[(r["org_id"], r["account_id"], feature)].append((r, user, min_users))
+        return [
+            dict(
+                org_id=org,
+                account_id=account,
+                feature=feature,
+                first_used_at=min(r["event_at"] for r, _, _ in rs),
+                last_used_at=max(r["event_at"] for r, _, _ in rs),
+                users=len({user for _, user, _ in rs}),
+                adopted=len({user for _, user, _ in rs}) >= rs[0][2],
+            )
+            for (org, account, feature), rs in uses.items()
+        ]
+
     def marts(self) -> dict[str, list[dict]]:
         events = self.product_events()
+        sessions = self.sessions(events)
         return {
             "product_events": events,
             "account_event_daily": self.account_event_daily(events),
@@ -421,4 +524,7 @@ class Reference:
             "user_traits": self.user_traits(events),
             "account_traits": self.account_traits(),
             "recent_events": self.recent_events(events),
+            "sessions": sessions,
+            "account_engagement_daily": self.account_engagement_daily(events, sessions),
+            "feature_adoption": self.feature_adoption(events),
         }

@@ -17,8 +17,12 @@ from tests.dbt.world import ALLOW_TIED_POSITIONS, AS_OF, make_world
 
 def run_world(seed: int, db, tmp_path, batches: int = 3) -> None:
     world = make_world(seed)
-    loaded = Loaded(db, world, copy_project(tmp_path))
+    project = copy_project(tmp_path)
     rng = random.Random(seed)
+    if rng.random() < 0.5:  # the engagement component weighed (it ships with weight 0)
+        weights = project / "seeds" / "health_weights.csv"
+        weights.write_text(weights.read_text().replace("engagement,0,", f"engagement,{rng.randint(5, 30)},"))
+    loaded = Loaded(db, world, project)
     cuts = sorted(rng.sample(range(1, len(world.events)), batches - 1))
     chunks = [world.events[a:b] for a, b in zip([0, *cuts], [*cuts, len(world.events)], strict=True)]
     for n, chunk in enumerate(chunks):

@@ -22,6 +22,7 @@ class World:
     contacts: list[dict] = field(default_factory=list)
     rules: list[dict] = field(default_factory=list)  # connection_id may be a connection name or '*'
     events: list[tuple[str, dict]] = field(default_factory=list)  # (connection name, payload), in arrival order
+    features: list[dict] = field(default_factory=list)  # rows of seeds/features.csv
 
 
 def _iso(rng: random.Random, at: dt.datetime):
@@ -108,6 +109,42 @@ def _visits_then_login(rng: random.Random, world: World, users: dict[str, list[s
     return events
 
 
+SESSION_GAPS_MINUTES = [1, 5, 12, 29, 30, 31, 45, 120]  # around the default 30-minute gap, exactly 30 included
+
+
+def _sessions_of_use(rng: random.Random, world: World, users: dict[str, list[str]]) -> list[tuple[str, dict]]:
+    """Bursts of allowlisted track, page and screen calls a few minutes apart (gaps around the
+    session gap), by known users and by anonymous visitors who may log in later, days before the
+    batches arrive: shuffled into the batches, they straddle runs and arrive late and out of order."""
+    events = []
+    for n in range(rng.randint(3, 6)):
+        name = rng.choice(list(world.connections))
+        org = world.connections[name]
+        allowed = [e for c, e in world.allowlist if c == name and e in TRACK_NAMES + ["$page", "$screen"]]
+        if not allowed:
+            continue
+        who = (
+            {"userId": rng.choice(users[org])}
+            if rng.random() < 0.7
+            else {"anonymousId": f"visitor-{rng.randint(0, 2)}"}
+        )
+        at = AS_OF - dt.timedelta(days=rng.uniform(6, 30))
+        for i in range(rng.randint(3, 7)):
+            event_name = rng.choice(allowed)
+            kind = {"$page": "page", "$screen": "screen"}.get(event_name, "track")
+            payload = {"type": kind, "messageId": f"use-{n}-{i}", "timestamp": at.isoformat(), **who}
+            if kind == "track":
+                payload["event"] = event_name
+            else:
+                payload["name"] = rng.choice(["Dashboard", "Settings", None])
+                payload["properties"] = {"name": payload["name"], "path": rng.choice(["/app", "/billing", ""])}
+            if rng.random() < 0.3:
+                payload["context"] = {"groupId": rng.choice(SHARED_IDS)}
+            events.append((name, payload))
+            at += dt.timedelta(minutes=rng.choice(SESSION_GAPS_MINUTES))
+    return events
+
+
 def make_world(seed: int, n_events: int = 120) -> World:
     rng = random.Random(seed)
     world = World()
@@ -147,6 +184,13 @@ def make_world(seed: int, n_events: int = 120) -> World:
                 )
             )
     world.rules = _rules(rng, names)
+    # named features over some event names (one name in two features), thresholds 1-3 or empty
+    for feature, event_names in [
+        ("Reporting", ["Report Created", "Export Downloaded"]),
+        ("Browsing", ["$page", "Report Created"]),
+    ]:
+        min_users = rng.choice(["", "1", "2", "3"])
+        world.features += [dict(feature=feature, event_name=e, min_users=min_users) for e in event_names]
     groups = [*SHARED_IDS, "grp-9", "gold", "unknown-grp", ""]
     for _n in range(n_events):
         name = rng.choice(names)
@@ -195,6 +239,7 @@ def make_world(seed: int, n_events: int = 120) -> World:
             payload["previousId"] = f"anon-{rng.randint(0, 6)}"
         world.events.append((name, payload))
     world.events += _visits_then_login(rng, world, users)
+    world.events += _sessions_of_use(rng, world, users)
     for i in rng.sample(range(len(world.events)), k=min(8, len(world.events))):
         world.events.append(world.events[i])  # exact redeliveries
     rng.shuffle(world.events)  # arrival order is not event order: late events

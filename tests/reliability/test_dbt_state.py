@@ -65,6 +65,8 @@ def test_events_staged_while_resolution_failed_for_a_week_reach_the_marts(db, tm
         "analytics.user_traits",
         "intermediate.int_events__resolution_queue",
         "intermediate.int_traits__latest",
+        "analytics.sessions",
+        "intermediate.int_usage__users",
     ],
 )
 def test_a_dropped_model_is_rebuilt_from_everything_staged(relation, db, tmp_path):
@@ -83,7 +85,15 @@ def test_models_run_alone_mark_consumed_only_what_they_wrote(db, tmp_path):
     loaded.build()
     loaded.land(later, AS_OF - dt.timedelta(days=1))
     loaded.build("-s", "stg_segment__events", "int_events__resolution_queue")
-    for model in ("account_event_daily", "user_traits", "product_events"):
+    for model in (
+        "account_engagement_daily",
+        "sessions",
+        "int_usage__users",
+        "int_usage__daily_users",
+        "account_event_daily",
+        "user_traits",
+        "product_events",
+    ):
         loaded.build("-s", model)  # its resolution has not run: it must not take the queue as done
     loaded.build()
     assert_marts_match_reference(loaded)

@@ -13,8 +13,8 @@
 -- stored event of a user whose group binding or latest identify email changed with them (so
 -- stitching applies across history), the anonymous events of an anonymousId whose link to a
 -- user changed or whose linked user changed, and the days or connection a rebuild or reconcile
--- asks for. product_events, account_event_daily and user_traits each consume it from their own
--- watermark; a run's rows are deleted once all three have consumed them, never by age.
+-- asks for. product_events and the models after it (prune_resolution_queue lists them) each
+-- consume it from their own watermark; a run's rows are deleted once all have, never by age.
 -- `events` is inlined (not materialized) so that each use reads only the rows it needs through
 -- the staging indexes; the lateral look-ups read stg_segment__events directly for the same reason.
 with events as not materialized (

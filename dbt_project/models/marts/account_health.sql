@@ -6,6 +6,8 @@
 --   breadth   distinct event names used in the last 30 days
 --   users     distinct active users in the last 30 days
 --   recency   1 - days since the last event / target (0 when never seen)
+--   engagement  days with an allowlisted event in the last 30 days (UTC days; stickiness). Its
+--               default weight is 0, so the score is as it was without it until an analyst weighs it
 with accounts as (
     select * from {{ ref('stg_app__accounts') }}
 ),
@@ -21,7 +23,8 @@ usage as (
         product_events.account_id,
         count(*) as events_30d,
         count(distinct product_events.event_name) as event_names_30d,
-        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as users_30d
+        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as users_30d,
+        count(distinct product_events.event_date) as active_days_30d
     from {{ ref('product_events') }} as product_events
     where
         product_events.account_id is not null
@@ -63,6 +66,7 @@ measures as (
         coalesce(usage.events_30d, 0) as activity,
         coalesce(usage.event_names_30d, 0) as breadth,
         coalesce(usage.users_30d, 0) as users,
+        coalesce(usage.active_days_30d, 0) as engagement,
         extract(epoch from {{ as_of() }} - last_seen.last_seen_at) / 86400.0 as days_since_seen
     from all_accounts
     left join usage
@@ -84,6 +88,7 @@ components as (
             when 'activity' then least(1.0, measures.activity / weights.target)
             when 'breadth' then least(1.0, measures.breadth / weights.target)
             when 'users' then least(1.0, measures.users / weights.target)
+            when 'engagement' then least(1.0, measures.engagement / weights.target)
             when 'recency' then coalesce(greatest(0.0, 1.0 - measures.days_since_seen / weights.target), 0.0)
         end as score
     from measures

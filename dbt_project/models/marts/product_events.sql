@@ -14,6 +14,7 @@
         post_hook=[
             "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'contact_id is not null') }}",
             "{{ index_where(this, ['org_id', 'user_id', 'event_at'], 'account_id is not null') }}",
+            "{{ index_where(this, ['org_id', 'anonymous_id', 'event_at'], 'user_id is null') }}",
             "analyze {{ this }}",
             "{{ set_watermark('(' ~ watermark_query('int_identity__resolved_batch') ~ ')') }}",
         ]

@@ -1,0 +1,239 @@
+{% macro session_gap() -%}
+    {#- var session_gap_minutes (default 30) as an SQL interval; anything but a whole number of minutes >= 1 stops the run. -#}
+    {%- set value = var('session_gap_minutes') | string -%}
+    {%- if not modules.re.match('^[1-9][0-9]{0,5}$', value) -%}
+        {{ exceptions.raise_compiler_error("var session_gap_minutes must be a whole number of minutes, 1 or more, got " ~ value) }}
+    {%- endif -%}
+    interval '{{ value }} minutes'
+{%- endmacro %}
+
+{% macro is_session_call(alias) -%}
+    {#- The calls sessions are built from: every track, page and screen. -#}
+    {{ alias }}.event_type in ('track', 'page', 'screen')
+{%- endmacro %}
+
+{% macro session_order(alias) -%}
+    {#- The order of a user's calls within their sessions (ties broken as everywhere: oldest_first, then connection). -#}
+    {{ oldest_first(alias) }}, {{ alias }}.connection_id collate "C"
+{%- endmacro %}
+
+{% macro session_changes(model_position, upstream=['product_events']) -%}
+    {#-
+        The users whose sessions a run of a session-based model recomputes, with the earliest event
+        time that changed for each (changed_from): the track, page and screen calls queued since
+        `model_position` that product_events has consumed, under every user key the call has now or
+        may have had before: its userId, else its anonymousId and every userId that anonymousId was
+        ever linked to (stitching may have moved it from one to another: docs/identity.md#anonymous-users).
+        An event's time never changes, so nothing of a user's sessions before changed_from changes.
+    -#}
+    with queued as (
+        select distinct
+            queue.connection_id,
+            queue.message_id
+        from {{ ref('int_events__resolution_queue') }} as queue
+        where {{ queued_since('queue.queued_at', model_position, upstream) }}
+    ),
+
+    changed as (
+        select
+            events.org_id,
+            events.user_id,
+            events.anonymous_id,
+            events.user_key,
+            events.event_at
+        from queued
+        inner join {{ ref('stg_segment__events') }} as events
+            on
+                queued.connection_id = events.connection_id
+                and queued.message_id = events.message_id
+        where {{ is_session_call('events') }}
+    ),
+
+    candidates as (
+        select
+            changed.org_id,
+            changed.user_key,
+            changed.event_at
+        from changed
+        where changed.user_key is not null
+        union all
+        select
+            changed.org_id,
+            linking.user_id as user_key,
+            changed.event_at
+        from changed
+        inner join {{ ref('stg_segment__events') }} as linking
+            on
+                changed.org_id = linking.org_id
+                and changed.anonymous_id = linking.linked_anonymous_id
+        where changed.user_id is null
+    )
+
+    select
+        candidates.org_id,
+        candidates.user_key,
+        min(candidates.event_at) as changed_from
+    from candidates
+    group by
+        candidates.org_id,
+        candidates.user_key
+{%- endmacro %}
+
+{% macro forget_changed_sessions() -%}
+    {#-
+        Pre-hook of sessions: delete, for each changed user, every session a change can reach: all
+        after the last one that ended more than the gap before changed_from (an event at or after
+        changed_from can neither join nor split it, so it and those before it stay as they are,
+        numbers included).
+    -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using (
+        select
+            changes.org_id,
+            changes.user_key,
+            coalesce(kept.session_number, 0) as kept_through
+        from ({{ session_changes(own_watermark()) }}) as changes
+        left join lateral (
+            select earlier.session_number
+            from {{ this }} as earlier
+            where
+                earlier.org_id = changes.org_id
+                and earlier.user_key = changes.user_key
+                and earlier.session_end < changes.changed_from - {{ session_gap() }}
+            order by earlier.session_number desc
+            limit 1
+        ) as kept on true
+    ) as reach
+    where target.org_id = reach.org_id
+        and target.user_key = reach.user_key
+        and target.session_number > reach.kept_through
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}
+
+{% macro engagement_days() -%}
+    {#-
+        The days account_engagement_daily recomputes, per org: from the first day its run's
+        changes can reach to the newest. Those are the event days queued since its watermark
+        (affected_days) and the first day of every session that ends at most the session gap
+        before the earliest of them: a changed call can reach no session that ended earlier (see
+        forget_changed_sessions). Every later day follows, as its trailing 7/30-day counts may
+        have moved. Read when the model runs and inlined as a VALUES list (see affected_days).
+    -#}
+    {%- set firsts = [] -%}
+    {%- if execute -%}
+        {%- set found -%}
+            with queued_days as (
+                select
+                    affected.org_id,
+                    min(affected.event_date) as first_day
+                from ({{ affected_days(engagement_upstream()) }}) as affected
+                group by affected.org_id
+            )
+
+            select
+                queued_days.org_id,
+                least(queued_days.first_day, reached.first_day)::text
+            from queued_days
+            cross join lateral (
+                select min(sessions.session_date) as first_day
+                from {{ ref('sessions') }} as sessions
+                where
+                    sessions.org_id = queued_days.org_id
+                    and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+            ) as reached
+        {%- endset -%}
+        {%- set firsts = run_query(found).rows -%}
+    {%- endif -%}
+    select
+        reached.org_id,
+        reached.first_day::date as first_day
+    from (values
+        {%- for first in firsts %}
+            ('{{ first[0] | replace("'", "''") }}', '{{ first[1] }}'),
+        {%- endfor %}
+        (null, null)
+    ) as reached (org_id, first_day)
+    where reached.org_id is not null
+{%- endmacro %}
+
+{% macro engagement_upstream() -%}
+    {#- What account_engagement_daily reads besides product_events: it consumes only what both have. -#}
+    {{ return(['sessions', 'account_event_daily']) }}
+{%- endmacro %}
+
+{% macro forget_engagement_days() -%}
+    {#- Pre-hook of account_engagement_daily: delete the days its run recomputes. -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using ({{ engagement_days() }}) as reached
+    where target.org_id = reached.org_id
+        and target.event_date >= reached.first_day
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}
+
+{% macro usage_reached() -%}
+    {#-
+        The (org, account, event name, user) rows of int_usage__users a run recomputes: those with
+        a use on a day it recomputes (affected_days) now, and those whose first or last use was on
+        such a day before (a use in between leaves both ends as they are). Read when the model
+        runs, before its pre-hook deletes them, and inlined as a VALUES list.
+    -#}
+    {%- set rows = [] -%}
+    {%- if execute -%}
+        {%- set found -%}
+            select
+                daily.org_id,
+                daily.account_id,
+                daily.event_name,
+                daily.user_key
+            from {{ ref('int_usage__daily_users') }} as daily
+            inner join ({{ affected_days(['int_usage__daily_users']) }}) as affected
+                on
+                    daily.org_id = affected.org_id
+                    and daily.event_date = affected.event_date
+            union
+            select
+                kept.org_id,
+                kept.account_id,
+                kept.event_name,
+                kept.user_key
+            from {{ this }} as kept
+            inner join ({{ affected_days(['int_usage__daily_users']) }}) as affected
+                on
+                    kept.org_id = affected.org_id
+                    and (kept.first_date = affected.event_date or kept.last_date = affected.event_date)
+        {%- endset -%}
+        {%- set rows = run_query(found).rows -%}
+    {%- endif -%}
+    select
+        reached.org_id,
+        reached.account_id,
+        reached.event_name,
+        reached.user_key
+    from (values
+        {%- for row in rows %}
+            ({% for value in row %}{{ "null" if value is none else "'" ~ (value | replace("'", "''")) ~ "'" }}{{ ", " if not loop.last }}{% endfor %}),
+        {%- endfor %}
+        (null, null, null, null)
+    ) as reached (org_id, account_id, event_name, user_key)
+    where reached.org_id is not null
+{%- endmacro %}
+
+{% macro forget_changed_usage() -%}
+    {#- Pre-hook of int_usage__users: delete the rows its run recomputes. -#}
+    {% if is_incremental() %}
+    delete from {{ this }} as target
+    using ({{ usage_reached() }}) as reached
+    where target.org_id = reached.org_id
+        and target.account_id = reached.account_id
+        and target.event_name = reached.event_name
+        and target.user_key = reached.user_key
+    {% else %}
+    select 1
+    {% endif %}
+{%- endmacro %}
