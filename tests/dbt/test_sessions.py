@@ -75,7 +75,10 @@ def spans(db, user_key: str) -> list[tuple]:
         " where user_key = %s order by session_number",
         (user_key,),
     ).fetchall()
-    minute = lambda t: round((t - DAY).total_seconds() / 60, 3)
+
+    def minute(t):
+        return round((t - DAY).total_seconds() / 60, 3)
+
     return [(n, minute(start), minute(end), count) for n, start, end, count in rows]
 
 
@@ -138,10 +141,13 @@ def test_calls_stitching_moves_leave_the_old_users_sessions(db, tmp_path):
 def test_the_gap_is_a_var(db, tmp_path):
     loaded = Loaded(db, sessions_world(), copy_project(tmp_path))
     loaded.land([report("r1", 0), report("r2", 20), report("r3", 45)], DAY + dt.timedelta(days=1))
-    build = lambda gap: run_dbt(
-        ["build", "--vars", json.dumps({"as_of": AS_OF.isoformat(), "session_gap_minutes": gap})],
-        project_dir=loaded.project,
-    )
+
+    def build(gap):
+        return run_dbt(
+            ["build", "--vars", json.dumps({"as_of": AS_OF.isoformat(), "session_gap_minutes": gap})],
+            project_dir=loaded.project,
+        )
+
     build(15)
     assert spans(db, "ada") == [(1, 0, 0, 1), (2, 20, 20, 1), (3, 45, 45, 1)]
     with pytest.raises(DbtFailed, match="session_gap_minutes must be a whole number of minutes"):

@@ -120,7 +120,7 @@ def _sessions_of_use(rng: random.Random, world: World, users: dict[str, list[str
     for n in range(rng.randint(3, 6)):
         name = rng.choice(list(world.connections))
         org = world.connections[name]
-        allowed = [e for c, e in world.allowlist if c == name and e in TRACK_NAMES + ["$page", "$screen"]]
+        allowed = [e for c, e in world.allowlist if c == name and e in [*TRACK_NAMES, "$page", "$screen"]]
         if not allowed:
             continue
         who = (
