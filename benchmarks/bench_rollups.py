@@ -54,8 +54,16 @@ def _task_count(stack, dag_id: str) -> int:
 
 
 def _where_time_goes(run: Run) -> str:
-    slowest = sorted(run.tasks.items(), key=lambda item: -item[1][1])[:6]
-    return ", ".join(f"{task} {state} {seconds:.1f}s" for task, (state, seconds) in slowest)
+    """Each worker task's start and end from the run's start, and when the last per-model task ended."""
+    spans = [
+        f"{task} {run.timeline[task][0]:.1f}-{run.timeline[task][1]:.1f}s"
+        for task in ("plan", "check_freshness", "dbt_build", "outbound_sync")
+        if task in run.timeline
+    ]
+    models = [end for task, (_, end) in run.timeline.items() if task.startswith("dbt.")]
+    if models:
+        spans.append(f"last model task ended {max(models):.1f}s")
+    return ", ".join(spans)
 
 
 def _land(url: str, cid: str, start: int) -> None:
@@ -87,10 +95,13 @@ def run() -> list[Figure]:
         os.environ["AIRFLOW_PORT"] = str(embedded.free_port())
         with scheduler_stack(url, ROLLUPS) as stack:
             warm = stack.unpause_after_catching_up(ROLLUPS)  # its scheduled run builds the empty tables
-            _land(url, cid, 0)
-            new = stack.trigger_run(ROLLUPS, {})
+            news = []
+            for batch in range(2):  # the faster of two, as for the audiences below
+                _land(url, cid, batch * EVENTS)
+                news.append(stack.trigger_run(ROLLUPS, {}))
+            new = min(news, key=lambda r: r.airflow_s)
             idle = stack.trigger_run(ROLLUPS, {})
-            _land(url, cid, EVENTS)
+            _land(url, cid, 2 * EVENTS)
             began = time.monotonic()
             run_dbt(["build"], url)  # the same amount of new data, in-process, no Airflow
             in_process = time.monotonic() - began
@@ -102,20 +113,28 @@ def run() -> list[Figure]:
                 lambda: _task_count(stack, ROLLUPS) > tasks_before, "the DAG processor did not see the audiences"
             )
             stack.trigger_run(ROLLUPS, {})  # builds the new audience tables
-            _land(url, cid, 2 * EVENTS)
-            with_audiences = stack.trigger_run(ROLLUPS, {})
+            withs = []
+            for batch in range(3, 5):
+                _land(url, cid, batch * EVENTS)
+                withs.append(stack.trigger_run(ROLLUPS, {}))
+            with_audiences = min(withs, key=lambda r: r.airflow_s)
     finally:
         embedded.stop(tmp / "pg", "immediate")
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(tmp, ignore_errors=True)
-    for name, each in (("warm-up", warm), ("new", new), ("idle", idle), ("audiences", with_audiences)):
+    for name, each in (
+        ("warm-up", warm),
+        *(("new", r) for r in news),
+        ("idle", idle),
+        *(("audiences", r) for r in withs),
+    ):
         print(
             f"rollups {name}: {each.state} in {each.airflow_s:.1f} s ({len(each.tasks)} tasks); "
             f"{_where_time_goes(each)}"
         )
     ratio = with_audiences.airflow_s / new.airflow_s
-    ok = all(r.state == "success" for r in (new, idle, with_audiences))
+    ok = all(r.state == "success" for r in (*news, idle, *withs))
     return [
         Figure(
             f"segment_rollups run, {EVENTS:,} new events (real scheduler, Airflow start to end)",

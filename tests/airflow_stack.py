@@ -40,6 +40,7 @@ class Run:
     airflow_s: float  # Airflow's start_date to end_date of the run
     wall_s: float  # from the trigger to the end, as the caller waited
     tasks: dict[str, tuple[str, float]]  # task_id -> (state, duration in seconds)
+    timeline: dict[str, tuple[float, float]]  # task_id -> (start, end) in seconds from the run's start
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,20 @@ class Stack:
                 (dag_id, run_id),
             ).fetchone()
             tasks = conn.execute(
-                "select task_id, state, coalesce(duration, 0) from task_instance where dag_id = %s and run_id = %s",
+                "select ti.task_id, ti.state, coalesce(ti.duration, 0),"
+                " extract(epoch from ti.start_date - r.start_date), extract(epoch from ti.end_date - r.start_date)"
+                " from task_instance ti join dag_run r on (r.dag_id, r.run_id) = (ti.dag_id, ti.run_id)"
+                " where ti.dag_id = %s and ti.run_id = %s",
                 (dag_id, run_id),
             ).fetchall()
-        return Run(run_id, state, float(seconds or 0), wall_s, {task: (st, float(d)) for task, st, d in tasks})
+        return Run(
+            run_id,
+            state,
+            float(seconds or 0),
+            wall_s,
+            {task: (st, float(d)) for task, st, d, _, _ in tasks},
+            {task: (float(b), float(e)) for task, _, _, b, e in tasks if b is not None and e is not None},
+        )
 
     def trigger(self, dag_id: str, conf: dict, timeout_s: float = 1800) -> tuple[str, float]:
         """A manual run with `conf`, waited for; returns its end state and wall time in seconds."""
