@@ -9,6 +9,7 @@ it is reused, so the page and the CLI cannot disagree.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import psycopg
 from psycopg.rows import dict_row
@@ -23,6 +24,8 @@ DEBUG_WINDOW = 200  # the newest events the event-name filter looks through
 TIMELINE = 30  # events of the account timeline
 CHART_DAYS = 30
 OUTBOUND_RUNS = 5  # syncs shown per connection
+RECENT_SESSIONS = 10  # sessions of the account view
+ENGAGEMENT_MARTS = ("analytics.account_engagement_daily", "analytics.sessions", "analytics.feature_adoption")
 
 
 def _rows(conn: psycopg.Connection, sql: str, params) -> list[dict]:
@@ -185,6 +188,7 @@ def account_view(conn: psycopg.Connection, org_id: str, account_id: str) -> dict
     )
     score = health[0] if health else None
     return {
+        **_engagement(conn, org_id, account_id, today),
         "org_id": org_id,
         "account_id": account_id,
         "name": name[0]["name"] if name else None,
@@ -195,6 +199,70 @@ def account_view(conn: psycopg.Connection, org_id: str, account_id: str) -> dict
         "timeline": timeline,
         "health": score,
         "components": _components(conn, indicators, score),
+    }
+
+
+def _engagement(conn: psycopg.Connection, org_id: str, account_id: str, today: dt.date) -> dict:
+    """The account's engagement over the last CHART_DAYS days (account_engagement_daily; distinct
+    users over 7 / 30 days from int_usage__daily_users, as no mart sums them), its RECENT_SESSIONS
+    newest sessions and its feature adoption. `engagement` is None while these marts are not built."""
+    if not db.relations_exist(conn, *ENGAGEMENT_MARTS, "intermediate.int_usage__daily_users"):
+        return {"engagement": None, "sessions": [], "adoption": []}
+    since = today - dt.timedelta(days=CHART_DAYS - 1)
+    # (org_id, event_date, account_id) index: the org's days of the window, then the account
+    days = _rows(
+        conn,
+        "select event_date, active_users, sessions, session_minutes, median_session_minutes,"
+        " active_days_7d, active_days_30d from analytics.account_engagement_daily"
+        " where org_id = %s and event_date >= %s and account_id = %s order by event_date",
+        (org_id, since, account_id),
+    )
+    # (org_id, account_id, event_name, user_key, event_date) index, read only
+    users = _rows(
+        conn,
+        "select count(distinct user_key) filter (where event_date > %s) as active_users_7d,"
+        " count(distinct user_key) as active_users_30d from intermediate.int_usage__daily_users"
+        " where org_id = %s and account_id = %s and event_date >= %s",
+        (today - dt.timedelta(days=7), org_id, account_id, since),
+    )[0]
+    # the account's newest sessions: (org_id, account_id, session_start) index, backward
+    sessions = _rows(
+        conn,
+        "select user_key, session_number, session_start, round(duration_s / 60.0, 2) as duration_minutes,"
+        " event_count, first_name from analytics.sessions where org_id = %s and account_id = %s"
+        " order by session_start desc, user_key, session_number limit %s",
+        (org_id, account_id, RECENT_SESSIONS),
+    )
+    adoption = _rows(
+        conn,
+        "select feature, first_used_at, last_used_at, users, adopted from analytics.feature_adoption"
+        " where org_id = %s and account_id = %s order by adopted desc, last_used_at desc, feature",
+        (org_id, account_id),
+    )
+    # the window's median as the mart computes a day's (percentile_cont of duration_s, in minutes);
+    # session_date is the UTC date of session_start, so this is the window's sessions by that index
+    median = conn.execute(
+        "select round((percentile_cont(0.5) within group (order by duration_s::float8) / 60)::numeric, 2)"
+        " from analytics.sessions where org_id = %s and account_id = %s and session_start >= %s",
+        (org_id, account_id, dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)),
+    ).fetchone()[0]
+    by_day = {d["event_date"]: d for d in days}
+    latest = days[-1] if days else None  # the trailing active days as of the newest day with a row
+    return {
+        "engagement": {
+            "active_users_today": by_day[today]["active_users"] if today in by_day else 0,
+            "active_users_7d": users["active_users_7d"],
+            "active_users_30d": users["active_users_30d"],
+            "sessions": sum(d["sessions"] for d in days),
+            "session_minutes": sum((d["session_minutes"] for d in days), start=Decimal(0)),
+            "median_session_minutes": median,
+            "active_days_as_of": latest["event_date"] if latest else None,
+            "active_days_7d": latest["active_days_7d"] if latest else 0,
+            "active_days_30d": latest["active_days_30d"] if latest else 0,
+            "days": days,
+        },
+        "sessions": sessions,
+        "adoption": adoption,
     }
 
 

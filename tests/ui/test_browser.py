@@ -43,13 +43,17 @@ def test_sign_in_and_use_every_view(browser, airflow, landed, shots):
     assert "401" in driver.find_element(By.CSS_SELECTOR, "#rejected tbody").text
     shoot(driver, shots, "debugger")
 
-    # the account view: chart, components, timeline (reached from the debugger's resolved account link)
+    # the account view: chart, engagement, sessions, adoption, components, timeline
+    # (reached from the debugger's resolved account link)
     driver.switch_to.frame(driver.find_element(By.CSS_SELECTOR, "iframe"))
     driver.find_element(By.LINK_TEXT, ACCOUNT["account_id"]).click()
     chart = wait(driver, ec.presence_of_element_located((By.CSS_SELECTOR, "#daily-chart")))
     assert len(chart.find_elements(By.TAG_NAME, "rect")) > 5
     assert driver.find_elements(By.CSS_SELECTOR, "#components tbody tr")
     assert driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+    assert "Active users" in driver.find_element(By.ID, "engagement").text
+    assert driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
+    assert driver.find_elements(By.CSS_SELECTOR, "#adoption tbody tr")
     shoot(driver, shots, "account")
 
     # identity and outbound

@@ -176,6 +176,83 @@ def test_account_view(airflow, landed):
     assert missing.status_code == 400 and "no account" in missing.text
 
 
+def test_account_view_engagement_and_adoption(airflow, landed):
+    """The Engagement and Feature adoption blocks equal direct SQL over the marts."""
+    client = airflow.session("viewer")
+    key = (ORG, ACCOUNT["account_id"])
+    data = client.get(page(airflow, f"/api/accounts/{ORG}/{ACCOUNT['account_id']}"), timeout=10).json()
+    with psycopg.connect(landed.database_url) as conn:
+        window = "org_id = %s and account_id = %s and event_date > (now() at time zone 'UTC')::date - 30"
+        sessions, minutes = conn.execute(
+            f"select sum(sessions), sum(session_minutes) from analytics.account_engagement_daily where {window}", key
+        ).fetchone()
+        today = conn.execute(
+            "select coalesce(sum(active_users) filter (where event_date = (now() at time zone 'UTC')::date), 0)"
+            f" from analytics.account_engagement_daily where {window}",
+            key,
+        ).fetchone()[0]
+        latest = conn.execute(
+            "select active_days_7d, active_days_30d from analytics.account_engagement_daily"
+            f" where {window} order by event_date desc limit 1",
+            key,
+        ).fetchone()
+        users_7d, users_30d = conn.execute(
+            "select count(distinct coalesce(user_id, anonymous_id)) filter"
+            " (where event_date > (now() at time zone 'UTC')::date - 7),"
+            " count(distinct coalesce(user_id, anonymous_id)) from analytics.product_events"
+            f" where {window}",
+            key,
+        ).fetchone()
+        median = conn.execute(
+            "select round((percentile_cont(0.5) within group (order by duration_s::float8) / 60)::numeric, 2)"
+            " from analytics.sessions where org_id = %s and account_id = %s"
+            " and session_date > (now() at time zone 'UTC')::date - 30",
+            key,
+        ).fetchone()[0]
+        newest = conn.execute(
+            "select user_key, session_number, event_count from analytics.sessions"
+            " where org_id = %s and account_id = %s order by session_start desc, user_key, session_number limit 10",
+            key,
+        ).fetchall()
+        adoption = conn.execute(
+            "select feature, users, adopted from analytics.feature_adoption where org_id = %s and account_id = %s",
+            key,
+        ).fetchall()
+    engagement = data["engagement"]
+    assert engagement["sessions"] == sessions > 0
+    assert float(engagement["session_minutes"]) == float(minutes) > 0
+    assert float(engagement["median_session_minutes"]) == float(median)
+    assert engagement["active_users_today"] == today
+    assert (engagement["active_users_7d"], engagement["active_users_30d"]) == (users_7d, users_30d)
+    assert 0 < users_7d <= users_30d
+    assert (engagement["active_days_7d"], engagement["active_days_30d"]) == latest
+    assert 0 < latest[0] <= 7 and latest[0] <= latest[1] <= 30
+    assert [(s["user_key"], s["session_number"], s["event_count"]) for s in data["sessions"]] == newest
+    assert len(newest) == 10
+    assert sorted((a["feature"], a["users"], a["adopted"]) for a in data["adoption"]) == sorted(adoption)
+    assert adoption and any(adopted for _, _, adopted in adoption)
+    html = client.get(page(airflow, f"/accounts/{ORG}/{ACCOUNT['account_id']}"), timeout=10).text
+    assert 'id="engagement"' in html and 'id="sessions"' in html and 'id="adoption"' in html
+    assert f"<b>{sessions}</b>" in html and newest[0][0] in html
+    assert all(f"<td>{feature}</td>" in html for feature, _, _ in adoption)
+    assert "not built yet" not in html
+
+
+def test_account_view_without_engagement_marts(airflow, landed):
+    """Before the engagement marts exist the account view still renders and says so."""
+    client = airflow.session("viewer")
+    with psycopg.connect(landed.database_url, autocommit=True) as conn:
+        conn.execute("alter table analytics.feature_adoption rename to feature_adoption_hidden")
+        try:
+            html = client.get(page(airflow, f"/accounts/{ORG}/{ACCOUNT['account_id']}"), timeout=10)
+            data = client.get(page(airflow, f"/api/accounts/{ORG}/{ACCOUNT['account_id']}"), timeout=10).json()
+        finally:
+            conn.execute("alter table analytics.feature_adoption_hidden rename to feature_adoption")
+    assert html.status_code == 200 and "<svg" in html.text
+    assert "not built yet" in html.text and 'id="adoption"' not in html.text
+    assert data["engagement"] is None and data["sessions"] == data["adoption"] == []
+
+
 def test_identity_and_outbound_views(airflow, landed):
     client = airflow.session("viewer")
     identity = client.get(page(airflow, "/identity"), timeout=10)

@@ -1,4 +1,4 @@
-{{ config(materialized='table') }}
+{{ config(materialized='table', indexes=[{'columns': ['org_id', 'account_id', 'feature']}]) }}
 -- Feature adoption per account: for each feature (a named group of event names in the features
 -- seed; an allowlisted event in no group is a feature of its own name) when the account's users
 -- first and last used it, how many of them did, and whether that reaches the feature's min_users.

@@ -7,6 +7,7 @@
             {'columns': ['org_id', 'user_key', 'session_number'], 'unique': True},
             {'columns': ['org_id', 'session_date']},
             {'columns': ['org_id', 'session_end']},
+            {'columns': ['org_id', 'account_id', 'session_start']},
         ],
         post_hook=[
             "analyze {{ this }}",
