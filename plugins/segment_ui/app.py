@@ -1,9 +1,9 @@
 """The Segment page: a FastAPI app the Airflow API server mounts at /segment (docs/ui.md).
 
 Every route is authorised by Airflow's auth manager: reading needs DAG read access, Reconcile
-needs DAG run create access on segment_reconcile, editing an allowlist needs DAG edit access on
-segment_rollups (what reaches the rollups). Not signed in: 401; signed in without the
-permission: 403. The data comes from page_queries, beside it.
+needs DAG run create access on segment_reconcile, editing an allowlist or recording a privacy
+regulation needs DAG edit access on segment_rollups (what reaches the rollups). Not signed in: 401;
+signed in without the permission: 403. The data comes from page_queries, beside it.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from contextlib import contextmanager
 import psycopg
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from segment_elt import db
-from segment_elt.control import resolution
+from segment_elt.control import privacy, resolution
 from segment_elt.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.errors import UserError
 from segment_elt.lag import marts_lag
@@ -33,6 +33,13 @@ READ = Depends(requires_access_dag("GET"))
 TRIGGER = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=RECONCILE))
 EDIT = Depends(requires_access_dag("PUT", param_dag_id=ROLLUPS))
 REFRESH_S = 3
+REGULATIONS_SHOWN = 200
+REGULATION_TYPES = {  # the form's choice -> the regulation type (docs/privacy.md)
+    "suppress": privacy.SUPPRESS,
+    "unsuppress": privacy.UNSUPPRESS,
+    "delete": privacy.DELETE_ONLY,
+    "delete+suppress": privacy.SUPPRESS_WITH_DELETE,
+}
 
 
 class DatabaseUnavailable(Exception):
@@ -160,5 +167,46 @@ def create_app() -> FastAPI:
         if "json" in request.headers.get("accept", ""):
             return JSONResponse({"connection_id": connection_id, "allowlist": names})
         return RedirectResponse(page_url("/connections/{}/debugger", connection_id, show="all"), status_code=303)
+
+    @app.get("/privacy", response_class=HTMLResponse, dependencies=[READ])
+    def privacy_page(recorded: str = "", kind: str = ""):
+        with database() as conn:
+            return views.privacy_page(
+                privacy.status(conn, limit=REGULATIONS_SHOWN),
+                privacy.suppressed_counts(conn),
+                REGULATION_TYPES,
+                recorded,
+                REGULATION_TYPES.get(kind),
+            )
+
+    @app.get("/api/privacy", dependencies=[READ])
+    def privacy_json():
+        with database() as conn:
+            return JSONResponse(
+                views.jsonable(
+                    {
+                        "regulations": privacy.status(conn, limit=REGULATIONS_SHOWN),
+                        "suppressed": privacy.suppressed_counts(conn),
+                    }
+                )
+            )
+
+    @app.post("/privacy", dependencies=[EDIT])
+    def privacy_action(
+        request: Request, user: GetUserDep, org_id: str = Form(""), kind: str = Form(""), user_ids: str = Form("")
+    ):
+        """Record regulations as `segment-elt privacy suppress / unsuppress / delete` do, without running the
+        erasure: deletions stay pending for `segment-elt privacy run`."""
+        if kind not in REGULATION_TYPES:
+            raise UserError(f"unknown regulation {kind!r}: one of {', '.join(REGULATION_TYPES)}")
+        ids = [line for line in user_ids.splitlines() if line.strip()]
+        if not ids:
+            raise UserError("name at least one userId, one per line")
+        with database() as conn:
+            made = privacy.request(conn, org_id.strip(), REGULATION_TYPES[kind], ids, requested_by=user.get_name())
+        if "json" in request.headers.get("accept", ""):
+            state = "pending" if REGULATION_TYPES[kind] in privacy.DELETING else "done"
+            return JSONResponse({"regulation_ids": made, "regulation_type": REGULATION_TYPES[kind], "state": state})
+        return RedirectResponse(page_url("/privacy", recorded=",".join(map(str, made)), kind=kind), status_code=303)
 
     return app

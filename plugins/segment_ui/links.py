@@ -13,7 +13,12 @@ from urllib.parse import quote, urlencode, urlsplit
 from airflow.configuration import conf
 
 PREFIX = "/segment"  # where Airflow mounts the page's app (plugins/segment_page.py)
-NAV = (("Connections", "/connections"), ("Identity", "/identity"), ("Outbound", "/outbound"))  # (name, route)
+NAV = (
+    ("Connections", "/connections"),
+    ("Identity", "/identity"),
+    ("Outbound", "/outbound"),
+    ("Privacy", "/privacy"),
+)  # (name, route)
 DBT_DOCS = "/cosmos/segment_elt/dbt_docs_index.html"  # astronomer-cosmos' plugin serves the dbt docs there
 
 

@@ -99,3 +99,9 @@ def reconcile_page(connection_id: str, run_id: str, run_url: str) -> str:
 
 def rules_page(rules_csv: str | None) -> str:
     return render("rules.html", rules_csv=rules_csv)
+
+
+def privacy_page(regulations: list[dict], orgs: list[dict], kinds: dict, recorded: str, kind: str | None) -> str:
+    return render(
+        "privacy.html", regulations=regulations, orgs=orgs, kinds=kinds, recorded=recorded, recorded_kind=kind
+    )

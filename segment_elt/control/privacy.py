@@ -189,14 +189,24 @@ def add_counts(conn: psycopg.Connection, counts: dict[int, Counter]) -> None:
             )
 
 
-def status(conn: psycopg.Connection, org_id: str | None = None) -> list[dict]:
-    """Every regulation (newest first) with its state and counts per store; never a userId."""
+def status(conn: psycopg.Connection, org_id: str | None = None, limit: int | None = None) -> list[dict]:
+    """Every regulation (newest first; the newest `limit` if given) with its state and counts per store;
+    never a userId."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             "select regulation_id, org_id, regulation_type, subject_hash, requested_by, requested_at, state,"
             " finished_at, counts, error from control.regulations"
-            " where %(org)s::text is null or org_id = %(org)s order by regulation_id desc",
-            {"org": org_id},
+            " where %(org)s::text is null or org_id = %(org)s order by regulation_id desc limit %(limit)s",
+            {"org": org_id, "limit": limit},
+        ).fetchall()
+
+
+def suppressed_counts(conn: psycopg.Connection) -> list[dict]:
+    """Every org with how many people it suppresses (0 included), by org id."""
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "select o.org_id, count(s.subject_hash) as suppressed from control.orgs o"
+            " left join control.suppressions s on s.org_id = o.org_id group by o.org_id order by o.org_id"
         ).fetchall()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from html import unescape
 from urllib.parse import quote
 
 import psycopg
 import pytest
 import requests
 
+from segment_elt.control import privacy
 from segment_elt.local import samples
 from tests.ui.conftest import ACCOUNT, ORG, ROLLUPS_RUN
 
@@ -25,6 +27,7 @@ def test_the_plugin_is_loaded_with_nav_entries(airflow):
         "/segment/connections",
         "/segment/identity",
         "/segment/outbound",
+        "/segment/privacy",
     ]
     assert any(p["name"] == "cosmos" for p in plugins)
 
@@ -37,6 +40,8 @@ def test_the_plugin_is_loaded_with_nav_entries(airflow):
         "/identity",
         "/outbound",
         "/identity/rules",
+        "/privacy",
+        "/api/privacy",
         f"/accounts/{ORG}/{ACCOUNT['account_id']}",
     ],
 )
@@ -331,3 +336,92 @@ def test_dbt_docs_are_served_by_cosmos_to_signed_in_readers(airflow):
     ).json()["plugins"]
     cosmos = next(p for p in views if p["name"] == "cosmos")
     assert [v["href"] for v in cosmos["external_views"]] == ["/cosmos/segment_elt/dbt_docs_index.html"]
+
+
+def privacy_rows(landed, user_id: str) -> tuple[list[tuple], list[tuple]]:
+    """(regulations, suppressions) of org acme's `user_id`, found by its keyed hash."""
+    with psycopg.connect(landed.database_url) as conn:
+        digest = privacy.subject_hash(privacy.hash_key(conn), ORG, user_id)
+        regulations = conn.execute(
+            "select regulation_type, state, requested_by, subject_enc is not null from control.regulations"
+            " where org_id = %s and subject_hash = %s order by regulation_id",
+            (ORG, digest),
+        ).fetchall()
+        suppressions = conn.execute(
+            "select regulation_id from control.suppressions where org_id = %s and subject_hash = %s", (ORG, digest)
+        ).fetchall()
+    return regulations, suppressions
+
+
+def test_privacy_view_reads_for_viewers_and_refuses_their_form(airflow, landed):
+    viewer = airflow.session("viewer")
+    html = viewer.get(page(airflow, "/privacy"), timeout=10)
+    assert html.status_code == 200 and 'id="suppressed"' in html.text and 'id="regulate"' in html.text
+    assert f"<td>{ORG}</td>" in html.text and "segment-elt privacy run" in html.text
+    answer = viewer.post(page(airflow, "/privacy"), data={"org_id": ORG, "kind": "suppress", "user_ids": "u-v"})
+    assert answer.status_code == 403
+    assert privacy_rows(landed, "u-v") == ([], [])
+
+
+def test_privacy_suppress_unsuppress_and_delete_through_the_form(airflow, landed):
+    client = airflow.session("user")
+    path = page(airflow, "/privacy")
+    user_id = "u-privacy-page-1"
+    before = client.get(page(airflow, "/api/privacy"), timeout=10).json()
+    suppressed_before = {o["org_id"]: o["suppressed"] for o in before["suppressed"]}[ORG]
+
+    done = client.post(path, data={"org_id": ORG, "kind": "suppress", "user_ids": f"{user_id}\n\n"}, timeout=10)
+    assert done.status_code == 200 and 'id="recorded"' in done.text and "SUPPRESS" in done.text  # after the 303
+    regulations, suppressions = privacy_rows(landed, user_id)
+    assert regulations == [("SUPPRESS", "done", "user", False)] and len(suppressions) == 1
+    listed = client.get(page(airflow, "/api/privacy"), timeout=10).json()
+    assert {o["org_id"]: o["suppressed"] for o in listed["suppressed"]}[ORG] == suppressed_before + 1
+    assert listed["regulations"][0]["requested_by"] == "user"
+    assert user_id not in client.get(path, timeout=10).text  # only the keyed hash, shortened
+
+    undone = client.post(
+        path, data={"org_id": ORG, "kind": "unsuppress", "user_ids": user_id}, headers={"accept": "application/json"}
+    )
+    assert undone.status_code == 200 and undone.json()["state"] == "done"
+    regulations, suppressions = privacy_rows(landed, user_id)
+    assert [r[0] for r in regulations] == ["SUPPRESS", "UNSUPPRESS"] and suppressions == []
+
+    deleted = client.post(
+        path,
+        data={"org_id": ORG, "kind": "delete", "user_ids": "u-privacy-page-2\nu-privacy-page-3"},
+        headers={"accept": "application/json"},
+        timeout=10,
+    )
+    assert (
+        deleted.status_code == 200
+        and deleted.json()["state"] == "pending"
+        and len(deleted.json()["regulation_ids"]) == 2
+    )
+    for other in ("u-privacy-page-2", "u-privacy-page-3"):
+        assert privacy_rows(landed, other) == ([("DELETE_ONLY", "pending", "user", True)], [])
+    shown = client.get(path, params={"recorded": "1", "kind": "delete"}, timeout=10).text
+    assert "The deletion is pending" in shown and "segment-elt privacy run" in shown
+    with psycopg.connect(landed.database_url) as conn:  # leave no pending deletion to other tests
+        privacy.set_state(conn, deleted.json()["regulation_ids"], "done")
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({"org_id": "no-such-org", "kind": "suppress", "user_ids": "u-privacy-bad"}, "no org 'no-such-org'"),
+        ({"org_id": ORG, "kind": "delete", "user_ids": " \n \n"}, "name at least one userId"),
+        ({"org_id": ORG, "kind": "erase-everything", "user_ids": "u-privacy-bad"}, "unknown regulation"),
+    ],
+)
+def test_privacy_bad_input_is_one_line_and_records_nothing(airflow, landed, form, error):
+    client = airflow.session("user")
+    with psycopg.connect(landed.database_url) as conn:
+        (before,) = conn.execute("select count(*) from control.regulations").fetchone()
+    answer = client.post(page(airflow, "/privacy"), data=form, headers={"accept": "application/json"}, timeout=10)
+    assert answer.status_code == 400 and error in answer.json()["error"]
+    assert "\n" not in answer.json()["error"]
+    shown = client.post(page(airflow, "/privacy"), data=form, timeout=10)
+    assert shown.status_code == 400 and error in unescape(shown.text)
+    with psycopg.connect(landed.database_url) as conn:
+        (after,) = conn.execute("select count(*) from control.regulations").fetchone()
+    assert after == before

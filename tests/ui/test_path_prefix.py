@@ -44,6 +44,7 @@ def views(landed) -> list[str]:
         "/identity",
         "/identity/rules",
         "/outbound",
+        "/privacy",
     ]
 
 
@@ -63,6 +64,7 @@ def test_the_nav_entries_are_under_the_prefix(airflow_behind_proxy):
         "/airflow/segment/connections",
         "/airflow/segment/identity",
         "/airflow/segment/outbound",
+        "/airflow/segment/privacy",
     ]
     assert hrefs["cosmos"] == ["/airflow/cosmos/segment_elt/dbt_docs_index.html"]
 
