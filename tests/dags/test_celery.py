@@ -9,8 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from segment_elt.pipeline.dag_ids import DAILY, MAINTENANCE, ROLLUPS
-
+from segment_elt.dag_ids import DAILY, MAINTENANCE, ROLLUPS
 from tests.airflow_stack import scheduler_stack, wait_until
 from tests.dags.test_dag_runs import NOW, daily, land, total_events, tracks
 from tests.helpers import free_port
