@@ -28,10 +28,12 @@ def test_every_dag_imports_with_a_bad_value_and_the_first_task_names_it(
 
 
 def test_a_bad_retries_value_parses_with_the_default(airflow_home, database_url):
-    """In a fresh process, as the DAG processor parses: the task defaults are built at import."""
+    """In a fresh process, as the DAG processor parses: the task defaults are built at import (the
+    per-model tasks, which only report the build's result, never retry)."""
     code = (
         "from airflow.dag_processing.dagbag import DagBag; bag = DagBag(); "
-        "print(sorted(bag.import_errors), sorted({t.retries for d in bag.dags.values() for t in d.tasks}))"
+        "print(sorted(bag.import_errors),"
+        " sorted({t.retries for d in bag.dags.values() for t in d.tasks if not t.start_from_trigger}))"
     )
     env = {**os.environ, "SEGMENT_ELT_DAG_RETRIES": "twice"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
