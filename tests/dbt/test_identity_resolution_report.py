@@ -91,10 +91,13 @@ def test_the_report_follows_incremental_runs_a_reconcile_and_a_full_refresh(db, 
         " group by 1, 2, 3 order by sum(event_count) desc, 3 limit 1"
     ).fetchone()
     entities.upsert(db, org, entities.ACCOUNTS, [{"account_id": "imported", "external_id": group_id}])
-    run_dbt(
-        ["build", "--vars", json.dumps({**json.loads(VARS), "reconcile_connection_id": connection_id})],
-        project_dir=loaded.project,
-    )
+    # the import concerns every connection of the org that carried the groupId: reconcile each, so
+    # that product_events (and the report) then equal a full rebuild
+    for (each,) in db.execute("select connection_id from control.connections where org_id = %s order by 1", (org,)):
+        run_dbt(
+            ["build", "--vars", json.dumps({**json.loads(VARS), "reconcile_connection_id": each})],
+            project_dir=loaded.project,
+        )
     assert actual(db) == expected(db), "after the reconcile"
     assert (
         db.execute(
