@@ -11,7 +11,7 @@ import threading
 
 from segment_elt.dag_ids import ROLLUPS
 from segment_elt.settings import settings
-from tests.airflow_stack import scheduler_stack
+from tests.airflow_stack import scheduler_stack, wait_until
 from tests.dags.test_alerts import Webhook
 from tests.dags.test_dag_runs import NOW, land, total_events, tracks
 from tests.helpers import free_port
@@ -66,6 +66,12 @@ def test_one_build_per_run_with_per_model_tasks_and_a_failed_check_named(
             (project / "dbt_project" / "seeds" / "identity_rules.csv").write_text(BAD_RULES)
             land(db, acme, tracks(2, user="u2"), NOW)
             bad = stack.trigger_run(ROLLUPS, {}, timeout_s=600)
+            # the DAG's failure callback runs in the DAG processor, after the run has ended
+            (alert,) = wait_until(
+                lambda: [a for a in webhook.received if a["run_id"] == bad.run_id and a["status"] == "failed"],
+                "no failure alert for the bad run",
+                300,
+            )
     finally:
         webhook.shutdown()
 
@@ -75,7 +81,6 @@ def test_one_build_per_run_with_per_model_tasks_and_a_failed_check_named(
     assert bad.tasks["dbt.marts.product_events"][0] == "skipped"
     assert bad.tasks["dbt.staging.stg_segment__events"][0] == "success"
     assert total_events(db) == 3  # nothing downstream of the check was built
-    (alert,) = [a for a in webhook.received if a["run_id"] == bad.run_id and a["status"] == "failed"]
     assert alert["reason"].startswith("dbt build failed: test identity_rule_sources_are_known_identity_rules_: ")
     assert "identity_rules.csv row 3 (connection *, account, position 2): unknown source 'userid'" in alert["reason"]
     reason = db.execute(
