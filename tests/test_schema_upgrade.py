@@ -50,7 +50,7 @@ def test_an_install_whose_dbt_made_the_watermarks_keeps_them(blank, monkeypatch)
     )
     kept = blank.execute("select model, high_water, batch_after from segment_meta.watermarks order by 1").fetchall()
 
-    assert schema.upgrade(blank) == [10]
+    assert schema.upgrade(blank) == [version for version, _, _ in schema.MIGRATIONS if version >= 10]
     assert (
         blank.execute("select model, high_water, batch_after from segment_meta.watermarks order by 1").fetchall()
         == kept

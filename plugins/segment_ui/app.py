@@ -21,9 +21,9 @@ from fastapi.staticfiles import StaticFiles
 
 from segment_elt import db
 from segment_elt.control import privacy, resolution
+from segment_elt.control.lag import marts_lag
 from segment_elt.dag_ids import RECONCILE, ROLLUPS
 from segment_elt.errors import UserError
-from segment_elt.lag import marts_lag
 from segment_elt.pipeline import reconcile
 from segment_elt.settings import settings
 from segment_ui import page_queries, views

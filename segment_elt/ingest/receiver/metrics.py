@@ -1,7 +1,7 @@
 """GET /metrics: the receiver's counters in Prometheus' text format, summed over every gunicorn
 worker (prometheus_client's multiprocess mode: each worker writes its values to files in
 PROMETHEUS_MULTIPROC_DIR, which receiver/gunicorn.conf.py sets up for each start), and the
-pipeline's freshness (segment_elt.lag), read from the database at each scrape."""
+pipeline's freshness (segment_elt.control.lag), read from the database at each scrape."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class FreshnessCollector:
 
     def collect(self):
         from segment_elt import db
-        from segment_elt.lag import marts_lag
+        from segment_elt.control.lag import marts_lag
 
         try:
             with db.connect(timeout_s=2) as conn:
