@@ -166,7 +166,7 @@ def start(base: Path, *, settings: dict[str, str] | None = None, server_port: in
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = data / "server.log"
         offset = log.stat().st_size if log.exists() else 0
-        started = _pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start", check=False)
+        started = _pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "120", "start", check=False)
         if started.returncode != 0:
             why = _why_not_started(log, offset, started.stderr + started.stdout)
             raise StartFailed(f"embedded PostgreSQL under {base} did not start on port {chosen}: {why}")
