@@ -38,6 +38,7 @@ def test_dags_run_on_two_celery_workers_and_a_killed_worker_loses_nothing(
     monkeypatch.setenv("SEGMENT_ELT_LOCAL_DIR", str(tmp_path / "local"))
     monkeypatch.setenv("AIRFLOW_PORT", str(free_port()))
     monkeypatch.setenv("SEGMENT_ELT_RETENTION_DAYS", "2")
+    monkeypatch.setenv("SEGMENT_ELT_DAG_RETRIES", "2")  # the killed task is retried (the DAG tests' session sets 0)
     # a task whose worker died stops heartbeating: fail it (and so retry it) after 20 s, not 5 minutes
     monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "20")
     # only the runs the test starts: a DAG unpaused to run them would also get its scheduled runs
