@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import requests
 import yaml
 
 from segment_elt import db
+from segment_elt.local.airflow_env import postgres_metadata_url
 from segment_elt.local.embedded import free_port
 from segment_elt.local.stack import BIN, airflow_ready, process
 from segment_elt.settings import settings
@@ -269,7 +271,22 @@ def scheduler_stack(
     """The stack, up once the API server answers and the DAG processor has stored `dag_ids`;
     with the CeleryExecutor, `celery_workers` workers named worker-1.. run the tasks.
     AIRFLOW_PORT and SEGMENT_ELT_LOCAL_DIR (logs, AIRFLOW_HOME) come from the environment."""
-    env = {**airflow_ready(database_url), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
+    # a metadata database of its own: runs, pauses and DAG versions of earlier stacks on the same
+    # server (other tests) would otherwise be scheduled here
+    fresh = f"airflow_{uuid.uuid4().hex[:12]}"
+    with db.connect(database_url) as conn:
+        conn.execute(f'create database "{fresh}"')
+    own = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_metadata_url(database_url).rsplit("/", 1)[0] + "/" + fresh}
+    saved = {key: os.environ.get(key) for key in own}
+    os.environ.update(own)
+    try:
+        env = {**airflow_ready(database_url), **own, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     stack = Stack(env, env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", ""))
     port = env["AIRFLOW__API__PORT"]
     with ExitStack() as running:
