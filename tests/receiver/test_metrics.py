@@ -44,16 +44,16 @@ def test_metrics_sum_every_worker(db, archive_url, receiver_factory):
     } == {11}
 
 
-def test_marts_lag_is_how_long_the_oldest_event_not_in_the_marts_has_waited(db, archive_url, receiver_factory):
+def test_pipeline_lag_is_how_long_the_oldest_event_not_in_the_marts_has_waited(db, archive_url, receiver_factory):
     from segment_elt.dag_ids import ROLLUPS
     from segment_elt.pipeline import runs
 
     receiver = receiver_factory(workers=1)
     hook = make_hook(db, receiver)
-    assert scrape(receiver.url)[("segment_elt_marts_lag_seconds", ())] == 0  # nothing staged, nothing waits
+    assert scrape(receiver.url)[("segment_elt_pipeline_lag_seconds", ())] == 0  # nothing staged, nothing waits
     assert hook.post(samples.event("track", user_id="u1", name="Report Created")).status_code == 200
     db.execute("update raw.segment_events set loaded_at = loaded_at - interval '5 minutes'")  # it landed 5 min ago
-    waited = scrape(receiver.url)[("segment_elt_marts_lag_seconds", ())]
+    waited = scrape(receiver.url)[("segment_elt_pipeline_lag_seconds", ())]
     assert 300 <= waited < 360
     newest = db.execute("select max(loaded_at) from raw.segment_events").fetchone()[0]
     assert scrape(receiver.url)[("segment_elt_newest_landed_timestamp_seconds", ())] == newest.timestamp()
@@ -62,5 +62,5 @@ def test_marts_lag_is_how_long_the_oldest_event_not_in_the_marts_has_waited(db, 
     runs.start_run(db, ROLLUPS, "manual__lag", "manual", plan, run_is_live=lambda *_: False)
     runs.finish_run(db, ROLLUPS, "manual__lag", "success")
     figures = scrape(receiver.url)
-    assert figures[("segment_elt_marts_lag_seconds", ())] == 0
+    assert figures[("segment_elt_pipeline_lag_seconds", ())] == 0
     assert figures[("segment_elt_marts_through_timestamp_seconds", ())] == newest.timestamp()

@@ -70,7 +70,7 @@ def count_events(landed: int, duplicates: int) -> None:
 
 
 class FreshnessCollector:
-    """segment_elt_marts_lag_seconds and what it is computed from; nothing when the database does not answer."""
+    """segment_elt_pipeline_lag_seconds and what it is computed from; nothing when the database does not answer."""
 
     def collect(self):
         from segment_elt import db
@@ -82,7 +82,7 @@ class FreshnessCollector:
         except Exception:  # the scrape still answers with the counters; the gauge's absence is the signal
             return
         yield GaugeMetricFamily(
-            "segment_elt_marts_lag_seconds",
+            "segment_elt_pipeline_lag_seconds",
             "How long the oldest staged event not yet in the marts has waited (0: the marts hold everything staged)",
             value=lag.seconds,
         )
