@@ -2,6 +2,14 @@
 
 Shared by the receiver (live requests, a group at a time) and the replay DAG (archived
 objects, a group at a time), so both give the same rows for the same bytes.
+
+The table is partitioned by UTC receive day and PostgreSQL keeps (connection_id, message_id)
+unique only within a partition, so landing keeps it unique across them (docs/tables.md#dedup):
+each statement skips the messageIds any partition already holds, under the connection's landing
+lock, taken first in the same transaction. Statements whose rows all fall in the database's
+current UTC day, away from midnight, take it shared: they all write one partition, whose unique
+index settles their races. Any other statement (a replay, a late or early clock, the minutes
+around midnight) takes it exclusive, so its check sees every other writer's rows committed.
 """
 
 from __future__ import annotations
@@ -14,10 +22,17 @@ import math
 import psycopg
 
 MAX_MESSAGE_ID_CHARS = 256
+# Shared-mode statements start at least this long after midnight and must have landed before the
+# next one, so two shared writers of different days never overlap (see _landing_lock).
+SHARED_MARGIN = dt.timedelta(minutes=5)
 
 
 class BadBody(ValueError):
     """The body is not JSON, or not an object or an array of objects."""
+
+
+class LandedTooLate(psycopg.OperationalError):
+    """A shared-mode statement ran into the next UTC day; it was rolled back and may be retried."""
 
 
 def parse_body(body: bytes) -> tuple[str, list[dict]]:
@@ -98,7 +113,12 @@ insert into raw.segment_events
 select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, %(received_at)s, %(archive_key)s, e.value
 from unnest(%(message_ids)s::text[], %(event_types)s::text[]) with ordinality as m (message_id, event_type, i)
 join {elements} with ordinality as e (value, i) on e.i = m.i
-on conflict (connection_id, message_id) do nothing
+where not exists (
+    select 1 from raw.segment_events as staged
+    where staged.connection_id = %(connection_id)s and staged.message_id = m.message_id
+)
+on conflict do nothing
+returning clock_timestamp()
 """
 _ARRAY = _INSERT_FROM_BODY.format(elements="jsonb_array_elements(%(body)s::jsonb)")
 _OBJECT = _INSERT_FROM_BODY.format(elements="unnest(array[%(body)s::jsonb])")
@@ -130,14 +150,11 @@ def insert_events(
         "event_types": [event_type(e) for e in events],
         "body": text,
     }
-    statement = _OBJECT if text.lstrip().startswith("{") else _ARRAY
-    with conn.cursor() as cur:
-        try:
-            _execute_atomically(conn, cur, statement, params)
-        except psycopg.DataError:
-            params["payloads"] = [json.dumps(_storable(e), ensure_ascii=False) for e in events]
-            cur.execute(_SANITISED, params)
-        return cur.rowcount
+    try:
+        return len(_land(conn, _OBJECT if text.lstrip().startswith("{") else _ARRAY, params, [received_at]))
+    except psycopg.DataError:
+        params["payloads"] = [json.dumps(_storable(e), ensure_ascii=False) for e in events]
+        return len(_land(conn, _SANITISED, params, [received_at]))
 
 
 _INSERT_GROUP = """
@@ -152,9 +169,12 @@ cross join lateral rows from (
     jsonb_array_elements(case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end),
     jsonb_array_elements(r.marks)
 ) as e (value, mark)
-where e.mark <> 'null'
-on conflict (connection_id, message_id) do nothing
-returning message_id
+where e.mark <> 'null' and not exists (
+    select 1 from raw.segment_events as staged
+    where staged.connection_id = %(connection_id)s and staged.message_id = e.mark->>0
+)
+on conflict do nothing
+returning message_id, clock_timestamp()
 """
 
 
@@ -198,33 +218,71 @@ def insert_group(
         "marks": json.dumps(marks, separators=(",", ":")),
         "received_ats": [at for at, _, _ in requests],
     }
+    try:
+        landed = _land(conn, _INSERT_GROUP, params, [at for at, _, _ in requests])
+    except psycopg.DataError:
+        with conn.transaction():
+            return [
+                insert_events(
+                    conn,
+                    connection_id=connection_id,
+                    org_id=org_id,
+                    text=text,
+                    events=events,
+                    received_at=at,
+                    archive_key=archive_key,
+                )
+                for at, text, events in requests
+            ]
     new = [0] * len(requests)
-    with conn.cursor() as cur:
-        try:
-            _execute_atomically(conn, cur, _INSERT_GROUP, params)
-        except psycopg.DataError:
-            with conn.transaction():
-                return [
-                    insert_events(
-                        conn,
-                        connection_id=connection_id,
-                        org_id=org_id,
-                        text=text,
-                        events=events,
-                        received_at=at,
-                        archive_key=archive_key,
-                    )
-                    for at, text, events in requests
-                ]
-        for (mid,) in cur.fetchall():
-            new[first_seen[mid]] += 1
+    for mid, _ in landed:
+        new[first_seen[mid]] += 1
     return new
 
 
-def _execute_atomically(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict) -> None:
-    """One statement that either happens in full or leaves the caller's transaction as it was."""
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit:
-        cur.execute(statement, params)  # one round trip, atomic on its own
-    else:
-        with conn.transaction():  # a savepoint, so a refusal leaves the caller's work intact
-            cur.execute(statement, params)
+def _land(conn: psycopg.Connection, statement: str, params: dict, received_ats: list[dt.datetime]) -> list[tuple]:
+    """Run one landing statement under the landing lock, all or nothing (a transaction, or a
+    savepoint in the caller's); returns the rows it inserted."""
+    with conn.transaction(), conn.cursor() as cur:
+        day_end = _landing_lock(cur, params["connection_id"], received_ats)
+        cur.execute(statement, params)
+        return _in_time(cur.fetchall(), day_end)
+
+
+_LANDING_LOCK = """
+with decided as (
+    select
+        day_start + interval '1 day' as day_end,
+        min(r.at) >= day_start
+        and max(r.at) < day_start + interval '1 day'
+        and clock_timestamp() >= day_start + %(margin)s
+        and clock_timestamp() < day_start + interval '1 day' - %(margin)s as shared
+    from unnest(%(received_ats)s::timestamptz[]) as r (at),
+        lateral (select (clock_timestamp() at time zone 'UTC')::date::timestamp at time zone 'UTC' as day_start) as d
+    group by day_start
+)
+select
+    case when shared then day_end end,
+    case
+        when shared then pg_advisory_xact_lock_shared(hashtext('raw.segment_events'), hashtext(%(connection_id)s))::text
+        else pg_advisory_xact_lock(hashtext('raw.segment_events'), hashtext(%(connection_id)s))::text
+    end
+from decided
+"""
+
+
+def _landing_lock(cur: psycopg.Cursor, connection_id: str, received_ats: list[dt.datetime]) -> dt.datetime | None:
+    """Take the connection's landing lock in the caller's transaction (see the module docstring);
+    returns the end of the day a shared-mode statement must land within, None in exclusive mode."""
+    cur.execute(_LANDING_LOCK, {"received_ats": received_ats, "margin": SHARED_MARGIN, "connection_id": connection_id})
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _in_time(rows: list[tuple], day_end: dt.datetime | None) -> list[tuple]:
+    """The rows a statement returned (each ending with its insert time), or LandedTooLate when a
+    shared-mode statement inserted one after its day ended (the transaction then rolls back)."""
+    if day_end is not None and rows and max(row[-1] for row in rows) >= day_end:
+        raise LandedTooLate(f"a shared-mode landing ran past the end of its UTC day ({day_end}); retry it")
+    return rows
+
