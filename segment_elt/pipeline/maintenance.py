@@ -119,10 +119,11 @@ def prune(
         raise ValueError("retention must be at least one day")
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
+    # the default partition first: rows a day moves there this run are counted once, under the day
+    _prune_default(conn, archive, cutoff, batch, done)
     for day in partitions.days(conn):
         if dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) <= cutoff:
             _prune_day(conn, archive, day, cutoff, batch, done)
-    _prune_default(conn, archive, cutoff, batch, done)
     done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
     return done
 
