@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def segment_maintenance():
     @task
     def make_partitions() -> int:
-        """Create the day partitions of today and the days ahead, and of unexpired days found in the default partition."""
+        """Create the day partitions of today and the days ahead, and of unexpired days in the default partition."""
         from segment_elt import db
         from segment_elt.pipeline import maintenance
         from segment_elt.settings import settings

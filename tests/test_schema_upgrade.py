@@ -85,8 +85,10 @@ def test_an_old_install_is_partitioned_by_day_without_losing_or_doubling_a_row(b
         """
         insert into raw.segment_events
             (connection_id, org_id, message_id, event_type, received_at, archive_key, payload, loaded_at)
-        select 'c' || (g % 2), 'acme', 'm' || g, 'track', timestamptz '2026-11-20 23:30+00' + g * interval '7 hours',
-            'key/' || (g / 3), jsonb_build_object('n', g, 'messageId', 'm' || g), timestamptz '2026-11-21' + g * interval '1 minute'
+        select
+            'c' || (g % 2), 'acme', 'm' || g, 'track', timestamptz '2026-11-20 23:30+00' + g * interval '7 hours',
+            'key/' || (g / 3), jsonb_build_object('n', g, 'messageId', 'm' || g),
+            timestamptz '2026-11-21' + g * interval '1 minute'
         from generate_series(1, 40) as g
         """
     )

@@ -285,4 +285,3 @@ def _in_time(rows: list[tuple], day_end: dt.datetime | None) -> list[tuple]:
     if day_end is not None and rows and max(row[-1] for row in rows) >= day_end:
         raise LandedTooLate(f"a shared-mode landing ran past the end of its UTC day ({day_end}); retry it")
     return rows
-

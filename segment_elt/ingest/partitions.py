@@ -89,7 +89,9 @@ def drop_day(conn: psycopg.Connection, day: dt.date, keep_keys: list[str]) -> in
         if not keep_keys:
             conn.execute(f"drop table {table}")
             return rows
-        conn.execute(f"create temporary table kept_rows as select * from {table} where archive_key = any(%s)", (keep_keys,))
+        conn.execute(
+            f"create temporary table kept_rows as select * from {table} where archive_key = any(%s)", (keep_keys,)
+        )
         conn.execute(f"drop table {table}")
         kept = conn.execute("insert into raw.segment_events select * from kept_rows").rowcount
         conn.execute("drop table kept_rows")

@@ -175,7 +175,18 @@ def _prune_default(conn: psycopg.Connection, archive: Archive, cutoff: dt.dateti
             ).rowcount
 
 
-def vacuum(conn: psycopg.Connection) -> None:
-    """VACUUM (ANALYZE) the default partition, the only one prune deletes rows from (autovacuum
-    keeps the day partitions, which only grow); needs an autocommit connection."""
-    conn.execute(f"vacuum (analyze) {partitions.DEFAULT}")
+def vacuum(conn: psycopg.Connection) -> list[str]:
+    """VACUUM (ANALYZE) the default partition, where prune deletes rows, and every day partition
+    with deleted rows (an erasure's: docs/privacy.md) so that their data leaves the table files;
+    the others only grow and autovacuum keeps them. Needs an autocommit connection; returns the
+    partitions vacuumed."""
+    dirty = [
+        f"raw.{name}"
+        for (name,) in conn.execute(
+            "select relname from pg_stat_user_tables where schemaname = 'raw'"
+            " and relname ~ '^segment_events_p[0-9]{8}$' and n_dead_tup > 0 order by 1"
+        )
+    ]
+    for table in [partitions.DEFAULT, *dirty]:
+        conn.execute(f"vacuum (analyze) {table}")
+    return [partitions.DEFAULT, *dirty]

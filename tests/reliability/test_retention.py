@@ -229,3 +229,14 @@ def test_partitions_are_made_ahead_and_unexpired_rows_leave_the_default_partitio
     assert partitions.default_days(db) == [EXPIRED.date()]
     assert db.execute(f"select count(*) from {partitions.name((NOW - dt.timedelta(days=3)).date())}").fetchone() == (2,)
     assert maintenance.make_partitions(db, 30, now=NOW) == 0
+
+
+def test_vacuum_reaches_the_default_partition_and_the_days_rows_were_deleted_from(db, archive_url):
+    """Erasure deletes rows from any day (docs/privacy.md): those days are vacuumed, the others left to autovacuum."""
+    created = connections.create(db, "acme")
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    accept(db, archive_url, created, events(3), today)
+    accept(db, archive_url, created, events(3, user="next"), today + dt.timedelta(days=1))
+    db.execute("delete from raw.segment_events where payload->>'userId' = 'u1'")
+    db.execute("select pg_stat_force_next_flush()")
+    assert maintenance.vacuum(db) == [partitions.DEFAULT, partitions.name(today.date())]
