@@ -32,7 +32,7 @@ STAGING_MODEL = "staging.stg_segment__events"
 STALE_TEMP_FILES = dt.timedelta(hours=1)
 
 
-MOVE_AT_MOST = 100_000  # kept rows moved out of a day so it can be dropped; more keep the day whole
+MOVE_AT_MOST = 10_000  # kept rows moved out of a day so it can be dropped; more keep the day whole
 KEPT_WITH_THEIR_DAY = "in a day kept whole"
 
 
