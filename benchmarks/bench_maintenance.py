@@ -201,8 +201,7 @@ def run() -> list[Figure]:
     url = _start_database(tmp)
     stand_in = SlowS3Process(free_port(), 0.0, CALL_LATENCY_S)
     try:
-        with db.connect(url) as conn:
-            conn.autocommit = True
+        with db.connect(url, timeout_s=3600) as conn:
             created = connections.create(conn, "bench", rate_limit=1_000_000)
             live = connections.create(conn, "live", rate_limit=1_000_000)
             day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=RETENTION_DAYS + 5)).replace(

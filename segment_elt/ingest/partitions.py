@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import psycopg
 
+from segment_elt import db
+
 DAYS_AHEAD = 7
 DEFAULT = "raw.segment_events_default"
 LOCK_TIMEOUT = "1s"
@@ -41,9 +43,7 @@ def create_days(conn: psycopg.Connection, first: dt.date, last: dt.date) -> int:
     rows of those days into them); returns how many were created."""
     if last < first:
         return 0
-    return _with_short_locks(
-        conn, lambda: conn.execute("select raw.create_day_partitions(%s, %s)", (first, last)).fetchone()[0]
-    )
+    return _with_short_locks(conn, lambda: db.one(conn, "select raw.create_day_partitions(%s, %s)", (first, last))[0])
 
 
 def days(conn: psycopg.Connection) -> list[dt.date]:
@@ -85,7 +85,7 @@ def drop_day(conn: psycopg.Connection, day: dt.date, keep_keys: list[str]) -> in
         # the parent alone first (as landing does), then the partition: dropping one needs both
         conn.execute("lock table only raw.segment_events in access exclusive mode")
         conn.execute(f"lock table {table} in access exclusive mode")
-        (rows,) = conn.execute(f"select count(*) from {table}").fetchone()
+        (rows,) = db.one(conn, f"select count(*) from {table}")
         if not keep_keys:
             conn.execute(f"drop table {table}")
             return rows
@@ -103,7 +103,7 @@ def drop_day(conn: psycopg.Connection, day: dt.date, keep_keys: list[str]) -> in
 def _with_short_locks(conn: psycopg.Connection, change: Callable[[], T]) -> T:
     """Run `change` in a transaction (a savepoint in the caller's) whose lock waits give up after
     LOCK_TIMEOUT, retried."""
-    (previous,) = conn.execute("select current_setting('lock_timeout')").fetchone()
+    (previous,) = db.one(conn, "select current_setting('lock_timeout')")
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with conn.transaction():
