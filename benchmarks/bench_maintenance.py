@@ -196,6 +196,17 @@ def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process,
     return figures
 
 
+def _alternating(before_url: str, now_url: str, live_cid: str, rounds: int = 3) -> tuple[float, float]:
+    """The idle insert rate with BEFORE's landing on its unpartitioned table and with this tree's on
+    the partitioned one (the retention's ~38 day partitions), in alternating windows so that the
+    machine's load falls on both alike: their means."""
+    rates: dict[str, list[float]] = {"before": [], "now": []}
+    for _ in range(rounds):
+        rates["before"].append(InsertRate(before_url, live_cid, "live", BEFORE).per_second_while(None)[0])
+        rates["now"].append(InsertRate(now_url, live_cid, "live").per_second_while(None)[0])
+    return sum(rates["before"]) / rounds, sum(rates["now"]) / rounds
+
+
 def run() -> list[Figure]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-maintenance-"))
     url = _start_database(tmp)
@@ -250,6 +261,9 @@ def run() -> list[Figure]:
         )
         print(f"now: {now}", flush=True)
         assert now["prune"].deleted_rows == ROWS and now["prune"].dropped_days >= 1, now["prune"].as_dict()
+        if before is not None:
+            now["hot_path"] = _alternating(url, now_url, live.connection_id)
+            print(f"idle inserts/s, before / now, alternating: {now['hot_path']}", flush=True)
     finally:
         stand_in.stop()
         embedded.stop(tmp / "pg")
@@ -303,6 +317,15 @@ def _figures(migration_s: float, before: dict | None, now: dict) -> list[Figure]
             )
         )
     figures.append(Figure("receiver inserts/s, idle database, now (partitioned)", now["idle"], "inserts/s"))
+    if "hot_path" in now:
+        old_rate, new_rate = now["hot_path"]
+        figures.append(
+            Figure(
+                f"receiver inserts/s idle, now (before {old_rate:.0f}/s), {RATE_SECONDS} s windows alternating x3",
+                new_rate,
+                f"inserts/s ({new_rate / old_rate:.2f}x)",
+            )
+        )
     figures.append(
         Figure(
             "receiver inserts/s during maintenance now (ratio to idle)",

@@ -94,6 +94,9 @@ def test_an_old_install_is_partitioned_by_day_without_losing_or_doubling_a_row(b
     )
     rows = "select * from raw.segment_events order by connection_id, message_id"
     before = blank.execute(rows).fetchall()
+    reader = f"reader_{uuid.uuid4().hex[:8]}"
+    blank.execute(f"create role {reader}; grant usage on schema raw to {reader}")
+    blank.execute(f"grant select on raw.segment_events to {reader}")
 
     assert schema.upgrade(blank) == [version for version, _, _ in schema.MIGRATIONS if version >= 13]
     assert blank.execute(rows).fetchall() == before
@@ -101,6 +104,10 @@ def test_an_old_install_is_partitioned_by_day_without_losing_or_doubling_a_row(b
     days = {at.astimezone(dt.UTC).date() for (at,) in blank.execute("select received_at from raw.segment_events")}
     assert days <= set(partitions.days(blank)) and len(days) >= 10
     assert partitions.default_days(blank) == []
+    assert blank.execute("select has_table_privilege(%s, 'raw.segment_events', 'select')", (reader,)).fetchone() == (
+        True,
+    )
+    blank.execute(f"drop owned by {reader}; drop role {reader}")
     today = dt.datetime.now(dt.UTC).date()
     assert {today + dt.timedelta(days=n) for n in range(partitions.DAYS_AHEAD + 1)} <= set(partitions.days(blank))
 

@@ -467,6 +467,27 @@ select raw.create_day_partitions(
     )
 );
 insert into raw.segment_events select * from raw.segment_events_unpartitioned;
+-- the privileges granted on the table (a BI role's select, say) carry over; a partition needs none
+do $$
+declare
+    granted record;
+begin
+    for granted in
+        select
+            case when acl.grantee = 0 then 'public' else quote_ident(roles.rolname) end as grantee,
+            acl.privilege_type,
+            acl.is_grantable
+        from pg_class as tables
+        cross join lateral aclexplode(tables.relacl) as acl
+        left join pg_roles as roles on roles.oid = acl.grantee
+        where tables.oid = 'raw.segment_events_unpartitioned'::regclass
+    loop
+        execute format(
+            'grant %s on raw.segment_events to %s%s', granted.privilege_type, granted.grantee,
+            case when granted.is_grantable then ' with grant option' else '' end
+        );
+    end loop;
+end $$;
 drop table raw.segment_events_unpartitioned;
 -- built once over the copied rows, faster than kept up row by row during the copy
 create index segment_events_loaded_at_idx on raw.segment_events (loaded_at);

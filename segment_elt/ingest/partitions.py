@@ -21,9 +21,9 @@ from segment_elt import db
 
 DAYS_AHEAD = 7
 DEFAULT = "raw.segment_events_default"
-LOCK_TIMEOUT = "1s"
-ATTEMPTS = 30
-PAUSE_S = 2.0
+LOCK_TIMEOUT = "200ms"  # what a change may stall the receivers' inserts queued behind it
+ATTEMPTS = 60
+PAUSE_S = 3.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
