@@ -4,7 +4,7 @@ Shared by the receiver (live requests, a group at a time) and the replay DAG (ar
 objects, a group at a time), so both give the same rows for the same bytes.
 
 The table is partitioned by UTC receive day and PostgreSQL keeps (connection_id, message_id)
-unique only within a partition, so landing keeps it unique across them (docs/tables.md#dedup):
+unique only within a partition, so landing keeps it unique across them (docs/tables.md#dedup-across-partitions):
 each statement skips the messageIds any partition already holds, under the connection's landing
 lock, taken first in the same statement (a session function). Statements whose rows all fall in the database's
 current UTC day, away from midnight, take it shared: they all write one partition, whose unique
