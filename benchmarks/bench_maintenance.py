@@ -153,6 +153,17 @@ def _at_revision(revision: str, path: str) -> types.ModuleType:
     return module
 
 
+def _before_prune() -> types.ModuleType | None:
+    """BEFORE's maintenance module, or None (said in one line) when it is not wanted or not in git."""
+    if not BEFORE:
+        return None
+    try:
+        return _at_revision(BEFORE, "segment_elt/pipeline/maintenance.py")
+    except (subprocess.CalledProcessError, OSError):
+        print(f"BENCH_MAINT_BEFORE={BEFORE!r} is not a revision of this git checkout: measuring now only", flush=True)
+        return None
+
+
 def _start_database(tmp: Path) -> str:
     """An embedded PostgreSQL sized for millions of events, the schema at migration 12."""
     url = embedded.start(
@@ -232,8 +243,8 @@ def run() -> list[Figure]:
         print(f"migration 13 over {ROWS:,} rows: {migration_s:.1f} s", flush=True)
         archive_url = os.environ["ARCHIVE_URL"]
         before = None
-        if BEFORE:
-            old = _at_revision(BEFORE, "segment_elt/pipeline/maintenance.py")
+        old = _before_prune()
+        if old is not None:
             before = _measure(
                 url,
                 live.connection_id,
