@@ -7,8 +7,8 @@ realistic in-region call), pruned twice from the same data, side by side:
   prune and VACUUM of git revision BENCH_MAINT_BEFORE (default 580ff1c, the tree before
   partitioning; empty skips it), with that revision's landing for the insert rate;
 - now: a copy of the same database upgraded (migration 13, timed: what the upgrade of an existing
-  install costs) running segment_maintenance's make_partitions, prune (a day dropped whole) and
-  vacuum.
+  install costs), with the partitions of the retention's days (empty) as a live install has,
+  running segment_maintenance's make_partitions, prune (a day dropped whole) and vacuum.
 
 Beside each, the receiver's insert rate (single-event requests landed with landing.insert_events,
 each its own commit) while maintenance runs, against the same rate on the idle database.
@@ -37,7 +37,7 @@ import boto3
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
-from segment_elt.ingest import landing
+from segment_elt.ingest import landing, partitions
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline import maintenance
@@ -240,6 +240,9 @@ def run() -> list[Figure]:
             began = time.monotonic()
             schema.upgrade(conn)
             migration_s = time.monotonic() - began
+            # the day partitions a live install has: the retention's days (landing probes each)
+            today = dt.datetime.now(dt.UTC).date()
+            partitions.create_days(conn, today - dt.timedelta(days=RETENTION_DAYS), today)
         print(f"migration 13 over {ROWS:,} rows: {migration_s:.1f} s", flush=True)
         archive_url = os.environ["ARCHIVE_URL"]
         before = None

@@ -456,16 +456,11 @@ begin
     return created;
 end $$;
 
-select raw.create_day_partitions(
-    coalesce(
-        (select min((received_at at time zone 'UTC')::date) from raw.segment_events_unpartitioned),
-        (now() at time zone 'UTC')::date
-    ),
-    greatest(
-        (select max((received_at at time zone 'UTC')::date) from raw.segment_events_unpartitioned),
-        (now() at time zone 'UTC')::date + 7
-    )
-);
+-- a partition for each day that has rows (not the days between: each partition costs landing a
+-- probe) and for today and the week ahead
+select raw.create_day_partitions(days.day, days.day)
+from (select distinct (received_at at time zone 'UTC')::date as day from raw.segment_events_unpartitioned) as days;
+select raw.create_day_partitions((now() at time zone 'UTC')::date, (now() at time zone 'UTC')::date + 7);
 insert into raw.segment_events select * from raw.segment_events_unpartitioned;
 -- the privileges granted on the table (a BI role's select, say) carry over; a partition needs none
 do $$
