@@ -1,34 +1,43 @@
-"""Retention at scale: segment_maintenance's prune and vacuum over one receive day past retention
-of ROWS staged rows in OBJECTS archive objects (one connection, spread over the day's 24 hours),
-every row consumed by the staging model, on the S3 stand-in answering every GET and LIST page
-after 40 ms (tests/s3_stand_in.py, a realistic in-region call), and the receiver's insert rate
-(single-event requests landed with landing.insert_events, each its own commit) while it runs
-beside the same rate on an idle database.
+"""Retention at scale: one receive day past retention of ROWS staged rows in OBJECTS archive
+objects (one connection, spread over the day's 24 hours), every row consumed by the staging model,
+on the S3 stand-in answering every GET and LIST page after 40 ms (tests/s3_stand_in.py, a
+realistic in-region call), pruned twice from the same data, side by side:
 
-The issue's day is 2M rows in 70,000 objects; the default here is a tenth of it
-(BENCH_MAINT_ROWS=200000 BENCH_MAINT_OBJECTS=7000) because the machine is shared; docs/scaling.md
-extrapolates with the method it states.
+- before: an install at migration 12 (raw.segment_events unpartitioned) running the delete-based
+  prune and VACUUM of git revision BENCH_MAINT_BEFORE (default 580ff1c, the tree before
+  partitioning; empty skips it), with that revision's landing for the insert rate;
+- now: a copy of the same database upgraded (migration 13, timed: what the upgrade of an existing
+  install costs), with the partitions of the retention's days (empty) as a live install has,
+  running segment_maintenance's make_partitions, prune (a day dropped whole) and vacuum.
+
+Beside each, the receiver's insert rate (single-event requests landed with landing.insert_events,
+each its own commit) while maintenance runs, against the same rate on the idle database.
+
+The issue's day is 2M rows in 70,000 objects (BENCH_MAINT_ROWS=2000000 BENCH_MAINT_OBJECTS=70000,
+about a quarter of an hour here); the default is a tenth of it because the machine is shared.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 
-from benchmarks.bench_pipeline import start_big_database
 from benchmarks.figures import Figure
 from segment_elt import db
-from segment_elt.control import connections
-from segment_elt.ingest import landing
+from segment_elt.control import connections, schema
+from segment_elt.ingest import landing, partitions
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline import maintenance
@@ -41,6 +50,8 @@ ROWS = ROWS // OBJECTS * OBJECTS  # the same number of events in every object
 CALL_LATENCY_S = 0.040
 RETENTION_DAYS = 30
 RATE_SECONDS = 10
+BEFORE = os.environ.get("BENCH_MAINT_BEFORE", "580ff1c")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.datetime) -> None:
@@ -84,55 +95,135 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
     os.environ["ARCHIVE_URL"] = archive.url
 
 
+def _insert_loop(url: str, cid: str, org: str, revision: str | None, count, stop) -> None:
+    """An InsertRate process: land single-event requests one after the other until `stop`."""
+    module = _at_revision(revision, "segment_elt/ingest/landing.py") if revision else landing
+    with db.connect(url) as conn:
+        n = 0
+        while not stop.is_set():
+            event = samples.event("track", message_id=f"live-{cid}-{n}-{time.monotonic_ns()}")
+            module.insert_events(
+                conn,
+                connection_id=cid,
+                org_id=org,
+                text=json.dumps(event),
+                events=[event],
+                received_at=dt.datetime.now(dt.UTC),
+                archive_key=f"live/{n}.json",
+            )
+            n += 1
+            count.value = n
+
+
 class InsertRate:
-    """Single-event inserts as the receiver lands them, on their own connection, counted."""
+    """Single-event inserts as the receiver lands them (with the landing of git revision
+    `revision`, default this tree's), from a process of their own as a receiver's are, counted."""
 
-    def __init__(self, url: str, cid: str, org: str):
-        self.url, self.cid, self.org = url, cid, org
-        self.count, self._stop = 0, threading.Event()
-
-    def run(self) -> None:
-        with db.connect(self.url) as conn:
-            conn.autocommit = True
-            n = 0
-            while not self._stop.is_set():
-                event = samples.event("track", message_id=f"live-{self.cid}-{n}-{time.monotonic_ns()}")
-                text = json.dumps(event)
-                landing.insert_events(
-                    conn,
-                    connection_id=self.cid,
-                    org_id=self.org,
-                    text=text,
-                    events=[event],
-                    received_at=dt.datetime.now(dt.UTC),
-                    archive_key=f"live/{n}.json",
-                )
-                n += 1
-                self.count = n
+    def __init__(self, url: str, cid: str, org: str, revision: str | None = None):
+        self.url, self.cid, self.org, self.revision = url, cid, org, revision
 
     def per_second_while(self, work) -> tuple[float, float]:
         """Inserts/s while `work()` runs (or for RATE_SECONDS when it is None), and the seconds it took."""
-        self.count, self._stop = 0, threading.Event()
-        thread = threading.Thread(target=self.run)
-        began = time.monotonic()
-        thread.start()
+        spawn = multiprocessing.get_context("spawn")
+        count, stop = spawn.Value("q", 0), spawn.Event()
+        process = spawn.Process(target=_insert_loop, args=(self.url, self.cid, self.org, self.revision, count, stop))
+        process.start()
+        while count.value == 0 and process.is_alive():  # started and landing
+            time.sleep(0.05)
+        began, first = time.monotonic(), count.value
         if work is None:
             time.sleep(RATE_SECONDS)
         else:
             work()
-        elapsed = time.monotonic() - began
-        self._stop.set()
-        thread.join()
-        return self.count / elapsed, elapsed
+        elapsed, done = time.monotonic() - began, count.value - first
+        stop.set()
+        process.join()
+        return done / elapsed, elapsed
+
+
+def _at_revision(revision: str, path: str) -> types.ModuleType:
+    """The module at `path` as git revision `revision` has it (imports resolve in this tree)."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    name = f"bench_before_{revision}_{Path(path).stem}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def _before_prune() -> types.ModuleType | None:
+    """BEFORE's maintenance module, or None (said in one line) when it is not wanted or not in git."""
+    if not BEFORE:
+        return None
+    try:
+        return _at_revision(BEFORE, "segment_elt/pipeline/maintenance.py")
+    except (subprocess.CalledProcessError, OSError):
+        print(f"BENCH_MAINT_BEFORE={BEFORE!r} is not a revision of this git checkout: measuring now only", flush=True)
+        return None
+
+
+def _start_database(tmp: Path) -> str:
+    """An embedded PostgreSQL sized for millions of events, the schema at migration 12."""
+    url = embedded.start(
+        tmp / "pg",
+        server_port=embedded.free_port(),
+        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"},
+    )
+    with db.connect(url) as conn:
+        schema.upgrade(conn, until=12)
+    return url
+
+
+def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process, steps, revision: str | None) -> dict:
+    """Run steps (name -> fn(conn, archive)) one after the other on one connection while the live
+    connection inserts; the seconds of each, of the audit within them, S3 calls, the insert rates."""
+    rate = InsertRate(url, live_cid, "live", revision)
+    idle_rate, _ = rate.per_second_while(None)
+    archive = open_archive(archive_url, timeout_s=30)
+    audit, figures = archive.audit, {"audit_s": 0.0, "load": [os.getloadavg()[0]]}
+
+    def timed_audit(keys: list[str]) -> dict[str, str]:
+        began = time.monotonic()
+        try:
+            return audit(keys)
+        finally:
+            figures["audit_s"] += time.monotonic() - began
+
+    archive.audit = timed_audit  # the S3 share of the prune, apart from PostgreSQL's
+    reads_before = stand_in.reads
+
+    def maintain() -> None:
+        with db.connect(url, timeout_s=3600) as conn:
+            for name, step in steps:
+                began = time.monotonic()
+                figures[name] = step(conn, archive)
+                figures[f"{name}_s"] = time.monotonic() - began
+
+    busy_rate, figures["total_s"] = rate.per_second_while(maintain)
+    figures["load"].append(os.getloadavg()[0])
+    figures.update(idle=idle_rate, busy=busy_rate, calls=stand_in.reads - reads_before)
+    return figures
+
+
+def _alternating(before_url: str, now_url: str, live_cid: str, rounds: int = 3) -> tuple[float, float]:
+    """The idle insert rate with BEFORE's landing on its unpartitioned table and with this tree's on
+    the partitioned one (the retention's ~38 day partitions), in alternating windows so that the
+    machine's load falls on both alike: their means."""
+    rates: dict[str, list[float]] = {"before": [], "now": []}
+    for _ in range(rounds):
+        rates["before"].append(InsertRate(before_url, live_cid, "live", BEFORE).per_second_while(None)[0])
+        rates["now"].append(InsertRate(now_url, live_cid, "live").per_second_while(None)[0])
+    return sum(rates["before"]) / rounds, sum(rates["now"]) / rounds
 
 
 def run() -> list[Figure]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-maintenance-"))
-    url = start_big_database(tmp)
+    url = _start_database(tmp)
     stand_in = SlowS3Process(free_port(), 0.0, CALL_LATENCY_S)
     try:
-        with db.connect(url) as conn:
-            conn.autocommit = True
+        with db.connect(url, timeout_s=3600) as conn:
             created = connections.create(conn, "bench", rate_limit=1_000_000)
             live = connections.create(conn, "live", rate_limit=1_000_000)
             day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=RETENTION_DAYS + 5)).replace(
@@ -141,61 +232,126 @@ def run() -> list[Figure]:
             began = time.monotonic()
             _archive_day(conn, stand_in, created.connection_id, "bench", day)
             print(f"seeded {ROWS:,} rows in {OBJECTS:,} objects in {time.monotonic() - began:.0f} s", flush=True)
-        rate = InsertRate(url, live.connection_id, "live")
-        idle_rate, _ = rate.per_second_while(None)
-        archive = open_archive(os.environ["ARCHIVE_URL"], timeout_s=30)
-        audit, audit_s = archive.audit, [0.0]
-
-        def timed_audit(keys: list[str]) -> dict[str, str]:
+        server = url.rsplit("/", 1)[0]
+        with db.connect(f"{server}/template1", timeout_s=3600) as conn:
+            conn.execute(f"create database bench_now template {url.rsplit('/', 1)[1]}")
+        now_url = f"{server}/bench_now"
+        with db.connect(now_url, timeout_s=3600) as conn:
             began = time.monotonic()
-            try:
-                return audit(keys)
-            finally:
-                audit_s[0] += time.monotonic() - began
-
-        archive.audit = timed_audit  # the S3 share of the prune, apart from PostgreSQL's
-        reads_before = stand_in.reads
-        outcome: dict = {}
-
-        def maintain() -> None:
-            with db.connect(url) as conn:
-                conn.autocommit = True
-                began = time.monotonic()
-                outcome["pruned"] = maintenance.prune(conn, archive, RETENTION_DAYS)
-                outcome["prune_s"] = time.monotonic() - began
-                began = time.monotonic()
-                maintenance.vacuum(conn)
-                outcome["vacuum_s"] = time.monotonic() - began
-
-        busy_rate, total_s = rate.per_second_while(maintain)
-        calls = stand_in.reads - reads_before
-        pruned = outcome["pruned"]
-        print(f"pruned: {pruned.as_dict()}", flush=True)
-        assert pruned.deleted_rows == ROWS, pruned.as_dict()
+            schema.upgrade(conn)
+            migration_s = time.monotonic() - began
+            # the day partitions a live install has: the retention's days (landing probes each)
+            today = dt.datetime.now(dt.UTC).date()
+            partitions.create_days(conn, today - dt.timedelta(days=RETENTION_DAYS), today)
+        print(f"migration 13 over {ROWS:,} rows: {migration_s:.1f} s", flush=True)
+        archive_url = os.environ["ARCHIVE_URL"]
+        before = None
+        old = _before_prune()
+        if old is not None:
+            before = _measure(
+                url,
+                live.connection_id,
+                archive_url,
+                stand_in,
+                [
+                    ("prune", lambda conn, archive: old.prune(conn, archive, RETENTION_DAYS)),
+                    ("vacuum", lambda conn, archive: old.vacuum(conn)),
+                ],
+                BEFORE,
+            )
+            print(f"before ({BEFORE}): {before}", flush=True)
+            assert before["prune"].deleted_rows == ROWS, before["prune"].as_dict()
+        now = _measure(
+            now_url,
+            live.connection_id,
+            archive_url,
+            stand_in,
+            [
+                ("make_partitions", lambda conn, archive: maintenance.make_partitions(conn, RETENTION_DAYS)),
+                ("prune", lambda conn, archive: maintenance.prune(conn, archive, RETENTION_DAYS)),
+                ("vacuum", lambda conn, archive: maintenance.vacuum(conn)),
+            ],
+            None,
+        )
+        print(f"now: {now}", flush=True)
+        assert now["prune"].deleted_rows == ROWS and now["prune"].dropped_days >= 1, now["prune"].as_dict()
+        if before is not None:
+            now["hot_path"] = _alternating(url, now_url, live.connection_id)
+            print(f"idle inserts/s, before / now, alternating: {now['hot_path']}", flush=True)
     finally:
         stand_in.stop()
         embedded.stop(tmp / "pg")
         shutil.rmtree(tmp, ignore_errors=True)
+    return _figures(migration_s, before, now)
+
+
+def _figures(migration_s: float, before: dict | None, now: dict) -> list[Figure]:
     scale = f"{ROWS:,} rows / {OBJECTS:,} objects"
-    full_day = 70_000 / OBJECTS  # the issue's day, by objects (S3 calls) and rows (deletes) alike
-    return [
-        Figure(f"maintenance ({scale}, S3 40 ms/call): prune", outcome["prune_s"], "s"),
-        Figure(f"maintenance ({scale}): of the prune, auditing the archive", audit_s[0], "s"),
-        Figure(f"maintenance ({scale}): vacuum", outcome["vacuum_s"], "s"),
-        Figure(f"maintenance ({scale}): S3 calls (GET + LIST pages)", calls, "calls"),
-        Figure(
-            "maintenance, 2M rows / 70,000 objects extrapolated linearly",
-            total_s * full_day,
-            "s",
-            "<= 300 s",
-            total_s * full_day <= 300,
-        ),
-        Figure("receiver inserts/s, idle database", idle_rate, "inserts/s"),
-        Figure(
-            "receiver inserts/s during maintenance (ratio to idle)",
-            busy_rate,
-            f"inserts/s ({busy_rate / idle_rate:.2f}x)",
-            ">= 0.9x idle",
-            busy_rate >= 0.9 * idle_rate,
-        ),
+    full_day = 2_000_000 / ROWS
+    total = now["total_s"]
+
+    def side(key: str) -> str:
+        if before is None:
+            return ""
+        return f" (before {before[key]:.1f} s, {before[key] / max(now[key], 1e-9):.1f}x)"
+
+    figures = [
+        Figure(f"maintenance ({scale}, S3 40 ms/call): make_partitions + prune + vacuum{side('total_s')}", total, "s"),
+        Figure(f"maintenance ({scale}): prune{side('prune_s')}", now["prune_s"], "s"),
+        Figure(f"maintenance ({scale}): of the prune, auditing the archive{side('audit_s')}", now["audit_s"], "s"),
+        Figure(f"maintenance ({scale}): vacuum{side('vacuum_s')}", now["vacuum_s"], "s"),
+        Figure(f"maintenance ({scale}): S3 calls (GET + LIST pages)", now["calls"], "calls"),
+        Figure(f"migration 13 of an install with {scale.split(' /')[0]}", migration_s, "s"),
     ]
+    if full_day > 1:
+        figures.append(
+            Figure(
+                "maintenance, 2M rows / 70,000 objects extrapolated linearly",
+                total * full_day,
+                "s",
+                "<= 300 s",
+                total * full_day <= 300,
+            )
+        )
+    else:
+        figures.append(Figure(f"maintenance at {scale}", total, "s", "<= 300 s", total <= 300))
+    if before is not None:
+        figures.append(
+            Figure(
+                f"receiver inserts/s, idle database, before (unpartitioned, {BEFORE}'s landing)",
+                before["idle"],
+                "inserts/s",
+            )
+        )
+        figures.append(
+            Figure(
+                "receiver inserts/s during maintenance before (ratio to idle)",
+                before["busy"],
+                f"inserts/s ({before['busy'] / before['idle']:.2f}x; load {_load(before)})",
+            )
+        )
+    figures.append(Figure("receiver inserts/s, idle database, now (partitioned)", now["idle"], "inserts/s"))
+    if "hot_path" in now:
+        old_rate, new_rate = now["hot_path"]
+        figures.append(
+            Figure(
+                f"receiver inserts/s idle, now (before {old_rate:.0f}/s), {RATE_SECONDS} s windows alternating x3",
+                new_rate,
+                f"inserts/s ({new_rate / old_rate:.2f}x)",
+            )
+        )
+    figures.append(
+        Figure(
+            "receiver inserts/s during maintenance now (ratio to idle)",
+            now["busy"],
+            f"inserts/s ({now['busy'] / now['idle']:.2f}x; load {_load(now)})",
+            ">= 0.9x idle",
+            now["busy"] >= 0.9 * now["idle"],
+        )
+    )
+    return figures
+
+
+def _load(measured: dict) -> str:
+    """The machine's 1-minute load average before and after a measurement."""
+    return "-".join(f"{load:.1f}" for load in measured["load"])

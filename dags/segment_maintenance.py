@@ -1,10 +1,11 @@
 """
 ### segment_maintenance
 
-Daily: delete raw staged events older than the retention (SEGMENT_ELT_RETENTION_DAYS, default
-30) once the dbt staging model holds them and their archive object reads back intact; every kept
-row is counted with its reason (not yet in staging, archive object missing or corrupt). Then
-VACUUM (ANALYZE) the table.
+Daily: create raw.segment_events' day partitions ahead (and of the days whose rows landed in its
+default partition), then drop the days older than the retention (SEGMENT_ELT_RETENTION_DAYS,
+default 30) once the dbt staging model holds every row of them and their archive objects are
+intact; every kept row is counted with its reason (not yet in staging, archive object missing or
+corrupt, in a day kept whole). Then VACUUM (ANALYZE) the default partition.
 """
 
 from __future__ import annotations
@@ -33,8 +34,20 @@ log = logging.getLogger(__name__)
 )
 def segment_maintenance():
     @task
+    def make_partitions() -> int:
+        """Create the day partitions of today and the days ahead, and of unexpired days in the default partition."""
+        from segment_elt import db
+        from segment_elt.pipeline import maintenance
+        from segment_elt.settings import settings
+
+        with db.connect(timeout_s=600) as conn:
+            made = maintenance.make_partitions(conn, settings().retention_days)
+        log.info("created %d day partitions", made)
+        return made
+
+    @task
     def prune() -> dict:
-        """Delete staged rows past the retention that staging consumed and the archive holds intact."""
+        """Drop the days past the retention whose rows staging consumed and the archive holds intact."""
         from segment_elt import db
         from segment_elt.ingest.archive import open_archive
         from segment_elt.pipeline import maintenance
@@ -48,14 +61,14 @@ def segment_maintenance():
 
     @task
     def vacuum() -> None:
-        """VACUUM (ANALYZE) raw.segment_events."""
+        """VACUUM (ANALYZE) the default partition of raw.segment_events."""
         from segment_elt import db
         from segment_elt.pipeline import maintenance
 
         with db.connect(timeout_s=3600) as conn:
             maintenance.vacuum(conn)
 
-    prune() >> vacuum()
+    make_partitions() >> prune() >> vacuum()
 
 
 segment_maintenance()

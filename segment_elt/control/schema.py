@@ -393,13 +393,110 @@ create table control.suppressions (
 );
 """,
     ),
+    (
+        13,
+        "raw.segment_events partitioned by UTC receive day, a default partition, unique per partition",
+        r"""
+-- The rows move into a table of the same columns (every one it has now, in order) partitioned by
+-- range of received_at, one partition per UTC day and a DEFAULT partition for a day that has none.
+-- A unique index must hold the partition key, so (connection_id, message_id) is unique per
+-- partition; landing makes it unique across them (segment_elt/ingest/landing.py).
+alter table raw.segment_events rename to segment_events_unpartitioned;
+create table raw.segment_events (like raw.segment_events_unpartitioned including all excluding indexes)
+partition by range (received_at);
+comment on table raw.segment_events is
+'Staged Segment events, one partition per UTC day of received_at (raw.segment_events_pYYYYMMDD) '
+'and raw.segment_events_default; unique on (connection_id, message_id), see docs/tables.md.';
+
+create table raw.segment_events_default partition of raw.segment_events default;
+create unique index segment_events_default_key on raw.segment_events_default (connection_id, message_id);
+
+-- Create the missing day partitions of [first_day, last_day], each with its unique index; rows the
+-- default partition holds for such a day move into it. Returns how many it created. A partition
+-- is made apart and attached, which locks the parent only in SHARE UPDATE EXCLUSIVE mode (landing
+-- and reads go on) and the default partition in ACCESS EXCLUSIVE mode while it is checked: the
+-- caller bounds that wait with lock_timeout.
+create function raw.create_day_partitions(first_day date, last_day date)
+returns integer language plpgsql as $$
+declare
+    day date;
+    name text;
+    low timestamptz;
+    high timestamptz;
+    created integer := 0;
+begin
+    for day in select d::date from generate_series(first_day, last_day, interval '1 day') as g (d) loop
+        name := 'segment_events_p' || to_char(day, 'YYYYMMDD');
+        continue when to_regclass(format('raw.%I', name)) is not null;
+        if created = 0 then
+            lock table raw.segment_events in share update exclusive mode;
+            lock table raw.segment_events_default in access exclusive mode;
+        end if;
+        low := day::timestamp at time zone 'UTC';
+        high := (day + 1)::timestamp at time zone 'UTC';
+        execute format(
+            'create table raw.%I (like raw.segment_events including all excluding indexes)', name
+        );
+        execute format(
+            'alter table raw.%I add constraint %I check (received_at >= %L and received_at < %L)',
+            name, name || '_range', low, high
+        );
+        execute format(
+            'with moved as (delete from raw.segment_events_default where received_at >= %L and received_at < %L'
+            ' returning *) insert into raw.%I select * from moved',
+            low, high, name
+        );
+        execute format('create unique index %I on raw.%I (connection_id, message_id)', name || '_key', name);
+        execute format(
+            'alter table raw.segment_events attach partition raw.%I for values from (%L) to (%L)', name, low, high
+        );
+        execute format('alter table raw.%I drop constraint %I', name, name || '_range');
+        created := created + 1;
+    end loop;
+    return created;
+end $$;
+
+-- a partition for each day that has rows (not the days between: each partition costs landing a
+-- probe) and for today and the week ahead
+select raw.create_day_partitions(days.day, days.day)
+from (select distinct (received_at at time zone 'UTC')::date as day from raw.segment_events_unpartitioned) as days;
+select raw.create_day_partitions((now() at time zone 'UTC')::date, (now() at time zone 'UTC')::date + 7);
+insert into raw.segment_events select * from raw.segment_events_unpartitioned;
+-- the privileges granted on the table (a BI role's select, say) carry over; a partition needs none
+do $$
+declare
+    granted record;
+begin
+    for granted in
+        select
+            case when acl.grantee = 0 then 'public' else quote_ident(roles.rolname) end as grantee,
+            acl.privilege_type,
+            acl.is_grantable
+        from pg_class as tables
+        cross join lateral aclexplode(tables.relacl) as acl
+        left join pg_roles as roles on roles.oid = acl.grantee
+        where tables.oid = 'raw.segment_events_unpartitioned'::regclass
+    loop
+        execute format(
+            'grant %s on raw.segment_events to %s%s', granted.privilege_type, granted.grantee,
+            case when granted.is_grantable then ' with grant option' else '' end
+        );
+    end loop;
+end $$;
+drop table raw.segment_events_unpartitioned;
+-- built once over the copied rows, faster than kept up row by row during the copy
+create index segment_events_loaded_at_idx on raw.segment_events (loaded_at);
+create index segment_events_received_at_idx on raw.segment_events (received_at);
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
 
 
-def upgrade(conn: psycopg.Connection) -> list[int]:
-    """Apply the migrations not yet applied; returns their versions. Idempotent."""
+def upgrade(conn: psycopg.Connection, *, until: int | None = None) -> list[int]:
+    """Apply the migrations not yet applied (up to version `until`, default all); returns their
+    versions. Idempotent."""
     applied: list[int] = []
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('segment_elt.schema'))")
@@ -411,7 +508,7 @@ def upgrade(conn: psycopg.Connection) -> list[int]:
         )
         done = {row[0] for row in conn.execute("select version from control.schema_version")}
         for version, description, sql in MIGRATIONS:
-            if version in done:
+            if version in done or (until is not None and version > until):
                 continue
             conn.execute(sql)
             conn.execute(

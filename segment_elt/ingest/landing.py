@@ -2,6 +2,14 @@
 
 Shared by the receiver (live requests, a group at a time) and the replay DAG (archived
 objects, a group at a time), so both give the same rows for the same bytes.
+
+The table is partitioned by UTC receive day and PostgreSQL keeps (connection_id, message_id)
+unique only within a partition, so landing keeps it unique across them (docs/tables.md#dedup-across-partitions):
+each statement skips the messageIds any partition already holds, under the connection's landing
+lock, taken first in the same statement (a session function). Statements whose rows all fall in the database's
+current UTC day, away from midnight, take it shared: they all write one partition, whose unique
+index settles their races. Any other statement (a replay, a late or early clock, the minutes
+around midnight) takes it exclusive, so its check sees every other writer's rows committed.
 """
 
 from __future__ import annotations
@@ -10,10 +18,15 @@ import datetime as dt
 import hashlib
 import json
 import math
+import weakref
 
 import psycopg
 
 MAX_MESSAGE_ID_CHARS = 256
+# Shared-mode statements start at least this long after midnight and must have landed before the
+# next one, so two shared writers of different days never overlap (_LOCK_FUNCTION; one that lands
+# late is rolled back with a serialization failure, which the receiver answers 503 and retries).
+SHARED_MARGIN = dt.timedelta(minutes=5)
 
 
 class BadBody(ValueError):
@@ -92,19 +105,6 @@ def _storable(value):
     return value
 
 
-_INSERT_FROM_BODY = """
-insert into raw.segment_events
-    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, %(received_at)s, %(archive_key)s, e.value
-from unnest(%(message_ids)s::text[], %(event_types)s::text[]) with ordinality as m (message_id, event_type, i)
-join {elements} with ordinality as e (value, i) on e.i = m.i
-on conflict (connection_id, message_id) do nothing
-"""
-_ARRAY = _INSERT_FROM_BODY.format(elements="jsonb_array_elements(%(body)s::jsonb)")
-_OBJECT = _INSERT_FROM_BODY.format(elements="unnest(array[%(body)s::jsonb])")
-_SANITISED = _INSERT_FROM_BODY.format(elements="unnest(%(payloads)s::jsonb[])")
-
-
 def insert_events(
     conn: psycopg.Connection,
     *,
@@ -115,47 +115,14 @@ def insert_events(
     received_at: dt.datetime,
     archive_key: str,
 ) -> int:
-    """Insert the events of one request in the caller's transaction; returns how many were new.
-
-    PostgreSQL parses the exact body text into jsonb; only when it refuses (NUL characters or
-    lone surrogates, which jsonb cannot hold) are sanitised copies stored instead. The archive
-    keeps the exact bytes either way.
-    """
-    params = {
-        "connection_id": connection_id,
-        "org_id": org_id,
-        "received_at": received_at,
-        "archive_key": archive_key,
-        "message_ids": [message_id(e) for e in events],
-        "event_types": [event_type(e) for e in events],
-        "body": text,
-    }
-    statement = _OBJECT if text.lstrip().startswith("{") else _ARRAY
-    with conn.cursor() as cur:
-        try:
-            _execute_atomically(conn, cur, statement, params)
-        except psycopg.DataError:
-            params["payloads"] = [json.dumps(_storable(e), ensure_ascii=False) for e in events]
-            cur.execute(_SANITISED, params)
-        return cur.rowcount
-
-
-_INSERT_GROUP = """
-insert into raw.segment_events
-    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, e.mark->>0, e.mark->>1, r.received_at, %(archive_key)s, e.value
-from rows from (
-    jsonb_array_elements(%(bodies)s::jsonb), jsonb_array_elements(%(marks)s::jsonb),
-    unnest(%(received_ats)s::timestamptz[])
-) as r (body, marks, received_at)
-cross join lateral rows from (
-    jsonb_array_elements(case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end),
-    jsonb_array_elements(r.marks)
-) as e (value, mark)
-where e.mark <> 'null'
-on conflict (connection_id, message_id) do nothing
-returning message_id
-"""
+    """Insert the events of one request, all or nothing; returns how many were new (see insert_group)."""
+    return insert_group(
+        conn,
+        connection_id=connection_id,
+        org_id=org_id,
+        archive_key=archive_key,
+        requests=[(received_at, text, events)],
+    )[0]
 
 
 def insert_group(
@@ -169,10 +136,12 @@ def insert_group(
     """Insert the events of a group of requests (received time, body text, events) archived under one
     key, all or nothing; returns how many events of each request were new.
 
-    One statement: PostgreSQL parses each exact body text into jsonb. An event whose messageId an
+    One statement (and one round trip): PostgreSQL parses each exact body text into jsonb. An event whose messageId an
     earlier request of the group already carries counts as that request's duplicate, as if the
-    requests had landed one after the other. When PostgreSQL refuses a body (see insert_events),
-    the requests land one by one in one transaction instead.
+    requests had landed one after the other. When PostgreSQL refuses a body,
+    the requests land one by one in one transaction instead, a refused one as sanitised copies
+    (NUL characters or lone surrogates, which jsonb cannot hold, become U+FFFD); the archive keeps
+    the exact bytes either way.
     """
     first_seen: dict[str, int] = {}  # messageId -> the request number that lands it
     # per request, per event: (messageId, type), or None when an earlier event of the group has its id
@@ -187,44 +156,133 @@ def insert_group(
             else:
                 first_seen[mid] = n
                 own.append((mid, event_type(event)))
-    params = {
-        "connection_id": connection_id,
-        "org_id": org_id,
-        "archive_key": archive_key,
-        # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
-        # parameters would make psycopg escape every element in Python first (the bodies' every
-        # quote). messageIds and types are printable without NUL, so jsonb holds them.
-        "bodies": "[" + ",".join(text for _, text, _ in requests) + "]",
-        "marks": json.dumps(marks, separators=(",", ":")),
-        "received_ats": [at for at, _, _ in requests],
-    }
-    new = [0] * len(requests)
-    with conn.cursor() as cur:
-        try:
-            _execute_atomically(conn, cur, _INSERT_GROUP, params)
-        except psycopg.DataError:
+    try:
+        landed = _land(
+            conn,
+            connection_id,
+            org_id,
+            archive_key,
+            [text for _, text, _ in requests],
+            marks,
+            [at for at, _, _ in requests],
+        )
+    except psycopg.DataError:
+        if len(requests) > 1:
             with conn.transaction():
                 return [
-                    insert_events(
-                        conn,
-                        connection_id=connection_id,
-                        org_id=org_id,
-                        text=text,
-                        events=events,
-                        received_at=at,
-                        archive_key=archive_key,
-                    )
-                    for at, text, events in requests
+                    insert_group(
+                        conn, connection_id=connection_id, org_id=org_id, archive_key=archive_key, requests=[request]
+                    )[0]
+                    for request in requests
                 ]
-        for (mid,) in cur.fetchall():
-            new[first_seen[mid]] += 1
+        sanitised = "[" + ",".join(json.dumps(_storable(e), ensure_ascii=False) for e in requests[0][2]) + "]"
+        landed = _land(conn, connection_id, org_id, archive_key, [sanitised], marks, [requests[0][0]])
+    new = [0] * len(requests)
+    for mid in landed:
+        new[first_seen[mid]] += 1
     return new
 
 
-def _execute_atomically(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict) -> None:
-    """One statement that either happens in full or leaves the caller's transaction as it was."""
-    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit:
-        cur.execute(statement, params)  # one round trip, atomic on its own
+# The landing lock (module docstring): exclusive, or shared and then the end of the UTC day the
+# shared statement must have landed within is returned.
+_LOCK_FUNCTION = """
+create or replace function pg_temp.landing_lock(
+    p_connection_id text, p_received_ats timestamptz[], p_margin interval
+) returns timestamptz language plpgsql as $$
+declare
+    v_day_start timestamptz := (clock_timestamp() at time zone 'UTC')::date::timestamp at time zone 'UTC';
+    v_shared boolean;
+begin
+    select
+        min(r.at) >= v_day_start and max(r.at) < v_day_start + interval '1 day'
+        and clock_timestamp() >= v_day_start + p_margin
+        and clock_timestamp() < v_day_start + interval '1 day' - p_margin
+    into v_shared
+    from unnest(p_received_ats) as r (at);
+    if v_shared then
+        perform pg_advisory_xact_lock_shared(hashtext('raw.segment_events'), hashtext(p_connection_id));
+        return v_day_start + interval '1 day';
+    end if;
+    perform pg_advisory_xact_lock(hashtext('raw.segment_events'), hashtext(p_connection_id));
+    return null;
+end $$
+"""
+
+# Land a group's events (the request bodies as one JSON array; their marks, [messageId, type] per
+# event or null for one an earlier event of the group carries; their receive times) under the
+# landing lock: the insert, a statement after the lock, sees every writer that held it before.
+# Returns the messageIds landed. NOT EXISTS probes every partition for the id (OFFSET 0 keeps it a
+# probe per event: as an anti join the planner may hash all of the connection's staged rows).
+_LAND_FUNCTION = """
+create or replace function pg_temp.land_group(
+    p_connection_id text, p_org_id text, p_archive_key text, p_bodies jsonb, p_marks jsonb,
+    p_received_ats timestamptz[], p_margin interval
+) returns table (landed_id text) language plpgsql as $$
+declare
+    v_day_end timestamptz := pg_temp.landing_lock(p_connection_id, p_received_ats, p_margin);
+    v_rows integer;
+begin
+    return query
+    insert into raw.segment_events as landed
+        (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
+    select p_connection_id, p_org_id, e.mark->>0, e.mark->>1, r.received_at, p_archive_key, e.value
+    from rows from (
+        jsonb_array_elements(p_bodies), jsonb_array_elements(p_marks), unnest(p_received_ats)
+    ) as r (body, marks, received_at)
+    cross join lateral rows from (
+        jsonb_array_elements(case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end),
+        jsonb_array_elements(r.marks)
+    ) as e (value, mark)
+    where e.mark <> 'null' and not exists (
+        select from raw.segment_events as staged
+        where staged.connection_id = p_connection_id and staged.message_id = e.mark->>0
+        offset 0
+    )
+    on conflict do nothing
+    returning landed.message_id;
+    get diagnostics v_rows = row_count;
+    if v_rows > 0 and clock_timestamp() >= v_day_end then
+        raise exception 'a shared landing ran past the end of its UTC day (%); retry it', v_day_end
+            using errcode = 'serialization_failure';
+    end if;
+end $$
+"""
+_MADE: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def _land(
+    conn: psycopg.Connection,
+    connection_id: str,
+    org_id: str,
+    archive_key: str,
+    bodies: list[str],
+    marks: list,
+    received_ats: list[dt.datetime],
+) -> list[str]:
+    """One statement that lands the group or nothing (pg_temp.land_group, made once per session)."""
+    if _MADE.get(conn) != conn.info.backend_pid:
+        conn.execute(_LOCK_FUNCTION)
+        conn.execute(_LAND_FUNCTION)
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:  # no rollback can undo them
+            _MADE[conn] = conn.info.backend_pid
+    # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
+    # parameters would make psycopg escape every element in Python first (the bodies' every
+    # quote). messageIds and types are printable without NUL, so jsonb holds them.
+    call = (
+        "select landed_id from pg_temp.land_group(%s, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz[], %s)",
+        (
+            connection_id,
+            org_id,
+            archive_key,
+            "[" + ",".join(bodies) + "]",
+            json.dumps(marks, separators=(",", ":")),
+            received_ats,
+            SHARED_MARGIN,
+        ),
+    )
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        rows = conn.execute(*call).fetchall()  # atomic on its own
     else:
         with conn.transaction():  # a savepoint, so a refusal leaves the caller's work intact
-            cur.execute(statement, params)
+            rows = conn.execute(*call).fetchall()
+    return [mid for (mid,) in rows]

@@ -1,12 +1,18 @@
 """Retention of the staging table (segment_maintenance): prune only what is safe to forget.
 
-A row of raw.segment_events received before the retention window is deleted only when both
+A row of raw.segment_events received before the retention window may go only when both
   - the dbt staging model has consumed it (its copy is in staging.stg_segment__events, from
     which every downstream model reads), and
-  - its archive object exists and reads back as the exact body its key names (the archive
-    checks every object where reading is cheap, a sample per batch on S3; see Archive.audit),
+  - its archive object exists and reads back as the exact body its key names (Archive.audit),
 so that the marts never miss a row and a replay can always bring it back. Every kept row is
 counted under the reason it was kept.
+
+Retention works a whole UTC day at a time (docs/scaling.md#retention-at-scale): a day partition
+whose day ended before the cutoff is dropped once every row in it may go. When some rows of it
+must stay, up to MOVE_AT_MOST of them move to the default partition and the day is dropped;
+more than that, or rows the staging model has not consumed yet (it is behind and will catch
+up), keep the whole day for the next run. Expired rows in the default partition go row by row
+once they may.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from segment_elt import db
+from segment_elt.ingest import partitions
 from segment_elt.ingest.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -25,30 +32,50 @@ STAGING_MODEL = "staging.stg_segment__events"
 STALE_TEMP_FILES = dt.timedelta(hours=1)
 
 
+MOVE_AT_MOST = 10_000  # kept rows moved out of a day so it can be dropped; more keep the day whole
+KEPT_WITH_THEIR_DAY = "in a day kept whole"
+
+
 @dataclass
 class Pruned:
     checked_objects: int = 0
     deleted_rows: int = 0
+    dropped_days: int = 0
     kept_rows: dict[str, int] = field(default_factory=dict)
     removed_temp_files: int = 0
 
     def keep(self, reason: str, rows: int) -> None:
-        self.kept_rows[reason] = self.kept_rows.get(reason, 0) + rows
+        if rows:
+            self.kept_rows[reason] = self.kept_rows.get(reason, 0) + rows
 
     def as_dict(self) -> dict:
         return vars(self)
 
 
-def _expired_objects(
-    conn: psycopg.Connection, cutoff: dt.datetime
+def make_partitions(conn: psycopg.Connection, retention_days: int, now: dt.datetime | None = None) -> int:
+    """Create the partitions of today and the DAYS_AHEAD days after it, and of each unexpired day
+    whose rows landed in the default partition (they move into it); returns how many were made.
+    Expired days' rows stay in the default partition for prune."""
+    now = now or dt.datetime.now(dt.UTC)
+    today = now.astimezone(dt.UTC).date()
+    made = partitions.create_days(conn, today, today + dt.timedelta(days=partitions.DAYS_AHEAD))
+    first_kept = (now - dt.timedelta(days=retention_days)).astimezone(dt.UTC).date()
+    for day in partitions.default_days(conn):
+        if day >= first_kept:
+            made += partitions.create_days(conn, day, day)
+    return made
+
+
+def _objects(
+    conn: psycopg.Connection, table: str, cutoff: dt.datetime
 ) -> list[tuple[str, int, bool, dt.datetime, dt.datetime]]:
     """(archive key, expired rows, whether staging holds all of them, their first and last receive
-    time) per object with expired rows."""
+    time) per object with rows received before `cutoff` in `table`."""
     if not db.relations_exist(conn, STAGING_MODEL):
         return [
             (key, rows, False, first, last)
             for key, rows, first, last in conn.execute(
-                "select archive_key, count(*), min(received_at), max(received_at) from raw.segment_events"
+                f"select archive_key, count(*), min(received_at), max(received_at) from {table}"
                 " where received_at < %s group by 1",
                 (cutoff,),
             )
@@ -57,7 +84,7 @@ def _expired_objects(
         f"""
         select raw.archive_key, count(*), bool_and(staged.message_id is not null),
             min(raw.received_at), max(raw.received_at)
-        from raw.segment_events as raw
+        from {table} as raw
         left join {STAGING_MODEL} as staged
             on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
         where raw.received_at < %s
@@ -67,14 +94,67 @@ def _expired_objects(
     ).fetchall()
 
 
+def _audit(archive: Archive, keys: list[str], batch: int, done: Pruned) -> dict[str, str]:
+    """key -> problem for the objects of `keys` that fail the archive's audit, a batch at a time."""
+    problems: dict[str, str] = {}
+    for i in range(0, len(keys), batch):
+        chunk = keys[i : i + batch]
+        problems.update(archive.audit(chunk))
+        done.checked_objects += len(chunk)
+    return problems
+
+
+def _keep_problems(done: Pruned, problems: dict[str, str], rows: dict[str, int]) -> None:
+    for key, problem in problems.items():
+        done.keep("archive object " + problem.split(":", 1)[0], rows[key])
+        log.warning("keeping the staged rows of %s: archive object %s", key, problem)
+
+
 def prune(
     conn: psycopg.Connection, archive: Archive, retention_days: int, now: dt.datetime | None = None, batch: int = 1000
 ) -> Pruned:
+    """Drop the expired days that may go and delete the expired rows of the default partition
+    that may go (see the module docstring); audits archive objects `batch` keys at a time."""
     if retention_days < 1:
         raise ValueError("retention must be at least one day")
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
-    objects = _expired_objects(conn, cutoff)
+    # the default partition first: rows a day moves there this run are counted once, under the day
+    _prune_default(conn, archive, cutoff, batch, done)
+    for day in partitions.days(conn):
+        if dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) <= cutoff:
+            _prune_day(conn, archive, day, cutoff, batch, done)
+    done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
+    return done
+
+
+def _prune_day(
+    conn: psycopg.Connection, archive: Archive, day: dt.date, cutoff: dt.datetime, batch: int, done: Pruned
+) -> None:
+    """Drop an expired day's partition, or keep what must stay (module docstring)."""
+    with conn.transaction():
+        partitions.hold(conn, day)
+        objects = _objects(conn, partitions.name(day), cutoff)
+        rows = {key: count for key, count, _, _, _ in objects}
+        unstaged = sum(count for _, count, staged, _, _ in objects if not staged)
+        if unstaged:
+            done.keep("not yet in the staging model", unstaged)
+            done.keep(KEPT_WITH_THEIR_DAY, sum(rows.values()) - unstaged)
+            return
+        problems = _audit(archive, sorted(rows), batch, done)
+        _keep_problems(done, problems, rows)
+        kept = sum(rows[key] for key in problems)
+        if kept > MOVE_AT_MOST:
+            done.keep(KEPT_WITH_THEIR_DAY, sum(rows.values()) - kept)
+            log.warning("keeping the whole day %s: %d of its rows must stay", day, kept)
+            return
+        done.deleted_rows += partitions.drop_day(conn, day, sorted(problems))
+        done.dropped_days += 1
+
+
+def _prune_default(conn: psycopg.Connection, archive: Archive, cutoff: dt.datetime, batch: int, done: Pruned) -> None:
+    """Delete the default partition's expired rows that may go, an audited batch of objects at a time."""
+    objects = _objects(conn, partitions.DEFAULT, cutoff)
     consumed = {key: (rows, first, last) for key, rows, staged, first, last in objects if staged}
     for _, rows, staged, _, _ in objects:
         if not staged:
@@ -84,23 +164,29 @@ def prune(
     keys = sorted(consumed)
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        problems = archive.audit(chunk)
-        done.checked_objects += len(chunk)
-        for key, problem in problems.items():
-            reason = "archive object " + problem.split(":", 1)[0]
-            done.keep(reason, consumed[key][0])
-            log.warning("keeping the staged rows of %s: archive object %s", key, problem)
+        problems = _audit(archive, chunk, batch, done)
+        _keep_problems(done, problems, {key: consumed[key][0] for key in chunk})
         intact = [key for key in chunk if key not in problems]
         if intact:
             done.deleted_rows += conn.execute(
-                "delete from raw.segment_events where received_at between %s and %s and received_at < %s"
+                f"delete from {partitions.DEFAULT} where received_at between %s and %s and received_at < %s"
                 " and archive_key = any(%s)",
                 (min(consumed[k][1] for k in intact), max(consumed[k][2] for k in intact), cutoff, intact),
             ).rowcount
-    done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
-    return done
 
 
-def vacuum(conn: psycopg.Connection) -> None:
-    """VACUUM (ANALYZE) the staging table; needs an autocommit connection."""
-    conn.execute("vacuum (analyze) raw.segment_events")
+def vacuum(conn: psycopg.Connection) -> list[str]:
+    """VACUUM (ANALYZE) the default partition, where prune deletes rows, and every day partition
+    with deleted rows (an erasure's: docs/privacy.md) so that their data leaves the table files;
+    the others only grow and autovacuum keeps them. Needs an autocommit connection; returns the
+    partitions vacuumed."""
+    dirty = [
+        f"raw.{name}"
+        for (name,) in conn.execute(
+            "select relname from pg_stat_user_tables where schemaname = 'raw'"
+            " and relname ~ '^segment_events_p[0-9]{8}$' and n_dead_tup > 0 order by 1"
+        )
+    ]
+    for table in [partitions.DEFAULT, *dirty]:
+        conn.execute(f"vacuum (analyze) {table}")
+    return [partitions.DEFAULT, *dirty]

@@ -1,5 +1,6 @@
-"""Retention deletes a staged row only when dbt's staging model holds it and its archive object reads
-back intact; every kept row is reported with its reason."""
+"""Retention lets a staged row go only when dbt's staging model holds it and its archive object reads
+back intact; every kept row is reported with its reason. An expired day goes whole (its partition
+dropped) once all of it may; rows in the default partition go row by row."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import os
 from pathlib import Path
 
 import boto3
+import pytest
 
 from segment_elt.control import connections
-from segment_elt.ingest import landing
+from segment_elt.ingest import landing, partitions
 from segment_elt.ingest.archive import object_key, open_archive
 from segment_elt.local import samples
 from segment_elt.pipeline import maintenance
@@ -135,3 +137,106 @@ def test_batches_across_connections_delete_exactly_the_intact_expired_rows(db, d
     done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW, batch=3)
     assert (done.deleted_rows, done.kept_rows) == (15, {"archive object corrupt": 1})
     assert {key for (key,) in db.execute("select archive_key from raw.segment_events")} == {corrupt, *fresh}
+
+
+def exists(db, relation: str) -> bool:
+    return db.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None
+
+
+@pytest.fixture
+def expired_day(db):
+    """The partitions of EXPIRED's day and the next: rows received then land in them, not the default."""
+    partitions.create_days(db, EXPIRED.date(), EXPIRED.date() + dt.timedelta(days=1))
+    return EXPIRED.date()
+
+
+def test_an_expired_day_staged_and_archived_intact_is_dropped_whole(db, database_url, archive_url, expired_day):
+    created = connections.create(db, "acme")
+    accept(db, archive_url, created, events(5), EXPIRED)
+    accept(db, archive_url, created, events(2, user="recent"), NOW - dt.timedelta(days=1))
+    stage(database_url)
+
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (done.deleted_rows, done.dropped_days, done.kept_rows, done.checked_objects) == (5, 2, {}, 5)
+    assert not exists(db, partitions.name(expired_day))
+    assert remaining(db) == 2
+
+
+def test_a_day_with_rows_staging_has_not_consumed_is_kept_whole_until_it_has(
+    db, database_url, archive_url, expired_day
+):
+    created = connections.create(db, "acme")
+    accept(db, archive_url, created, events(3), EXPIRED)
+    stage(database_url)
+    accept(db, archive_url, created, events(2, user="late"), EXPIRED + dt.timedelta(hours=1))
+
+    kept = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (kept.deleted_rows, kept.kept_rows) == (0, {"not yet in the staging model": 2, "in a day kept whole": 3})
+    assert exists(db, partitions.name(expired_day)) and remaining(db) == 5
+
+    stage(database_url)
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (done.deleted_rows, done.kept_rows) == (5, {})
+    assert not exists(db, partitions.name(expired_day))
+
+
+def test_rows_of_bad_objects_move_to_the_default_partition_and_go_once_repaired(
+    db, database_url, archive_url, expired_day
+):
+    created = connections.create(db, "acme")
+    keys = accept(db, archive_url, created, events(4), EXPIRED)
+    stage(database_url)
+    bad = Path(archive_url.removeprefix("file://")) / keys[2]
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(b"{}")
+
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (done.deleted_rows, done.dropped_days, done.kept_rows) == (3, 2, {"archive object corrupt": 1})
+    assert not exists(db, partitions.name(expired_day))
+    assert [k for (k,) in db.execute(f"select archive_key from {partitions.DEFAULT}")] == [keys[2]]
+
+    bad.write_bytes(good_bytes)
+    again = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (again.deleted_rows, again.kept_rows) == (1, {})
+    assert remaining(db) == 0
+
+
+def test_a_day_with_more_bad_rows_than_move_at_most_is_kept_whole(
+    db, database_url, archive_url, expired_day, monkeypatch
+):
+    monkeypatch.setattr(maintenance, "MOVE_AT_MOST", 1)
+    created = connections.create(db, "acme")
+    keys = accept(db, archive_url, created, events(4), EXPIRED)
+    stage(database_url)
+    for key in keys[:2]:
+        (Path(archive_url.removeprefix("file://")) / key).unlink()
+
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW)
+    assert (done.deleted_rows, done.kept_rows) == (0, {"archive object missing": 2, "in a day kept whole": 2})
+    assert exists(db, partitions.name(expired_day)) and remaining(db) == 4
+
+
+def test_partitions_are_made_ahead_and_unexpired_rows_leave_the_default_partition(db, archive_url):
+    created = connections.create(db, "acme")
+    accept(db, archive_url, created, events(2, user="recent"), NOW - dt.timedelta(days=3))  # no partition yet
+    accept(db, archive_url, created, events(1, user="old"), EXPIRED)  # expired: stays for prune
+    assert len(partitions.default_days(db)) == 2
+
+    before = set(partitions.days(db))  # the days the migration made, ahead of the real today
+    made = maintenance.make_partitions(db, 30, now=NOW)
+    assert made == len(set(partitions.days(db)) - before)
+    assert {NOW.date() + dt.timedelta(days=n) for n in range(partitions.DAYS_AHEAD + 1)} <= set(partitions.days(db))
+    assert partitions.default_days(db) == [EXPIRED.date()]
+    assert db.execute(f"select count(*) from {partitions.name((NOW - dt.timedelta(days=3)).date())}").fetchone() == (2,)
+    assert maintenance.make_partitions(db, 30, now=NOW) == 0
+
+
+def test_vacuum_reaches_the_default_partition_and_the_days_rows_were_deleted_from(db, archive_url):
+    """Erasure deletes rows from any day (docs/privacy.md): those days are vacuumed, the others left to autovacuum."""
+    created = connections.create(db, "acme")
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    accept(db, archive_url, created, events(3), today)
+    accept(db, archive_url, created, events(3, user="next"), today + dt.timedelta(days=1))
+    db.execute("delete from raw.segment_events where payload->>'userId' = 'u1'")
+    db.execute("select pg_stat_force_next_flush()")
+    assert maintenance.vacuum(db) == [partitions.DEFAULT, partitions.name(today.date())]
