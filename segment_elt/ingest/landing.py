@@ -13,6 +13,8 @@ import math
 
 import psycopg
 
+from segment_elt.ingest.archive import ObjectDigest
+
 MAX_MESSAGE_ID_CHARS = 256
 
 
@@ -94,8 +96,9 @@ def _storable(value):
 
 _INSERT_FROM_BODY = """
 insert into raw.segment_events
-    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, %(received_at)s, %(archive_key)s, e.value
+    (connection_id, org_id, message_id, event_type, received_at, archive_key, archive_size, archive_md5, payload)
+select %(connection_id)s, %(org_id)s, m.message_id, m.event_type, %(received_at)s,
+    %(archive_key)s, %(archive_size)s, %(archive_md5)s, e.value
 from unnest(%(message_ids)s::text[], %(event_types)s::text[]) with ordinality as m (message_id, event_type, i)
 join {elements} with ordinality as e (value, i) on e.i = m.i
 on conflict (connection_id, message_id) do nothing
@@ -114,18 +117,20 @@ def insert_events(
     events: list[dict],
     received_at: dt.datetime,
     archive_key: str,
+    archive_digest: ObjectDigest | None = None,
 ) -> int:
     """Insert the events of one request in the caller's transaction; returns how many were new.
 
     PostgreSQL parses the exact body text into jsonb; only when it refuses (NUL characters or
     lone surrogates, which jsonb cannot hold) are sanitised copies stored instead. The archive
-    keeps the exact bytes either way.
+    keeps the exact bytes either way. `archive_digest` is what the put of the archive object
+    answered; every writer of an object passes it (None: a row with no object of its own).
     """
     params = {
         "connection_id": connection_id,
         "org_id": org_id,
         "received_at": received_at,
-        "archive_key": archive_key,
+        **_archived(archive_key, archive_digest),
         "message_ids": [message_id(e) for e in events],
         "event_types": [event_type(e) for e in events],
         "body": text,
@@ -142,8 +147,9 @@ def insert_events(
 
 _INSERT_GROUP = """
 insert into raw.segment_events
-    (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-select %(connection_id)s, %(org_id)s, e.mark->>0, e.mark->>1, r.received_at, %(archive_key)s, e.value
+    (connection_id, org_id, message_id, event_type, received_at, archive_key, archive_size, archive_md5, payload)
+select %(connection_id)s, %(org_id)s, e.mark->>0, e.mark->>1, r.received_at,
+    %(archive_key)s, %(archive_size)s, %(archive_md5)s, e.value
 from rows from (
     jsonb_array_elements(%(bodies)s::jsonb), jsonb_array_elements(%(marks)s::jsonb),
     unnest(%(received_ats)s::timestamptz[])
@@ -165,9 +171,11 @@ def insert_group(
     org_id: str,
     archive_key: str,
     requests: list[tuple[dt.datetime, str, list[dict]]],
+    archive_digest: ObjectDigest | None = None,
 ) -> list[int]:
     """Insert the events of a group of requests (received time, body text, events) archived under one
-    key, all or nothing; returns how many events of each request were new.
+    key, all or nothing; returns how many events of each request were new. `archive_digest`: as
+    insert_events.
 
     One statement: PostgreSQL parses each exact body text into jsonb. An event whose messageId an
     earlier request of the group already carries counts as that request's duplicate, as if the
@@ -190,7 +198,7 @@ def insert_group(
     params = {
         "connection_id": connection_id,
         "org_id": org_id,
-        "archive_key": archive_key,
+        **_archived(archive_key, archive_digest),
         # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
         # parameters would make psycopg escape every element in Python first (the bodies' every
         # quote). messageIds and types are printable without NUL, so jsonb holds them.
@@ -213,12 +221,22 @@ def insert_group(
                         events=events,
                         received_at=at,
                         archive_key=archive_key,
+                        archive_digest=archive_digest,
                     )
                     for at, text, events in requests
                 ]
         for (mid,) in cur.fetchall():
             new[first_seen[mid]] += 1
     return new
+
+
+def _archived(archive_key: str, digest: ObjectDigest | None) -> dict:
+    """The archive columns of a row: its object's key and what was written under it."""
+    return {
+        "archive_key": archive_key,
+        "archive_size": digest.size if digest else None,
+        "archive_md5": digest.md5 if digest else None,
+    }
 
 
 def _execute_atomically(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict) -> None:

@@ -3,8 +3,9 @@
 A row of raw.segment_events received before the retention window is deleted only when both
   - the dbt staging model has consumed it (its copy is in staging.stg_segment__events, from
     which every downstream model reads), and
-  - its archive object exists and reads back as the exact body its key names (the archive
-    checks every object where reading is cheap, a sample per batch on S3; see Archive.audit),
+  - its archive object exists as it was written: the size and MD5 recorded with the row when it
+    has them (every object), else the body its key names (a read-back sample on S3; see
+    Archive.audit),
 so that the marts never miss a row and a replay can always bring it back. Every kept row is
 counted under the reason it was kept.
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
 
 from segment_elt import db
-from segment_elt.ingest.archive import Archive
+from segment_elt.ingest.archive import Archive, ObjectDigest
 
 log = logging.getLogger(__name__)
 STAGING_MODEL = "staging.stg_segment__events"
@@ -30,23 +32,24 @@ class Pruned:
     checked_objects: int = 0
     deleted_rows: int = 0
     kept_rows: dict[str, int] = field(default_factory=dict)
+    audited: Counter[str] = field(default_factory=Counter)  # objects found, by how the audit checked them
     removed_temp_files: int = 0
 
     def keep(self, reason: str, rows: int) -> None:
         self.kept_rows[reason] = self.kept_rows.get(reason, 0) + rows
 
     def as_dict(self) -> dict:
-        return vars(self)
+        return {**vars(self), "audited": dict(self.audited)}
 
 
 def _expired_objects(
     conn: psycopg.Connection, cutoff: dt.datetime
-) -> list[tuple[str, int, bool, dt.datetime, dt.datetime]]:
+) -> list[tuple[str, int, bool, dt.datetime, dt.datetime, int | None, bytes | None]]:
     """(archive key, expired rows, whether staging holds all of them, their first and last receive
-    time) per object with expired rows."""
+    time, the object's size and MD5 recorded at write) per object with expired rows."""
     if not db.relations_exist(conn, STAGING_MODEL):
         return [
-            (key, rows, False, first, last)
+            (key, rows, False, first, last, None, None)
             for key, rows, first, last in conn.execute(
                 "select archive_key, count(*), min(received_at), max(received_at) from raw.segment_events"
                 " where received_at < %s group by 1",
@@ -56,7 +59,8 @@ def _expired_objects(
     return conn.execute(
         f"""
         select raw.archive_key, count(*), bool_and(staged.message_id is not null),
-            min(raw.received_at), max(raw.received_at)
+            min(raw.received_at), max(raw.received_at), max(raw.archive_size),
+            (array_agg(raw.archive_md5) filter (where raw.archive_md5 is not null))[1]
         from raw.segment_events as raw
         left join {STAGING_MODEL} as staged
             on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
@@ -75,8 +79,9 @@ def prune(
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
     done = Pruned()
     objects = _expired_objects(conn, cutoff)
-    consumed = {key: (rows, first, last) for key, rows, staged, first, last in objects if staged}
-    for _, rows, staged, _, _ in objects:
+    consumed = {key: (rows, first, last) for key, rows, staged, first, last, _, _ in objects if staged}
+    recorded = {key: ObjectDigest(size, md5) for key, _, _, _, _, size, md5 in objects if size is not None}
+    for _, rows, staged, _, _, _, _ in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
     # Keys sort by org, connection and receive time, so a batch's rows lie in a short stretch of
@@ -84,7 +89,7 @@ def prune(
     keys = sorted(consumed)
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        problems = archive.audit(chunk)
+        problems = archive.audit(chunk, recorded, done.audited)
         done.checked_objects += len(chunk)
         for key, problem in problems.items():
             reason = "archive object " + problem.split(":", 1)[0]
@@ -98,6 +103,8 @@ def prune(
                 (min(consumed[k][1] for k in intact), max(consumed[k][2] for k in intact), cutoff, intact),
             ).rowcount
     done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
+    if done.audited:
+        log.info("audited %d archive objects: %s", sum(done.audited.values()), dict(done.audited))
     return done
 
 
