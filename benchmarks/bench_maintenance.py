@@ -1,7 +1,8 @@
 """Retention at scale: segment_maintenance's prune and vacuum over one receive day past retention
 of ROWS staged rows in OBJECTS archive objects (one connection, spread over the day's 24 hours),
-every row consumed by the staging model, on the S3 stand-in answering every GET and LIST page
-after 40 ms (tests/s3_stand_in.py, a realistic in-region call), and the receiver's insert rate
+every row consumed by the staging model and recording its object's size and MD5, on the S3
+stand-in answering every GET and LIST page after 40 ms (tests/s3_stand_in.py, a realistic
+in-region call), and the receiver's insert rate
 (single-event requests landed with landing.insert_events, each its own commit) while it runs
 beside the same rate on an idle database.
 
@@ -29,7 +30,7 @@ from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections
 from segment_elt.ingest import landing
-from segment_elt.ingest.archive import object_key, open_archive
+from segment_elt.ingest.archive import ObjectDigest, object_key, open_archive
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline import maintenance
 from tests.helpers import free_port
@@ -52,26 +53,35 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
     per_object = ROWS // OBJECTS
     step = dt.timedelta(days=1) / OBJECTS
 
-    def put(i: int) -> tuple[str, dt.datetime]:
+    def put(i: int) -> tuple[str, dt.datetime, ObjectDigest]:
         at = day + i * step
         events = [samples.event("track", user_id=f"u{i % 500}", message_id=f"m-{i}-{e}") for e in range(per_object)]
         body = json.dumps(events).encode()
         key = object_key(archive.prefix, org, cid, at, body)
-        archive.put(key, body)
-        return key, at
+        return key, at, archive.put(key, body)
 
     with ThreadPoolExecutor(32) as pool:
         placed = list(pool.map(put, range(OBJECTS)))
     conn.execute(
         """
         insert into raw.segment_events
-            (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-        select %(cid)s, %(org)s, 'm-' || (o - 1) || '-' || (e - 1), 'track', o_at, o_key,
+            (connection_id, org_id, message_id, event_type, received_at,
+             archive_key, archive_size, archive_md5, payload)
+        select %(cid)s, %(org)s, 'm-' || (o - 1) || '-' || (e - 1), 'track', o_at, o_key, o_size, o_md5,
                jsonb_build_object('type', 'track', 'event', 'Report Created', 'userId', 'u' || ((o - 1) %% 500))
-        from unnest(%(keys)s::text[], %(ats)s::timestamptz[]) with ordinality as o (o_key, o_at, o),
+        from unnest(%(keys)s::text[], %(ats)s::timestamptz[], %(sizes)s::bigint[], %(md5s)s::bytea[])
+                with ordinality as o (o_key, o_at, o_size, o_md5, o),
              generate_series(1, %(per)s) as e
         """,
-        {"cid": cid, "org": org, "keys": [k for k, _ in placed], "ats": [a for _, a in placed], "per": per_object},
+        {
+            "cid": cid,
+            "org": org,
+            "keys": [k for k, _, _ in placed],
+            "ats": [a for _, a, _ in placed],
+            "sizes": [w.size for _, _, w in placed],
+            "md5s": [w.md5 for _, _, w in placed],
+            "per": per_object,
+        },
     )
     # the staging model's copy, with its unique index (dbt_project/models/staging/stg_segment__events.sql)
     conn.execute("create schema if not exists staging")

@@ -417,9 +417,10 @@ class S3Archive:
                     continue
                 size, etag = listed[key]
                 written = recorded.get(key)
+                md5 = written.md5.hex() if written is not None and written.md5 is not None else None
                 if written is None:
                     how = BY_SAMPLE
-                elif written.md5 is None or not _is_md5(etag):
+                elif md5 is None or not _is_md5(etag):
                     how = BY_SIZE_AND_SAMPLE
                 else:
                     how = BY_RECORD
@@ -428,7 +429,7 @@ class S3Archive:
                     problems[key] = _wrong_size(size, written)
                 elif how != BY_RECORD:
                     unvouched.append(key)
-                elif written.md5 is not None and etag != written.md5.hex():
+                elif etag != md5:
                     etag_differs.append(key)
             for key, corrupt in zip(etag_differs, pool.map(self._corruption, etag_differs), strict=True):
                 if corrupt:
