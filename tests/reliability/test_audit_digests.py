@@ -239,3 +239,28 @@ def test_the_recorded_digest_is_what_a_put_wrote(archive):
     body = b'{"type":"track"}'
     key = object_key(archive.prefix, "acme", "c1", NOW, body)
     assert archive.put(key, body) == ObjectDigest(len(body), hashlib.md5(body).digest())
+
+
+def test_on_s3_under_sse_kms_the_size_is_recorded_and_the_bytes_are_sampled(db, database_url, s3_archive_url, reads):
+    """Under SSE-KMS S3's ETag is not the MD5: a put records no MD5, and the audit holds the
+    object to its recorded size and reads a sample back."""
+    archive = open_archive(s3_archive_url)
+    archive.client.put_bucket_encryption(
+        Bucket=archive.bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+        },
+    )
+    created = connections.create(db, "acme")
+    keys = land_each(db, archive, created, 3)
+    assert {md5 for (md5,) in db.execute("select archive_md5 from raw.segment_events")} == {None}
+    stage(database_url)
+    read, changed = reads
+    overwrite(archive, keys[0], archive.get(keys[0]) + b"\n")
+    changed.add(keys[0])
+    read.clear()
+
+    done = maintenance.prune(db, archive, 30, now=NOW)
+    assert done.kept_rows == {"archive object wrong size": 1}
+    assert done.audited == {archive_module.BY_SIZE_AND_SAMPLE: 3}
+    assert sorted(read) == sorted(keys[1:])
