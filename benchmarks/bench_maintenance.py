@@ -38,7 +38,7 @@ from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
 from segment_elt.ingest import landing, partitions
-from segment_elt.ingest.archive import object_key, open_archive
+from segment_elt.ingest.archive import ObjectDigest, object_key, open_archive
 from segment_elt.local import embedded, samples
 from segment_elt.pipeline import maintenance
 from tests.helpers import free_port
@@ -54,8 +54,9 @@ BEFORE = os.environ.get("BENCH_MAINT_BEFORE", "580ff1c")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.datetime) -> None:
-    """OBJECTS objects of ROWS/OBJECTS events each (JSON arrays), PUT in parallel, and their rows."""
+def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.datetime) -> dict[str, ObjectDigest]:
+    """OBJECTS objects of ROWS/OBJECTS events each (JSON arrays), PUT in parallel, and their rows
+    (at migration 12: without the digests recorded at write, which it returns by key)."""
     bucket = "bench-archive"
     os.environ.update(AWS_ENDPOINT_URL=stand_in.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     boto3.client("s3", endpoint_url=stand_in.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -63,13 +64,12 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
     per_object = ROWS // OBJECTS
     step = dt.timedelta(days=1) / OBJECTS
 
-    def put(i: int) -> tuple[str, dt.datetime]:
+    def put(i: int) -> tuple[str, dt.datetime, ObjectDigest]:
         at = day + i * step
         events = [samples.event("track", user_id=f"u{i % 500}", message_id=f"m-{i}-{e}") for e in range(per_object)]
         body = json.dumps(events).encode()
         key = object_key(archive.prefix, org, cid, at, body)
-        archive.put(key, body)
-        return key, at
+        return key, at, archive.put(key, body)
 
     with ThreadPoolExecutor(32) as pool:
         placed = list(pool.map(put, range(OBJECTS)))
@@ -82,7 +82,13 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
         from unnest(%(keys)s::text[], %(ats)s::timestamptz[]) with ordinality as o (o_key, o_at, o),
              generate_series(1, %(per)s) as e
         """,
-        {"cid": cid, "org": org, "keys": [k for k, _ in placed], "ats": [a for _, a in placed], "per": per_object},
+        {
+            "cid": cid,
+            "org": org,
+            "keys": [k for k, _, _ in placed],
+            "ats": [a for _, a, _ in placed],
+            "per": per_object,
+        },
     )
     # the staging model's copy, with its unique index (dbt_project/models/staging/stg_segment__events.sql)
     conn.execute("create schema if not exists staging")
@@ -93,6 +99,16 @@ def _archive_day(conn, stand_in: SlowS3Process, cid: str, org: str, day: dt.date
     conn.execute(f"create unique index on {maintenance.STAGING_MODEL} (connection_id, message_id)")
     conn.execute("vacuum (analyze) raw.segment_events")
     os.environ["ARCHIVE_URL"] = archive.url
+    return {key: digest for key, _, digest in placed}
+
+
+def _record_digests(conn, digests: dict[str, ObjectDigest]) -> None:
+    """Give the upgraded copy's rows their objects' size and MD5, as rows landed since migration 14 have."""
+    conn.execute(
+        "update raw.segment_events as raw set archive_size = d.size, archive_md5 = d.md5"
+        " from unnest(%s::text[], %s::bigint[], %s::bytea[]) as d (key, size, md5) where raw.archive_key = d.key",
+        (list(digests), [d.size for d in digests.values()], [d.md5 for d in digests.values()]),
+    )
 
 
 def _insert_loop(url: str, cid: str, org: str, revision: str | None, count, stop) -> None:
@@ -178,16 +194,18 @@ def _start_database(tmp: Path) -> str:
 
 def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process, steps, revision: str | None) -> dict:
     """Run steps (name -> fn(conn, archive)) one after the other on one connection while the live
-    connection inserts; the seconds of each, of the audit within them, S3 calls, the insert rates."""
+    connection inserts; the seconds of each, of the audit within them, S3 calls, the insert rates.
+    With `revision`, its landing and its archive (and so its audit) are used."""
     rate = InsertRate(url, live_cid, "live", revision)
     idle_rate, _ = rate.per_second_while(None)
-    archive = open_archive(archive_url, timeout_s=30)
+    opener = _at_revision(revision, "segment_elt/ingest/archive.py").open_archive if revision else open_archive
+    archive = opener(archive_url, timeout_s=30)
     audit, figures = archive.audit, {"audit_s": 0.0, "load": [os.getloadavg()[0]]}
 
-    def timed_audit(keys: list[str]) -> dict[str, str]:
+    def timed_audit(keys: list[str], *recorded_and_counts) -> dict[str, str]:
         began = time.monotonic()
         try:
-            return audit(keys)
+            return audit(keys, *recorded_and_counts)
         finally:
             figures["audit_s"] += time.monotonic() - began
 
@@ -230,7 +248,7 @@ def run() -> list[Figure]:
                 hour=0, minute=0, second=0, microsecond=0
             )
             began = time.monotonic()
-            _archive_day(conn, stand_in, created.connection_id, "bench", day)
+            digests = _archive_day(conn, stand_in, created.connection_id, "bench", day)
             print(f"seeded {ROWS:,} rows in {OBJECTS:,} objects in {time.monotonic() - began:.0f} s", flush=True)
         server = url.rsplit("/", 1)[0]
         with db.connect(f"{server}/template1", timeout_s=3600) as conn:
@@ -240,6 +258,7 @@ def run() -> list[Figure]:
             began = time.monotonic()
             schema.upgrade(conn)
             migration_s = time.monotonic() - began
+            _record_digests(conn, digests)
             # the day partitions a live install has: the retention's days (landing probes each)
             today = dt.datetime.now(dt.UTC).date()
             partitions.create_days(conn, today - dt.timedelta(days=RETENTION_DAYS), today)

@@ -1,13 +1,14 @@
 """A stand-in S3 endpoint that answers every PUT after a fixed delay (a realistic in-region PUT
 takes ~40 ms) and counts them, keeping objects in memory; optionally every read (GET, and LIST
 by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just enough S3 for
-the archive (put_object, get_object, head_bucket, list_objects_v2): it measures and provokes
+the archive (put_object, get_object, head_bucket, list_objects_v2 with Size and ETag): it measures and provokes
 what waiting on S3 does to a receiver or to retention, where moto's server would be the
 bottleneck itself.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import threading
 import time
@@ -25,6 +26,8 @@ class SlowS3(ThreadingHTTPServer):
         self.put_delay_s, self.puts = put_delay_s, 0
         self.read_delay_s, self.reads = read_delay_s, 0
         self.objects: dict[str, bytes] = {}  # "bucket/key" -> body
+        self.etags: dict[str, str] = {}  # "bucket/key" -> MD5 hex, as S3 answers a single-part PUT
+        self.names: list[str] = []  # the "bucket/key"s in order, for listings
         self._lock = threading.Lock()
 
     @property
@@ -35,10 +38,23 @@ class SlowS3(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 
-    def stored(self, name: str, body: bytes) -> None:
+    def stored(self, name: str, body: bytes) -> str:
+        """Keep the object; returns its ETag."""
+        etag = hashlib.md5(body).hexdigest()
         with self._lock:
             self.puts += 1
-            self.objects[name] = body
+            if name not in self.objects:
+                bisect.insort(self.names, name)
+            self.objects[name], self.etags[name] = body, etag
+        return etag
+
+    def page(self, bucket: str, prefix: str, after: str, size: int) -> tuple[list[str], bool]:
+        """Up to `size` keys under `prefix` after `after`, in order, and whether more follow."""
+        low = f"{bucket}/{prefix}"
+        with self._lock:
+            at = max(bisect.bisect_left(self.names, low), bisect.bisect_right(self.names, f"{bucket}/{after}"))
+            names = [name for name in self.names[at : at + size + 1] if name.startswith(low)]
+        return [name.split("/", 1)[1] for name in names[:size]], len(names) > size
 
     def read(self) -> None:
         time.sleep(self.read_delay_s)
@@ -70,8 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         time.sleep(self.server.put_delay_s)
         bucket, key = self._name()
-        self.server.stored(f"{bucket}/{key}", body)
-        self._answer(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+        self._answer(200, headers={"ETag": f'"{self.server.stored(f"{bucket}/{key}", body)}"'})
 
     def do_HEAD(self):
         self._answer(200)
@@ -94,15 +109,10 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = query.get("prefix", [""])[0]
         after = query.get("continuation-token", query.get("start-after", [""]))[0]
         page_size = min(1000, int(query.get("max-keys", ["1000"])[0]))
-        names = sorted(
-            name
-            for name in list(self.server.objects)
-            if name.startswith(f"{bucket}/{prefix}") and name > f"{bucket}/{after}"
-        )
-        page = [name.split("/", 1)[1] for name in names[:page_size]]
-        truncated = len(names) > page_size
+        page, truncated = self.server.page(bucket, prefix, after, page_size)
         contents = "".join(
-            f"<Contents><Key>{escape(k)}</Key><Size>{len(self.server.objects[f'{bucket}/{k}'])}</Size></Contents>"
+            f"<Contents><Key>{escape(k)}</Key><Size>{len(self.server.objects[f'{bucket}/{k}'])}</Size>"
+            f"<ETag>&quot;{self.server.etags[f'{bucket}/{k}']}&quot;</ETag></Contents>"
             for k in page
         )
         more = f"<NextContinuationToken>{escape(page[-1])}</NextContinuationToken>" if truncated else ""

@@ -92,7 +92,14 @@ def test_an_old_install_is_partitioned_by_day_without_losing_or_doubling_a_row(b
         from generate_series(1, 40) as g
         """
     )
-    rows = "select * from raw.segment_events order by connection_id, message_id"
+    columns = [
+        c
+        for (c,) in blank.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'raw' and table_name = 'segment_events' order by ordinal_position"
+        )
+    ]
+    rows = f"select {', '.join(columns)} from raw.segment_events order by connection_id, message_id"
     before = blank.execute(rows).fetchall()
     reader = f"reader_{uuid.uuid4().hex[:8]}"
     blank.execute(f"create role {reader}; grant usage on schema raw to {reader}")

@@ -489,6 +489,17 @@ create index segment_events_loaded_at_idx on raw.segment_events (loaded_at);
 create index segment_events_received_at_idx on raw.segment_events (received_at);
 """,
     ),
+    (
+        14,
+        "each staged row records the size and MD5 of its archive object, for retention's audit",
+        r"""
+-- Written in the same insert as the row (no extra statement on the receiver's path) and gone
+-- with it; null on rows staged before this migration, which retention audits by a sample.
+alter table raw.segment_events
+    add column archive_size bigint,        -- bytes of the archive object, as a listing shows them
+    add column archive_md5 bytea;          -- its MD5 (16 bytes); null where S3's ETag is not the MD5
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

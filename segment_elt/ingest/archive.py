@@ -16,13 +16,16 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -100,22 +103,48 @@ def verify_body(key: str, body: bytes) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ObjectDigest:
+    """What an archive object was when written: its size in bytes and its MD5, which an S3 listing
+    shows as Size and, for a single-part PUT without SSE-KMS or SSE-C, as ETag. `md5` is None
+    where S3 answered the PUT with an ETag that is not the MD5 (the audit then reads a sample)."""
+
+    size: int
+    md5: bytes | None
+
+    @classmethod
+    def of(cls, body: bytes) -> ObjectDigest:
+        return cls(len(body), hashlib.md5(body).digest())
+
+
 class Archive(Protocol):
     url: str
     prefix: str
 
-    def put(self, key: str, body: bytes) -> None: ...
+    def put(self, key: str, body: bytes) -> ObjectDigest: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def list(self, key_prefix: str) -> Iterator[str]: ...
-    def audit(self, keys: builtins.list[str]) -> dict[str, str]: ...  # `list` is the method above
+    def audit(  # `list` is the method above
+        self,
+        keys: builtins.list[str],
+        recorded: Mapping[str, ObjectDigest] | None = None,
+        checked_by: Counter[str] | None = None,
+    ) -> dict[str, str]: ...
     def remove_stale_temp_files(self, older_than: dt.timedelta) -> int: ...
     def check(self) -> None: ...
 
 
-SAMPLE_PER_BATCH = 10
+SAMPLE_PER_THOUSAND = 10  # objects read back per 1,000 that no recorded digest vouches for
 AUDIT_CALLS_AT_ONCE = 16  # S3 calls of an audit in flight together (the client's pool holds 32)
+LIST_PAGE = 1000  # keys per ListObjectsV2 page (S3's maximum)
+
+# How an audit checked each object that exists (the `checked_by` counts, Pruned.audited)
+BY_RECORD = "size and MD5 as recorded"
+BY_SIZE_AND_SAMPLE = "size as recorded, bytes by a read-back sample (ETag not an MD5)"
+BY_SAMPLE = "read-back sample (no recorded digest)"
+BY_KEY_DIGEST = "read back against the key's digest (no recorded digest)"
 
 
 TEMP_SUFFIX = ".tmp"
@@ -143,7 +172,7 @@ class FileArchive:
             raise ValueError(f"archive key escapes the archive root: {key!r}")
         return self.root / key
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: str, body: bytes) -> ObjectDigest:
         """Write all of `body`, read it back against the key's digest, then publish it under `key`.
 
         A full disk makes os.write return short (or fail): the object is then never published
@@ -173,6 +202,7 @@ class FileArchive:
             tmp.unlink(missing_ok=True)
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise ArchiveUnavailable(f"cannot write {path}: {reason}") from exc
+        return ObjectDigest.of(body)
 
     def get(self, key: str) -> bytes:
         try:
@@ -198,19 +228,42 @@ class FileArchive:
         except OSError as exc:
             raise ArchiveUnavailable(f"cannot delete {path}: {exc.strerror}") from exc
 
-    def audit(self, keys: list[str]) -> dict[str, str]:
-        """key -> what is wrong with its object, for each key whose object is missing or corrupt.
+    def audit(
+        self,
+        keys: list[str],
+        recorded: Mapping[str, ObjectDigest] | None = None,
+        checked_by: Counter[str] | None = None,
+    ) -> dict[str, str]:
+        """key -> what is wrong with its object, for each key whose object is missing or not as written.
 
-        Local reads are cheap, so every object is read back and checked against its key's digest.
+        Local reads are cheap, so every object is read back: compared with its recorded size and MD5
+        ("wrong size", "wrong digest"), or, with none recorded, with its key's digest ("corrupt").
+        `checked_by`, when given, counts the objects found by how they were checked.
         """
+        recorded = recorded or {}
+        checked_by = Counter() if checked_by is None else checked_by
         problems = {}
         for key in keys:
             try:
-                verify_body(key, self._path(key).read_bytes())
+                body = self._path(key).read_bytes()
             except FileNotFoundError:
                 problems[key] = "missing"
+                continue
             except OSError as exc:
                 problems[key] = f"unreadable: {exc.strerror}"
+                continue
+            written = recorded.get(key)
+            if written is not None and written.md5 is not None:
+                checked_by[BY_RECORD] += 1
+                md5_hex = hashlib.md5(body).hexdigest()
+                if len(body) != written.size:
+                    problems[key] = _wrong_size(len(body), written)
+                elif md5_hex != written.md5.hex():
+                    problems[key] = _wrong_digest(md5_hex, written)
+                continue
+            checked_by[BY_KEY_DIGEST] += 1
+            try:
+                verify_body(key, body)
             except ArchiveCorrupt as exc:
                 problems[key] = f"corrupt: {exc}"
         return problems
@@ -281,10 +334,11 @@ class S3Archive:
                 f"S3 {what} s3://{self.bucket}/{kwargs.get('Key', kwargs.get('Prefix', ''))} failed: {exc}"
             ) from exc
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: str, body: bytes) -> ObjectDigest:
         """PUT with Content-MD5 and a SHA-256 checksum, which S3 verifies before storing; then check
         that the ETag S3 answers is the MD5 of our bytes (for plain and SSE-S3 objects it is), so a
-        server or proxy that stored other bytes is caught too. A mismatched object is deleted."""
+        server or proxy that stored other bytes is caught too. A mismatched object is deleted.
+        Under SSE-KMS or SSE-C the ETag is not the MD5: nothing to compare, and none is recorded."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         md5 = hashlib.md5(body)
@@ -298,7 +352,12 @@ class S3Archive:
             ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
         etag = answer.get("ETag", "").strip('"')
-        if _is_md5(etag) and etag != md5.hexdigest():
+        etag_is_md5 = (
+            _is_md5(etag)
+            and answer.get("ServerSideEncryption", "AES256") == "AES256"
+            and "SSECustomerAlgorithm" not in answer
+        )
+        if etag_is_md5 and etag != md5.hexdigest():
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
             except (BotoCoreError, ClientError):  # unusable either way: replay and prune check digests
@@ -307,6 +366,7 @@ class S3Archive:
                 f"S3 put s3://{self.bucket}/{key} stored other bytes than sent "
                 f"(ETag {etag}, expected {md5.hexdigest()}); retry"
             )
+        return ObjectDigest(len(body), md5.digest() if etag_is_md5 else None)
 
     def get(self, key: str) -> bytes:
         return self._call("get", self.client.get_object, Key=key)["Body"].read()
@@ -326,29 +386,97 @@ class S3Archive:
         """DELETE the object (its current version: see docs/privacy.md on bucket versioning)."""
         self._call("delete", self.client.delete_object, Key=key)
 
-    def audit(self, keys: list[str]) -> dict[str, str]:
-        """key -> what is wrong with its object, for each key whose object is missing or corrupt.
+    def audit(
+        self,
+        keys: list[str],
+        recorded: Mapping[str, ObjectDigest] | None = None,
+        checked_by: Counter[str] | None = None,
+    ) -> dict[str, str]:
+        """key -> what is wrong with its object, for each key whose object is missing or not as written.
 
-        Existence of every object comes from listing their hour prefixes (a request per 1,000
-        objects); a random sample of SAMPLE_PER_BATCH objects is read back against its key's
-        digest, and when one of them is corrupt, all are. The listings and the reads each go out
-        AUDIT_CALLS_AT_ONCE at a time: at tens of ms per S3 call, one after the other they would
-        bound a day's retention.
+        Every object's Size and ETag come from listing its hour prefix from its first key to its
+        last (a call per 1,000 objects), AUDIT_CALLS_AT_ONCE listings at a time. An object with a
+        recorded size and MD5 is compared with them ("wrong size", "wrong digest"); an ETag
+        other than the recorded MD5 is confirmed by reading the object back against its key's
+        digest first (the same bytes copied or re-encrypted get a new ETag). The objects no
+        recorded MD5 vouches for (no digest recorded, a PUT under SSE-KMS, a listed ETag that is
+        not an MD5) are read back by a random sample of SAMPLE_PER_THOUSAND per 1,000, all of
+        them when one of the sample does not match ("corrupt"). `checked_by`, when given, counts
+        the objects found by how they were checked.
         """
+        recorded = recorded or {}
+        checked_by = Counter() if checked_by is None else checked_by
+        problems: dict[str, str] = {}
+        etag_differs: list[str] = []
+        unvouched: list[str] = []
         with ThreadPoolExecutor(AUDIT_CALLS_AT_ONCE) as pool:
-            listed: set[str] = set()
-            hour_prefixes = sorted({key.rsplit("/", 1)[0] + "/" for key in keys})
-            for found_keys in pool.map(lambda prefix: list(self.list(prefix)), hour_prefixes):
-                listed.update(found_keys)
-            problems = {key: "missing" for key in keys if key not in listed}
-            present = [key for key in keys if key in listed]
-            sample = random.sample(present, min(SAMPLE_PER_BATCH, len(present)))
-            for keys_to_read in (sample, present):
+            listed = self._listed(keys, pool)
+            for key in keys:
+                if key not in listed:
+                    problems[key] = "missing"
+                    continue
+                size, etag = listed[key]
+                written = recorded.get(key)
+                md5 = written.md5.hex() if written is not None and written.md5 is not None else None
+                if written is None:
+                    how = BY_SAMPLE
+                elif md5 is None or not _is_md5(etag):
+                    how = BY_SIZE_AND_SAMPLE
+                else:
+                    how = BY_RECORD
+                checked_by[how] += 1
+                if written is not None and size != written.size:
+                    problems[key] = _wrong_size(size, written)
+                elif how != BY_RECORD:
+                    unvouched.append(key)
+                elif etag != md5:
+                    etag_differs.append(key)
+            for key, corrupt in zip(etag_differs, pool.map(self._corruption, etag_differs), strict=True):
+                if corrupt:
+                    problems[key] = _wrong_digest(listed[key][1], recorded[key])
+                else:
+                    log.warning("%s: its ETag is not the MD5 recorded at write, but it reads back intact", key)
+            sampled = min(len(unvouched), math.ceil(len(unvouched) / 1000) * SAMPLE_PER_THOUSAND)
+            sample = random.sample(unvouched, sampled)
+            for keys_to_read in (sample, unvouched):
                 found = dict(problem for problem in pool.map(self._corruption, keys_to_read) if problem)
                 problems.update(found)
                 if not found:
                     break
         return problems
+
+    def _listed(self, keys: list[str], pool: ThreadPoolExecutor) -> dict[str, tuple[int, str]]:
+        """key -> (Size, ETag) of the objects listed around `keys`: per hour prefix, a listing from
+        each run of LIST_PAGE keys' first to its last (keys sort as S3 lists them), in `pool`."""
+        by_prefix: dict[str, list[str]] = {}
+        for key in sorted(keys):
+            by_prefix.setdefault(key.rsplit("/", 1)[0] + "/", []).append(key)
+        runs = [
+            (prefix, in_prefix[i], in_prefix[min(i + LIST_PAGE, len(in_prefix)) - 1])
+            for prefix, in_prefix in by_prefix.items()
+            for i in range(0, len(in_prefix), LIST_PAGE)
+        ]
+        listed: dict[str, tuple[int, str]] = {}
+        for found in pool.map(lambda run: self._list_run(*run), runs):
+            listed.update(found)
+        return listed
+
+    def _list_run(self, key_prefix: str, first: str, last: str) -> dict[str, tuple[int, str]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: dict[str, tuple[int, str]] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            # StartAfter is exclusive: start after a string just below `first`
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=key_prefix, StartAfter=first[:-1]):
+                contents = page.get("Contents", [])
+                for item in contents:
+                    found[item["Key"]] = (item["Size"], item.get("ETag", "").strip('"'))
+                if not contents or contents[-1]["Key"] >= last:
+                    break
+        except (BotoCoreError, ClientError) as exc:
+            raise ArchiveUnavailable(f"S3 list s3://{self.bucket}/{key_prefix} failed: {exc}") from exc
+        return found
 
     def _corruption(self, key: str) -> tuple[str, str] | None:
         try:
@@ -379,6 +507,14 @@ class S3Archive:
 
 def _is_md5(etag: str) -> bool:
     return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
+
+
+def _wrong_size(size: int, written: ObjectDigest) -> str:
+    return f"wrong size: {size} bytes, {written.size} recorded at write"
+
+
+def _wrong_digest(md5_hex: str, written: ObjectDigest) -> str:
+    return f"wrong digest: MD5 {md5_hex}, {written.md5.hex() if written.md5 else None} recorded at write"
 
 
 def open_archive(url: str, timeout_s: float = 3.0) -> Archive:

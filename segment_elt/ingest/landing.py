@@ -21,6 +21,9 @@ import math
 import weakref
 
 import psycopg
+from psycopg.types.numeric import Int8
+
+from segment_elt.ingest.archive import ObjectDigest
 
 MAX_MESSAGE_ID_CHARS = 256
 # Shared-mode statements start at least this long after midnight and must have landed before the
@@ -114,6 +117,7 @@ def insert_events(
     events: list[dict],
     received_at: dt.datetime,
     archive_key: str,
+    archive_digest: ObjectDigest | None = None,
 ) -> int:
     """Insert the events of one request, all or nothing; returns how many were new (see insert_group)."""
     return insert_group(
@@ -122,6 +126,7 @@ def insert_events(
         org_id=org_id,
         archive_key=archive_key,
         requests=[(received_at, text, events)],
+        archive_digest=archive_digest,
     )[0]
 
 
@@ -132,9 +137,12 @@ def insert_group(
     org_id: str,
     archive_key: str,
     requests: list[tuple[dt.datetime, str, list[dict]]],
+    archive_digest: ObjectDigest | None = None,
 ) -> list[int]:
     """Insert the events of a group of requests (received time, body text, events) archived under one
-    key, all or nothing; returns how many events of each request were new.
+    key, all or nothing; returns how many events of each request were new. `archive_digest` is what
+    the put of the archive object answered; every writer of an object passes it (None: rows with no
+    object of their own).
 
     One statement (and one round trip): PostgreSQL parses each exact body text into jsonb. An event whose messageId an
     earlier request of the group already carries counts as that request's duplicate, as if the
@@ -162,6 +170,7 @@ def insert_group(
             connection_id,
             org_id,
             archive_key,
+            archive_digest,
             [text for _, text, _ in requests],
             marks,
             [at for at, _, _ in requests],
@@ -171,12 +180,17 @@ def insert_group(
             with conn.transaction():
                 return [
                     insert_group(
-                        conn, connection_id=connection_id, org_id=org_id, archive_key=archive_key, requests=[request]
+                        conn,
+                        connection_id=connection_id,
+                        org_id=org_id,
+                        archive_key=archive_key,
+                        requests=[request],
+                        archive_digest=archive_digest,
                     )[0]
                     for request in requests
                 ]
         sanitised = "[" + ",".join(json.dumps(_storable(e), ensure_ascii=False) for e in requests[0][2]) + "]"
-        landed = _land(conn, connection_id, org_id, archive_key, [sanitised], marks, [requests[0][0]])
+        landed = _land(conn, connection_id, org_id, archive_key, archive_digest, [sanitised], marks, [requests[0][0]])
     new = [0] * len(requests)
     for mid in landed:
         new[first_seen[mid]] += 1
@@ -215,8 +229,8 @@ end $$
 # probe per event: as an anti join the planner may hash all of the connection's staged rows).
 _LAND_FUNCTION = """
 create or replace function pg_temp.land_group(
-    p_connection_id text, p_org_id text, p_archive_key text, p_bodies jsonb, p_marks jsonb,
-    p_received_ats timestamptz[], p_margin interval
+    p_connection_id text, p_org_id text, p_archive_key text, p_archive_size bigint, p_archive_md5 bytea,
+    p_bodies jsonb, p_marks jsonb, p_received_ats timestamptz[], p_margin interval
 ) returns table (landed_id text) language plpgsql as $$
 declare
     v_day_end timestamptz := pg_temp.landing_lock(p_connection_id, p_received_ats, p_margin);
@@ -224,8 +238,9 @@ declare
 begin
     return query
     insert into raw.segment_events as landed
-        (connection_id, org_id, message_id, event_type, received_at, archive_key, payload)
-    select p_connection_id, p_org_id, e.mark->>0, e.mark->>1, r.received_at, p_archive_key, e.value
+        (connection_id, org_id, message_id, event_type, received_at, archive_key, archive_size, archive_md5, payload)
+    select p_connection_id, p_org_id, e.mark->>0, e.mark->>1, r.received_at, p_archive_key, p_archive_size,
+        p_archive_md5, e.value
     from rows from (
         jsonb_array_elements(p_bodies), jsonb_array_elements(p_marks), unnest(p_received_ats)
     ) as r (body, marks, received_at)
@@ -255,6 +270,7 @@ def _land(
     connection_id: str,
     org_id: str,
     archive_key: str,
+    digest: ObjectDigest | None,
     bodies: list[str],
     marks: list,
     received_ats: list[dt.datetime],
@@ -269,11 +285,15 @@ def _land(
     # parameters would make psycopg escape every element in Python first (the bodies' every
     # quote). messageIds and types are printable without NUL, so jsonb holds them.
     call = (
-        "select landed_id from pg_temp.land_group(%s, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz[], %s)",
+        "select landed_id from pg_temp.land_group(%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz[], %s)",
         (
             connection_id,
             org_id,
             archive_key,
+            # int8, the column's type: psycopg would send a small int as int2, whose conversion
+            # measured ~10% of the insert (benchmarks/bench_digests.py)
+            Int8(digest.size) if digest else None,
+            digest.md5 if digest else None,
             "[" + ",".join(bodies) + "]",
             json.dumps(marks, separators=(",", ":")),
             received_ats,

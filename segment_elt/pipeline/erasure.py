@@ -41,6 +41,7 @@ from segment_elt.ingest.archive import (
     Archive,
     ArchiveCorrupt,
     ArchiveUnavailable,
+    ObjectDigest,
     group_object,
     object_key,
     received_at_of,
@@ -64,6 +65,7 @@ class Rewrite:
     key: str
     connection_id: str
     new_key: str | None = None
+    new_digest: ObjectDigest | None = None  # what the put of the rewrite answered, for the kept rows
     kept_ids: list[str] = field(default_factory=list)
     erased: dict[str, str] = field(default_factory=dict)  # messageId -> whose
 
@@ -170,10 +172,18 @@ class Erasure:
             with self.conn.transaction():
                 for found in rewrites:
                     if found.new_key is not None:
+                        written = found.new_digest
                         self.conn.execute(
-                            "update raw.segment_events set archive_key = %s"
+                            "update raw.segment_events set archive_key = %s, archive_size = %s, archive_md5 = %s"
                             " where connection_id = %s and message_id = any(%s) and archive_key = %s",
-                            (found.new_key, found.connection_id, found.kept_ids, found.key),
+                            (
+                                found.new_key,
+                                written.size if written else None,
+                                written.md5 if written else None,
+                                found.connection_id,
+                                found.kept_ids,
+                                found.key,
+                            ),
                         )
                     deleted = self.conn.execute(
                         "delete from raw.segment_events where connection_id = %s and message_id = any(%s)"
@@ -222,7 +232,7 @@ class Erasure:
             found.new_key = object_key(
                 self.archive.prefix, self.org_id, found.connection_id, received_at_of(key), new_body
             )
-            self.archive.put(found.new_key, new_body)
+            found.new_digest = self.archive.put(found.new_key, new_body)
         return found
 
     def _raw_candidates(self) -> list[tuple[str, str, str, dict]]:

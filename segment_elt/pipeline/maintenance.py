@@ -3,7 +3,9 @@
 A row of raw.segment_events received before the retention window may go only when both
   - the dbt staging model has consumed it (its copy is in staging.stg_segment__events, from
     which every downstream model reads), and
-  - its archive object exists and reads back as the exact body its key names (Archive.audit),
+  - its archive object exists as it was written: the size and MD5 recorded with the row when it
+    has them (every object), else the body its key names (a read-back sample on S3; see
+    Archive.audit),
 so that the marts never miss a row and a replay can always bring it back. Every kept row is
 counted under the reason it was kept.
 
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
 
 from segment_elt import db
 from segment_elt.ingest import partitions
-from segment_elt.ingest.archive import Archive
+from segment_elt.ingest.archive import Archive, ObjectDigest
 
 log = logging.getLogger(__name__)
 STAGING_MODEL = "staging.stg_segment__events"
@@ -42,6 +45,7 @@ class Pruned:
     deleted_rows: int = 0
     dropped_days: int = 0
     kept_rows: dict[str, int] = field(default_factory=dict)
+    audited: Counter[str] = field(default_factory=Counter)  # objects found, by how the audit checked them
     removed_temp_files: int = 0
 
     def keep(self, reason: str, rows: int) -> None:
@@ -49,7 +53,7 @@ class Pruned:
             self.kept_rows[reason] = self.kept_rows.get(reason, 0) + rows
 
     def as_dict(self) -> dict:
-        return vars(self)
+        return {**vars(self), "audited": dict(self.audited)}
 
 
 def make_partitions(conn: psycopg.Connection, retention_days: int, now: dt.datetime | None = None) -> int:
@@ -68,12 +72,13 @@ def make_partitions(conn: psycopg.Connection, retention_days: int, now: dt.datet
 
 def _objects(
     conn: psycopg.Connection, table: str, cutoff: dt.datetime
-) -> list[tuple[str, int, bool, dt.datetime, dt.datetime]]:
+) -> list[tuple[str, int, bool, dt.datetime, dt.datetime, int | None, bytes | None]]:
     """(archive key, expired rows, whether staging holds all of them, their first and last receive
-    time) per object with rows received before `cutoff` in `table`."""
+    time, the object's size and MD5 recorded at write) per object with rows received before
+    `cutoff` in `table`."""
     if not db.relations_exist(conn, STAGING_MODEL):
         return [
-            (key, rows, False, first, last)
+            (key, rows, False, first, last, None, None)
             for key, rows, first, last in conn.execute(
                 f"select archive_key, count(*), min(received_at), max(received_at) from {table}"
                 " where received_at < %s group by 1",
@@ -83,7 +88,8 @@ def _objects(
     return conn.execute(
         f"""
         select raw.archive_key, count(*), bool_and(staged.message_id is not null),
-            min(raw.received_at), max(raw.received_at)
+            min(raw.received_at), max(raw.received_at), max(raw.archive_size),
+            (array_agg(raw.archive_md5) filter (where raw.archive_md5 is not null))[1]
         from {table} as raw
         left join {STAGING_MODEL} as staged
             on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
@@ -94,12 +100,19 @@ def _objects(
     ).fetchall()
 
 
-def _audit(archive: Archive, keys: list[str], batch: int, done: Pruned) -> dict[str, str]:
+def _recorded(objects) -> dict[str, ObjectDigest]:
+    """key -> the size and MD5 recorded at write, for the objects of `_objects` that have them."""
+    return {key: ObjectDigest(size, md5) for key, _, _, _, _, size, md5 in objects if size is not None}
+
+
+def _audit(
+    archive: Archive, keys: list[str], recorded: dict[str, ObjectDigest], batch: int, done: Pruned
+) -> dict[str, str]:
     """key -> problem for the objects of `keys` that fail the archive's audit, a batch at a time."""
     problems: dict[str, str] = {}
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        problems.update(archive.audit(chunk))
+        problems.update(archive.audit(chunk, recorded, done.audited))
         done.checked_objects += len(chunk)
     return problems
 
@@ -125,6 +138,8 @@ def prune(
         if dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) <= cutoff:
             _prune_day(conn, archive, day, cutoff, batch, done)
     done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
+    if done.audited:
+        log.info("audited %d archive objects: %s", sum(done.audited.values()), dict(done.audited))
     return done
 
 
@@ -135,13 +150,13 @@ def _prune_day(
     with conn.transaction():
         partitions.hold(conn, day)
         objects = _objects(conn, partitions.name(day), cutoff)
-        rows = {key: count for key, count, _, _, _ in objects}
-        unstaged = sum(count for _, count, staged, _, _ in objects if not staged)
+        rows = {key: count for key, count, *_ in objects}
+        unstaged = sum(count for _, count, staged, *_ in objects if not staged)
         if unstaged:
             done.keep("not yet in the staging model", unstaged)
             done.keep(KEPT_WITH_THEIR_DAY, sum(rows.values()) - unstaged)
             return
-        problems = _audit(archive, sorted(rows), batch, done)
+        problems = _audit(archive, sorted(rows), _recorded(objects), batch, done)
         _keep_problems(done, problems, rows)
         kept = sum(rows[key] for key in problems)
         if kept > MOVE_AT_MOST:
@@ -155,8 +170,9 @@ def _prune_day(
 def _prune_default(conn: psycopg.Connection, archive: Archive, cutoff: dt.datetime, batch: int, done: Pruned) -> None:
     """Delete the default partition's expired rows that may go, an audited batch of objects at a time."""
     objects = _objects(conn, partitions.DEFAULT, cutoff)
-    consumed = {key: (rows, first, last) for key, rows, staged, first, last in objects if staged}
-    for _, rows, staged, _, _ in objects:
+    consumed = {key: (rows, first, last) for key, rows, staged, first, last, _, _ in objects if staged}
+    recorded = _recorded(objects)
+    for _, rows, staged, *_ in objects:
         if not staged:
             done.keep("not yet in the staging model", rows)
     # Keys sort by org, connection and receive time, so a batch's rows lie in a short stretch of
@@ -164,7 +180,7 @@ def _prune_default(conn: psycopg.Connection, archive: Archive, cutoff: dt.dateti
     keys = sorted(consumed)
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        problems = _audit(archive, chunk, batch, done)
+        problems = _audit(archive, chunk, recorded, batch, done)
         _keep_problems(done, problems, {key: consumed[key][0] for key in chunk})
         intact = [key for key in chunk if key not in problems]
         if intact:

@@ -19,6 +19,7 @@ from segment_elt.ingest.archive import (
     Archive,
     ArchiveCorrupt,
     ArchiveUnavailable,
+    ObjectDigest,
     day_prefix,
     requests_in,
     verify_body,
@@ -98,7 +99,12 @@ def replay(
             done.events += sum(len(events) for _, _, events in requests)
             done.new += sum(
                 landing.insert_group(
-                    conn, connection_id=connection_id, org_id=org_id, archive_key=key, requests=requests
+                    conn,
+                    connection_id=connection_id,
+                    org_id=org_id,
+                    archive_key=key,
+                    requests=requests,
+                    archive_digest=ObjectDigest.of(body),  # the bytes just verified against the key
                 )
             )
         day += dt.timedelta(days=1)

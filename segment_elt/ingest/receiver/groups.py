@@ -194,7 +194,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
     body = group_object([(p.received_at, p.text) for p in accepted])
     key = object_key(backends.archive.prefix, connection.org_id, connection_id, accepted[0].received_at, body)
     try:
-        backends.archive.put(key, body)
+        written = backends.archive.put(key, body)
         new = backends.run(
             lambda c: landing.insert_group(
                 c,
@@ -202,6 +202,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
                 org_id=connection.org_id,
                 archive_key=key,
                 requests=[(p.received_at, p.text, p.events) for p in accepted],
+                archive_digest=written,
             )
         )
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
