@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     people(p, email=True)
     p.add_argument("--suppress", action="store_true", help="also suppress them (SUPPRESS_WITH_DELETE)")
     command(priv, "suppress", _regulate(privacy.SUPPRESS), "accept but land nothing more of these people")
-    people(priv.choices["suppress"])
+    people(priv.choices["suppress"], email=True)
     command(priv, "unsuppress", _regulate(privacy.UNSUPPRESS), "land these people's events again")
     people(priv.choices["unsuppress"])
     p = command(priv, "status", cmd_privacy_status, "every regulation: type, state, what it removed", json_output=True)

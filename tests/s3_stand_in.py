@@ -1,7 +1,8 @@
-"""A stand-in S3 endpoint that answers every PUT after a fixed delay (a realistic in-region PUT
-takes ~40 ms) and counts them, keeping objects in memory; optionally every read (GET, and LIST
-by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just enough S3 for
-the archive (put_object, get_object, head_bucket, list_objects_v2): it measures and provokes
+"""A stand-in S3 endpoint that answers every PUT (and DELETE) after a fixed delay (a realistic
+in-region PUT takes ~40 ms) and counts them, keeping objects in memory; optionally every read
+(GET, and LIST by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just
+enough S3 for the archive (put_object, get_object, head_object, head_bucket, list_objects_v2,
+delete_object): it measures and provokes
 what waiting on S3 does to a receiver or to retention, where moto's server would be the
 bottleneck itself.
 """
@@ -40,6 +41,10 @@ class SlowS3(ThreadingHTTPServer):
             self.puts += 1
             self.objects[name] = body
 
+    def removed(self, name: str) -> None:
+        with self._lock:
+            self.objects.pop(name, None)
+
     def read(self) -> None:
         time.sleep(self.read_delay_s)
         with self._lock:
@@ -74,7 +79,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
 
     def do_HEAD(self):
-        self._answer(200)
+        bucket, key = self._name()
+        found = not key or f"{bucket}/{key}" in self.server.objects
+        self._answer(200 if found else 404)
+
+    def do_DELETE(self):
+        time.sleep(self.server.put_delay_s)
+        bucket, key = self._name()
+        self.server.removed(f"{bucket}/{key}")
+        self._answer(204)
 
     def do_GET(self):
         if self.path == "/_puts":  # the counts, for a stand-in running in its own process

@@ -393,6 +393,16 @@ create table control.suppressions (
 );
 """,
     ),
+    (
+        15,
+        "privacy: a suppressed person's stitched anonymousIds and email are suppressed too",
+        r"""
+-- What each suppressed hash is of: the person's userId (one row per person), an anonymousId
+-- stitched to it, or their email; the rows of one person share the regulation that suppressed them.
+alter table control.suppressions
+    add column kind text not null default 'userId' check (kind in ('userId', 'anonymousId', 'email'));
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

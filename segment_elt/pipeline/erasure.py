@@ -51,7 +51,7 @@ from segment_elt.pipeline import runs
 from segment_elt.pipeline.transform import run_dbt
 
 log = logging.getLogger(__name__)
-STAGING_MODEL = "staging.stg_segment__events"
+STAGING_MODEL = privacy.STAGING_MODEL
 LOCK = "segment_elt.privacy"
 OBJECTS_PER_STEP = 500  # archive objects whose staged rows change in one transaction
 ARCHIVE_THREADS = 8  # archive reads and writes at once (S3 round trips, fsyncs)
@@ -89,49 +89,10 @@ class Matcher:
             if owner is not None:
                 return owner
         if self.emails:
-            for holder in (event.get("traits"), (event.get("context") or {}).get("traits"), event.get("properties")):
-                if isinstance(holder, dict):
-                    email = privacy.normalized_email(holder.get("email"))
-                    owner = self.emails.get(email) if email is not None else None
-                    if owner is not None:
-                        return owner
+            for email in privacy.emails_of(event):
+                if (owner := self.emails.get(email)) is not None:
+                    return owner
         return None
-
-
-def stitched_anonymous_ids(conn: psycopg.Connection, org_id: str, user_ids: list[str]) -> dict[str, str]:
-    """anonymousId -> userId, for the anonymousIds whose first linking call (in the staging
-    model, as the identity models read it) names one of `user_ids`; for anonymousIds the staging
-    model does not link at all, any staged identify or alias of theirs not yet modelled."""
-    links: dict[str, str] = {}
-    if db.relations_exist(conn, STAGING_MODEL):
-        rows = conn.execute(
-            f"""
-            select distinct on (links.linked_anonymous_id) links.linked_anonymous_id, links.user_id
-            from {STAGING_MODEL} as links
-            where links.org_id = %(org)s and links.linked_anonymous_id in (
-                select theirs.linked_anonymous_id from {STAGING_MODEL} as theirs
-                where theirs.org_id = %(org)s and theirs.user_id = any(%(ids)s)
-                    and theirs.linked_anonymous_id is not null)
-            order by links.linked_anonymous_id, links.event_at, links.received_at, links.message_id collate "C"
-            """,
-            {"org": org_id, "ids": user_ids},
-        )
-        linked_to_anyone: dict[str, str] = dict(rows.fetchall())
-        links = {anon: user for anon, user in linked_to_anyone.items() if user in user_ids}
-    else:
-        linked_to_anyone = {}
-    for anon, user in conn.execute(
-        """
-        select case payload->>'type' when 'identify' then payload->>'anonymousId' else payload->>'previousId' end,
-               payload->>'userId'
-        from raw.segment_events
-        where org_id = %s and payload->>'userId' = any(%s) and payload->>'type' in ('identify', 'alias')
-        """,
-        (org_id, user_ids),
-    ):
-        if anon and anon not in linked_to_anyone:
-            links.setdefault(anon, user)
-    return links
 
 
 class Erasure:
@@ -375,7 +336,7 @@ def _erase_org(
     started = time.monotonic()
     user_ids = sorted({subject.user_id for subject in people})
     emails = {subject.email: subject.user_id for subject in people if subject.email}
-    matcher = Matcher(user_ids, stitched_anonymous_ids(conn, org_id, user_ids), emails)
+    matcher = Matcher(user_ids, privacy.stitched_anonymous_ids(conn, org_id, user_ids), emails)
     erasure = Erasure(conn, archive, org_id, matcher)
     erasure.seconds["identify"] = time.monotonic() - started
     try:
