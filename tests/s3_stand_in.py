@@ -2,7 +2,7 @@
 in-region PUT takes ~40 ms) and counts them, keeping objects in memory; optionally every read
 (GET, and LIST by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just
 enough S3 for the archive (put_object, get_object, head_object, head_bucket, list_objects_v2,
-delete_object): it measures and provokes
+delete_object, delete_objects): it measures and provokes
 what waiting on S3 does to a receiver or to retention, where moto's server would be the
 bottleneck itself.
 """
@@ -14,6 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 
@@ -82,6 +83,16 @@ class _Handler(BaseHTTPRequestHandler):
         bucket, key = self._name()
         found = not key or f"{bucket}/{key}" in self.server.objects
         self._answer(200 if found else 404)
+
+    def do_POST(self):
+        """DeleteObjects (POST /bucket?delete): the keys of its XML body, after one write's delay."""
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(self.server.put_delay_s)
+        bucket, _ = self._name()
+        for element in ElementTree.fromstring(body).iter():
+            if element.tag.rsplit("}", 1)[-1] == "Key" and element.text:
+                self.server.removed(f"{bucket}/{element.text}")
+        self._answer(200, b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult></DeleteResult>')
 
     def do_DELETE(self):
         time.sleep(self.server.put_delay_s)

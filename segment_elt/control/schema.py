@@ -395,12 +395,23 @@ create table control.suppressions (
     ),
     (
         15,
-        "privacy: a suppressed person's stitched anonymousIds and email are suppressed too",
+        "privacy: suppressed anonymousIds and emails; archive objects holding events staged under another object",
         r"""
 -- What each suppressed hash is of: the person's userId (one row per person), an anonymousId
 -- stitched to it, or their email; the rows of one person share the regulation that suppressed them.
 alter table control.suppressions
     add column kind text not null default 'userId' check (kind in ('userId', 'anonymousId', 'email'));
+
+-- Archive objects holding events whose staged rows name another object (duplicates of staged
+-- events: a retried request's), noted by the receiver as it lands them. A privacy deletion reads
+-- the objects that staged rows of the person name, and these. Objects written before this table
+-- are all noted, since nobody knows.
+create table raw.archive_objects_with_duplicates (
+    archive_key text primary key,
+    noted_at timestamptz not null default now()
+);
+insert into raw.archive_objects_with_duplicates (archive_key)
+select distinct archive_key from raw.segment_events;
 """,
     ),
 ]

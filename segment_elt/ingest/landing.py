@@ -158,6 +158,19 @@ returning message_id
 """
 
 
+# The receiver's: the same insert, noting an object any of whose events was staged before
+# (a duplicate) in raw.archive_objects_with_duplicates, in the same statement.
+_INSERT_GROUP_NOTING = f"""
+with landed as ({_INSERT_GROUP}),
+noted as (
+    insert into raw.archive_objects_with_duplicates (archive_key)
+    select %(archive_key)s where (select count(*) from landed) < %(events)s
+    on conflict do nothing
+)
+select message_id from landed
+"""
+
+
 def insert_group(
     conn: psycopg.Connection,
     *,
@@ -165,9 +178,12 @@ def insert_group(
     org_id: str,
     archive_key: str,
     requests: list[tuple[dt.datetime, str, list[dict]]],
+    note_duplicates: bool = False,
 ) -> list[int]:
     """Insert the events of a group of requests (received time, body text, events) archived under one
-    key, all or nothing; returns how many events of each request were new.
+    key, all or nothing; returns how many events of each request were new. With `note_duplicates`
+    (the receiver, which writes the object), an object holding an event already staged is noted in
+    raw.archive_objects_with_duplicates in the same transaction.
 
     One statement: PostgreSQL parses each exact body text into jsonb. An event whose messageId an
     earlier request of the group already carries counts as that request's duplicate, as if the
@@ -187,10 +203,12 @@ def insert_group(
             else:
                 first_seen[mid] = n
                 own.append((mid, event_type(event)))
-    params = {
+    total = sum(len(events) for _, _, events in requests)
+    params: dict[str, object] = {
         "connection_id": connection_id,
         "org_id": org_id,
         "archive_key": archive_key,
+        "events": total,
         # JSON texts PostgreSQL parses in one go, walked side by side (rows from ...): array
         # parameters would make psycopg escape every element in Python first (the bodies' every
         # quote). messageIds and types are printable without NUL, so jsonb holds them.
@@ -201,10 +219,10 @@ def insert_group(
     new = [0] * len(requests)
     with conn.cursor() as cur:
         try:
-            _execute_atomically(conn, cur, _INSERT_GROUP, params)
+            _execute_atomically(conn, cur, _INSERT_GROUP_NOTING if note_duplicates else _INSERT_GROUP, params)
         except psycopg.DataError:
             with conn.transaction():
-                return [
+                new = [
                     insert_events(
                         conn,
                         connection_id=connection_id,
@@ -216,6 +234,13 @@ def insert_group(
                     )
                     for at, text, events in requests
                 ]
+                if note_duplicates and sum(new) < total:
+                    conn.execute(
+                        "insert into raw.archive_objects_with_duplicates (archive_key) values (%s)"
+                        " on conflict do nothing",
+                        (archive_key,),
+                    )
+                return new
         for (mid,) in cur.fetchall():
             new[first_seen[mid]] += 1
     return new

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 STAGING_MODEL = privacy.STAGING_MODEL
 LOCK = "segment_elt.privacy"
 OBJECTS_PER_STEP = 500  # archive objects whose staged rows change in one transaction
-ARCHIVE_THREADS = 8  # archive reads and writes at once (S3 round trips, fsyncs)
+ARCHIVE_THREADS = 16  # archive reads and writes at once (S3 round trips, fsyncs)
 
 
 @dataclass
@@ -108,15 +108,43 @@ class Erasure:
             [self.archive.prefix, f"org={self.org_id}/"] if self.archive.prefix else [f"org={self.org_id}/"]
         )
         started = time.monotonic()
-        keys = list(self.archive.list(prefix))
+        listed = list(self.archive.list(prefix))
+        keys = self.objects_to_read(listed)
+        self.seconds["find"] = time.monotonic() - started
         for i in range(0, len(keys), OBJECTS_PER_STEP):
             self.rewrite_objects(keys[i : i + OBJECTS_PER_STEP])
-        self.seconds["archive"] = time.monotonic() - started
+        self.seconds["archive"] = time.monotonic() - started - self.seconds["find"]
         self.erase_raw_rows()
-        self.seconds["raw"] = time.monotonic() - started - self.seconds["archive"]
+        self.seconds["raw"] = time.monotonic() - started - self.seconds["find"] - self.seconds["archive"]
         self.erase_under_writer_role()
-        self.seconds["staging_and_control"] = time.monotonic() - started - self.seconds["archive"] - self.seconds["raw"]
-        log.info("erased org %s: %d archive objects read; seconds per step %s", self.org_id, len(keys), self.seconds)
+        self.seconds["staging_and_control"] = time.monotonic() - started - sum(self.seconds.values())
+        log.info(
+            "erased org %s: %d of %d archive objects read; seconds per step %s",
+            self.org_id,
+            len(keys),
+            len(listed),
+            self.seconds,
+        )
+
+    def objects_to_read(self, listed: list[str]) -> list[str]:
+        """The listed objects that can hold the people's events: every one but those whose every
+        event a staged row names and none of whose staged rows is the people's. An object counts
+        as fully named when raw.segment_events names it, its first request's rows are there
+        (their receive time is the key's, so retention pruned none of it) and it is not in
+        raw.archive_objects_with_duplicates (events staged under another object: a retried
+        request's; or written before that record was kept)."""
+        theirs = {key for _, _, key, payload in self._raw_candidates() if self.matcher.whose(payload)}
+        noted = {key for (key,) in self.conn.execute("select archive_key from raw.archive_objects_with_duplicates")}
+        named = self.conn.execute(
+            "select archive_key, min(received_at) from raw.segment_events where org_id = %s group by archive_key",
+            (self.org_id,),
+        )
+        accounted = {
+            key
+            for key, first in named
+            if key not in theirs and key not in noted and _received_ms(key) == int(first.timestamp() * 1000)
+        }
+        return [key for key in listed if key not in accounted]
 
     def rewrite_objects(self, keys: list[str]) -> None:
         """The objects without the people's events (step 1 of the module docstring), a step at a
@@ -124,26 +152,14 @@ class Erasure:
         one transaction, then the old objects are removed."""
         with ThreadPoolExecutor(ARCHIVE_THREADS) as pool:
             outcomes = list(pool.map(self._rewritten_or_error, keys))
-            failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
-            rewrites = [outcome for outcome in outcomes if isinstance(outcome, Rewrite)]
-            if not rewrites and failures:
-                raise failures[0]
+        failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        rewrites = [outcome for outcome in outcomes if isinstance(outcome, Rewrite)]
+        if not rewrites and failures:
+            raise failures[0]
+        if rewrites:
             with self.conn.transaction():
-                for found in rewrites:
-                    if found.new_key is not None:
-                        self.conn.execute(
-                            "update raw.segment_events set archive_key = %s"
-                            " where connection_id = %s and message_id = any(%s) and archive_key = %s",
-                            (found.new_key, found.connection_id, found.kept_ids, found.key),
-                        )
-                    deleted = self.conn.execute(
-                        "delete from raw.segment_events where connection_id = %s and message_id = any(%s)"
-                        " returning message_id",
-                        (found.connection_id, list(found.erased)),
-                    ).fetchall()
-                    for (message_id,) in deleted:
-                        self.counts[found.erased[message_id]]["raw_rows"] += 1
-            list(pool.map(self.archive.delete, [found.key for found in rewrites]))
+                self._repoint_and_delete_rows(rewrites)
+            self.archive.delete_many([found.key for found in rewrites])
         for found in rewrites:
             for owner in set(found.erased.values()):
                 self.counts[owner]["archive_objects"] += 1
@@ -151,6 +167,56 @@ class Erasure:
                 self.counts[owner]["archive_events"] += 1
         if failures:  # the others are done: a run after the cause is fixed finishes these
             raise failures[0]
+
+    def _repoint_and_delete_rows(self, rewrites: list[Rewrite]) -> None:
+        """In the caller's transaction: the kept events' rows name the new objects, the people's
+        rows go, and a new object holding events staged under another object is noted as such."""
+        kept = [(found, mid) for found in rewrites if found.new_key is not None for mid in found.kept_ids]
+        repointed = Counter(
+            old_key
+            for (old_key,) in self.conn.execute(
+                """
+                update raw.segment_events as r set archive_key = m.new_key
+                from unnest(%s::text[], %s::text[], %s::text[], %s::text[])
+                    as m (connection_id, message_id, old_key, new_key)
+                where r.connection_id = m.connection_id and r.message_id = m.message_id and r.archive_key = m.old_key
+                returning m.old_key
+                """,
+                (
+                    [found.connection_id for found, _ in kept],
+                    [mid for _, mid in kept],
+                    [found.key for found, _ in kept],
+                    [found.new_key for found, _ in kept],
+                ),
+            )
+        )
+        noted = {
+            key
+            for (key,) in self.conn.execute(
+                "delete from raw.archive_objects_with_duplicates where archive_key = any(%s) returning archive_key",
+                ([found.key for found in rewrites],),
+            )
+        }
+        self.conn.execute(
+            "insert into raw.archive_objects_with_duplicates (archive_key) select unnest(%s::text[])"
+            " on conflict do nothing",
+            (
+                [
+                    found.new_key
+                    for found in rewrites
+                    if found.new_key is not None and (found.key in noted or repointed[found.key] < len(found.kept_ids))
+                ],
+            ),
+        )
+        erased = [(found, mid) for found in rewrites for mid in found.erased]
+        owners = {(found.connection_id, mid): found.erased[mid] for found, mid in erased}
+        for connection_id, message_id in self.conn.execute(
+            "delete from raw.segment_events as r using unnest(%s::text[], %s::text[]) as m (connection_id, message_id)"
+            " where r.connection_id = m.connection_id and r.message_id = m.message_id"
+            " returning r.connection_id, r.message_id",
+            ([found.connection_id for found, _ in erased], [mid for _, mid in erased]),
+        ):
+            self.counts[owners[(connection_id, message_id)]]["raw_rows"] += 1
 
     def _rewritten_or_error(self, key: str) -> Rewrite | Exception | None:
         try:
@@ -274,6 +340,14 @@ class Erasure:
         for email, user_id in self.matcher.emails.items():
             needles[user_id].append(email)
         return needles
+
+
+def _received_ms(key: str) -> int | None:
+    """The receive time (ms) an object key names, or None for a key not in the archive's layout."""
+    try:
+        return int(key.rsplit("/", 1)[-1].split("-", 1)[0])
+    except ValueError:
+        return None
 
 
 def _connection_of(key: str) -> str:

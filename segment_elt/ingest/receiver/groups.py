@@ -202,6 +202,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
                 org_id=connection.org_id,
                 archive_key=key,
                 requests=[(p.received_at, p.text, p.events) for p in accepted],
+                note_duplicates=True,
             )
         )
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
