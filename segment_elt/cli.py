@@ -365,6 +365,7 @@ def cmd_privacy_run(args, conn) -> None:
 
 
 def _run_erasure(conn, as_json: bool, made: list[int] | None) -> None:
+    conn.execute("set statement_timeout = 0")  # its passes over every staged row of an org take their time
     try:
         with contextlib.redirect_stdout(sys.stderr):  # dbt's log: stdout is the record (or its JSON)
             finished = erasure.run(conn, open_archive(settings().archive_url, settings().archive_timeout_s))

@@ -26,8 +26,9 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,12 +355,36 @@ def _connection_of(key: str) -> str:
     return next(part for part in key.split("/") if part.startswith("connection=")).removeprefix("connection=")
 
 
-def rebuild_models(project_dir: Path | None = None, dbt_vars: dict | None = None, extra: tuple[str, ...] = ()) -> None:
-    """Every model downstream of staging, from what staging now holds (step 3)."""
+def rebuild_models(
+    project_dir: Path | None = None,
+    dbt_vars: dict | None = None,
+    extra: tuple[str, ...] = (),
+    *,
+    writer_role: bool = True,
+) -> None:
+    """Every model downstream of staging, from what staging now holds (step 3). `writer_role`
+    False: the caller holds the role already (an Airflow run's record, segment_privacy)."""
     args = ["build", "--full-refresh", "--exclude", "stg_segment__events", *extra]
     if dbt_vars:
         args += ["--vars", json.dumps(dbt_vars)]
-    run_dbt(args, project_dir=project_dir)
+    run_dbt(args, project_dir=project_dir, writer_role=writer_role)
+
+
+class PrivacyRunBusy(UserError):
+    """Another privacy run (the CLI's or segment_privacy's) holds the privacy lock."""
+
+
+@contextmanager
+def one_privacy_run(conn: psycopg.Connection) -> Iterator[None]:
+    """Hold the privacy lock (a session advisory lock on `conn`) or raise PrivacyRunBusy."""
+    if not db.one(conn, "select pg_try_advisory_lock(hashtext(%s))", (LOCK,))[0]:
+        raise PrivacyRunBusy(
+            "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
+        )
+    try:
+        yield
+    finally:
+        conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
 
 
 def run(
@@ -368,37 +393,59 @@ def run(
     rebuild: Callable[[], None] = rebuild_models,
     seconds: dict[str, float] | None = None,
 ) -> list[privacy.Subject]:
-    """Finish every unfinished deletion; returns those it finished. One run at a time (UserError
-    otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises.
-    `seconds`, when given, receives the time each step took (summed over orgs)."""
+    """Finish every unfinished deletion in this process (erase, then finish); returns those it
+    finished. One run at a time (PrivacyRunBusy otherwise). A failure leaves the regulations it
+    stopped 'failed', with the error, and raises. `seconds`, when given, receives the time each
+    step took (summed over orgs)."""
+    with one_privacy_run(conn):
+        erase(conn, archive, seconds)
+        return finish(conn, rebuild, seconds)
+
+
+def erase(conn: psycopg.Connection, archive: Archive, seconds: dict[str, float] | None = None) -> list[int]:
+    """Steps 1 and 2 of every deletion not done whose steps 1 and 2 are not done either (pending,
+    interrupted while erasing, or failed), leaving them 'rebuilding'; returns their ids. The
+    caller holds one_privacy_run."""
     seconds = {} if seconds is None else seconds
-    if not db.one(conn, "select pg_try_advisory_lock(hashtext(%s))", (LOCK,))[0]:
-        raise UserError(
-            "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
-        )
+    subjects = [subject for subject in privacy.unfinished(conn) if subject.state != "rebuilding"]
+    by_org: dict[str, list[privacy.Subject]] = defaultdict(list)
+    for subject in subjects:
+        by_org[subject.org_id].append(subject)
+    with _failing(conn, [subject.regulation_id for subject in subjects]):
+        for org_id, people in by_org.items():
+            for step, took in _erase_org(conn, archive, org_id, people).items():
+                seconds[step] = seconds.get(step, 0.0) + took
+    return [subject.regulation_id for subject in subjects]
+
+
+def finish(
+    conn: psycopg.Connection, rebuild: Callable[[], None] = rebuild_models, seconds: dict[str, float] | None = None
+) -> list[privacy.Subject]:
+    """Step 3 for the deletions in 'rebuilding': one rebuild of the models, then 'done'; returns
+    them. The caller holds one_privacy_run."""
+    seconds = {} if seconds is None else seconds
+    subjects = [subject for subject in privacy.unfinished(conn) if subject.state == "rebuilding"]
+    if not subjects:
+        return []
+    ids = [subject.regulation_id for subject in subjects]
+    with _failing(conn, ids):
+        if db.relations_exist(conn, STAGING_MODEL):
+            started = time.monotonic()
+            rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
+            seconds["rebuild"] = time.monotonic() - started
+    privacy.set_state(conn, ids, "done")
+    return subjects
+
+
+@contextmanager
+def _failing(conn: psycopg.Connection, regulation_ids: list[int]) -> Iterator[None]:
+    """On any failure, the regulations become 'failed' with the error's first line, and it is raised."""
     try:
-        subjects = privacy.unfinished(conn)
-        if not subjects:
-            return []
-        try:
-            by_org: dict[str, list[privacy.Subject]] = defaultdict(list)
-            for subject in subjects:
-                by_org[subject.org_id].append(subject)
-            for org_id, people in by_org.items():
-                for step, took in _erase_org(conn, archive, org_id, people).items():
-                    seconds[step] = seconds.get(step, 0.0) + took
-            if db.relations_exist(conn, STAGING_MODEL):
-                started = time.monotonic()
-                rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
-                seconds["rebuild"] = time.monotonic() - started
-        except (Exception, KeyboardInterrupt) as exc:
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-            privacy.set_state(conn, [subject.regulation_id for subject in subjects], "failed", error=error)
-            raise
-        privacy.set_state(conn, [subject.regulation_id for subject in subjects], "done")
-        return subjects
-    finally:
-        conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        privacy.set_state(conn, regulation_ids, "failed", error=error)
+        raise
 
 
 def _erase_org(
