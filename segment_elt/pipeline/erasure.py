@@ -135,15 +135,17 @@ class Erasure:
         raw.archive_objects_with_duplicates (events staged under another object: a retried
         request's; or written before that record was kept)."""
         theirs = {key for _, _, key, payload in self._raw_candidates() if self.matcher.whose(payload)}
-        noted = {key for (key,) in self.conn.execute("select archive_key from raw.archive_objects_with_duplicates")}
         named = self.conn.execute(
-            "select archive_key, min(received_at) from raw.segment_events where org_id = %s group by archive_key",
+            """
+            select rows.archive_key, min(rows.received_at) from raw.segment_events as rows
+            where rows.org_id = %s and not exists (
+                select from raw.archive_objects_with_duplicates as noted where noted.archive_key = rows.archive_key)
+            group by rows.archive_key
+            """,
             (self.org_id,),
         )
         accounted = {
-            key
-            for key, first in named
-            if key not in theirs and key not in noted and _received_ms(key) == int(first.timestamp() * 1000)
+            key for key, first in named if key not in theirs and _received_ms(key) == int(first.timestamp() * 1000)
         }
         return [key for key in listed if key not in accounted]
 
