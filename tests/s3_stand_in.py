@@ -9,6 +9,7 @@ bottleneck itself.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import threading
 import time
@@ -27,6 +28,7 @@ class SlowS3(ThreadingHTTPServer):
         self.put_delay_s, self.puts = put_delay_s, 0
         self.read_delay_s, self.reads = read_delay_s, 0
         self.objects: dict[str, bytes] = {}  # "bucket/key" -> body
+        self._names: list[str] = []  # the objects' names, sorted: a LIST page costs what S3's does, not a sort
         self._lock = threading.Lock()
 
     @property
@@ -40,11 +42,25 @@ class SlowS3(ThreadingHTTPServer):
     def stored(self, name: str, body: bytes) -> None:
         with self._lock:
             self.puts += 1
+            if name not in self.objects:
+                bisect.insort(self._names, name)
             self.objects[name] = body
 
     def removed(self, name: str) -> None:
         with self._lock:
-            self.objects.pop(name, None)
+            if self.objects.pop(name, None) is not None:
+                del self._names[bisect.bisect_left(self._names, name)]
+
+    def page(self, prefix: str, after: str, size: int) -> tuple[list[str], bool]:
+        """Up to `size` names starting with `prefix` and sorting after `after`, and whether more follow."""
+        with self._lock:
+            start = max(bisect.bisect_left(self._names, prefix), bisect.bisect_right(self._names, after))
+            found = []
+            for name in self._names[start : start + size + 1]:
+                if not name.startswith(prefix):
+                    break
+                found.append(name)
+        return found[:size], len(found) > size
 
     def read(self) -> None:
         time.sleep(self.read_delay_s)
@@ -118,16 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = query.get("prefix", [""])[0]
         after = query.get("continuation-token", query.get("start-after", [""]))[0]
         page_size = min(1000, int(query.get("max-keys", ["1000"])[0]))
-        names = sorted(
-            name
-            for name in list(self.server.objects)
-            if name.startswith(f"{bucket}/{prefix}") and name > f"{bucket}/{after}"
-        )
-        page = [name.split("/", 1)[1] for name in names[:page_size]]
-        truncated = len(names) > page_size
+        names, truncated = self.server.page(f"{bucket}/{prefix}", f"{bucket}/{after}", page_size)
+        page = [name.split("/", 1)[1] for name in names]
+        sizes = [len(self.server.objects.get(f"{bucket}/{k}", b"")) for k in page]
         contents = "".join(
-            f"<Contents><Key>{escape(k)}</Key><Size>{len(self.server.objects[f'{bucket}/{k}'])}</Size></Contents>"
-            for k in page
+            f"<Contents><Key>{escape(k)}</Key><Size>{size}</Size></Contents>"
+            for k, size in zip(page, sizes, strict=True)
         )
         more = f"<NextContinuationToken>{escape(page[-1])}</NextContinuationToken>" if truncated else ""
         self._answer(

@@ -108,17 +108,25 @@ class Erasure:
         prefix = "/".join(
             [self.archive.prefix, f"org={self.org_id}/"] if self.archive.prefix else [f"org={self.org_id}/"]
         )
-        started = time.monotonic()
+        mark = time.monotonic()
+
+        def took(step: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.seconds[step] = now - mark
+            mark = now
+
         listed = list(self.archive.list(prefix))
+        took("list")
         keys = self.objects_to_read(listed)
-        self.seconds["find"] = time.monotonic() - started
+        took("find")
         for i in range(0, len(keys), OBJECTS_PER_STEP):
             self.rewrite_objects(keys[i : i + OBJECTS_PER_STEP])
-        self.seconds["archive"] = time.monotonic() - started - self.seconds["find"]
+        took("archive")
         self.erase_raw_rows()
-        self.seconds["raw"] = time.monotonic() - started - self.seconds["find"] - self.seconds["archive"]
+        took("raw")
         self.erase_under_writer_role()
-        self.seconds["staging_and_control"] = time.monotonic() - started - sum(self.seconds.values())
+        took("staging_and_control")
         log.info(
             "erased org %s: %d of %d archive objects read; seconds per step %s",
             self.org_id,
