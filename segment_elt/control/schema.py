@@ -402,6 +402,12 @@ create table control.suppressions (
 alter table control.suppressions
     add column kind text not null default 'userId' check (kind in ('userId', 'anonymousId', 'email'));
 
+-- The staged calls that link an anonymousId to a userId, by userId: a suppression records the
+-- anonymousIds stitched to the person (control/privacy.py, stitched_anonymous_ids) from a web
+-- request, without reading every staged row.
+create index segment_events_linking_user_idx on raw.segment_events (org_id, (payload ->> 'userId'))
+    where payload ->> 'type' in ('identify', 'alias');
+
 -- Archive objects holding events whose staged rows name another object (duplicates of staged
 -- events: a retried request's), noted by the receiver as it lands them. A privacy deletion reads
 -- the objects that staged rows of the person name, and these. Objects written before this table
