@@ -21,7 +21,7 @@ import json
 import secrets
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -119,26 +119,41 @@ def linked_anonymous_id(event: dict) -> str | None:
     return None
 
 
+MATCHED_IDS_KEPT = 100_000  # ids a Suppressed remembers the answer for (then it starts again)
+
+
 @dataclass(frozen=True)
 class Suppressed:
-    """An org's suppressed people, as keyed hashes of their ids (docs/privacy.md#suppression)."""
+    """An org's suppressed people, as keyed hashes of their ids (docs/privacy.md#suppression).
+    Remembers, per id, whether it is suppressed: a receiver sees the same ids again and again,
+    and a lookup costs less than a keyed hash."""
 
     key: bytes
     hashes: frozenset[str]
     by_email: bool  # some person is suppressed by email too (else no email is hashed)
+    _seen: dict[tuple[str, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def matches(self, org_id: str, event: dict) -> bool:
         """Whether the event is a suppressed person's: its userId is theirs; or it has none and its
         anonymousId is one of theirs; or (by_email) an email it carries is theirs."""
         user_id = user_id_of(event)
         if user_id is not None:
-            if subject_hash(self.key, org_id, user_id) in self.hashes:
+            if self.holds(org_id, USER_ID, user_id):
                 return True
         else:
             anonymous_id = id_text(event.get("anonymousId"))
-            if anonymous_id is not None and id_hash(self.key, org_id, ANONYMOUS_ID, anonymous_id) in self.hashes:
+            if anonymous_id is not None and self.holds(org_id, ANONYMOUS_ID, anonymous_id):
                 return True
-        return self.by_email and any(id_hash(self.key, org_id, EMAIL, e) in self.hashes for e in emails_of(event))
+        return self.by_email and any(self.holds(org_id, EMAIL, email) for email in emails_of(event))
+
+    def holds(self, org_id: str, kind: str, value: str) -> bool:
+        """Whether this id (of `kind`) of the org is suppressed."""
+        found = self._seen.get((kind, value))
+        if found is None:
+            if len(self._seen) >= MATCHED_IDS_KEPT:
+                self._seen.clear()
+            found = self._seen[(kind, value)] = id_hash(self.key, org_id, kind, value) in self.hashes
+        return found
 
     def with_hash(self, digest: str) -> Suppressed:
         return Suppressed(self.key, self.hashes | {digest}, self.by_email)

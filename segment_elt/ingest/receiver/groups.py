@@ -246,8 +246,7 @@ def _without_suppressed(backends: Backends, requests: list[Pending], rejects) ->
             drop.append(hit)
             if hit and (linked := privacy.linked_anonymous_id(event)) is not None:
                 user_id = privacy.user_id_of(event)
-                linked_hash = privacy.id_hash(found.key, org_id, privacy.ANONYMOUS_ID, linked)
-                if user_id is not None and linked_hash not in found.hashes:
+                if user_id is not None and not found.holds(org_id, privacy.ANONYMOUS_ID, linked):
                     backends.suppress_linked(org_id, user_id, linked)
                     found = backends.suppressed(org_id) or found
         pending.suppressed = sum(drop)
