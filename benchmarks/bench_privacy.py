@@ -8,7 +8,7 @@ The issue's size is 1,000 people from 1M events in 100,000 objects:
     BENCH_PRIVACY_EVENTS=1000000 BENCH_PRIVACY_OBJECTS=100000 python -m benchmarks privacy
 
 `make bench` runs a tenth of it (100,000 events, 10,000 objects, 1,000 people): the full size
-takes ~25 minutes on 2 shared cores, most of it loading and modelling. Events belong to USERS
+takes ~18 minutes on 2 shared cores (10 of them the deletion). Events belong to USERS
 userIds drawn at random, so each deleted person has ~EVENTS/USERS events spread over as many
 objects. The run is timed per step (erasure.run's `seconds`): finding the objects that can hold
 the people (one listing and the staged rows' archive keys), the archive (reading those objects,
