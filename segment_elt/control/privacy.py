@@ -287,10 +287,17 @@ def request(
                 ]
                 ids += [(EMAIL, id_hash(key, org_id, EMAIL, email))] if email is not None else []
                 with conn.cursor() as cur:
+                    # every id of the person under one suppression: an earlier one's, if still in force
                     cur.executemany(
                         "insert into control.suppressions (org_id, subject_hash, kind, regulation_id)"
-                        " values (%s, %s, %s, %s) on conflict (org_id, subject_hash) do nothing",
-                        [(org_id, hashed, kind, regulation_id) for kind, hashed in ids],
+                        " select %(org)s, %(hash)s, %(kind)s, coalesce((select held.regulation_id"
+                        "  from control.suppressions as held"
+                        "  where held.org_id = %(org)s and held.subject_hash = %(user)s), %(regulation)s)"
+                        " on conflict (org_id, subject_hash) do nothing",
+                        [
+                            {"org": org_id, "hash": hashed, "kind": kind, "user": digest, "regulation": regulation_id}
+                            for kind, hashed in ids
+                        ],
                     )
             elif regulation_type == UNSUPPRESS:
                 conn.execute(  # the userId and every id recorded with it

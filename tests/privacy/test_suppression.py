@@ -122,3 +122,20 @@ def test_suppression_matches_the_stitched_anonymous_ids_and_the_email_of_the_per
 
     privacy.request(db, "acme", privacy.UNSUPPRESS, ["alice"])
     assert db.execute("select count(*) from control.suppressions").fetchone()[0] == 0  # every id of hers
+
+
+def test_unsuppress_ends_every_suppression_of_the_person(db, archive_url):
+    """Suppressed twice (the second time with an email and a newly stitched anonymousId): one
+    unsuppress removes every id recorded for them, and nothing of anyone else."""
+    from tests.privacy.test_erasure import land
+
+    archive = open_archive(archive_url)
+    created = connections.create(db, "acme")
+    privacy.request(db, "acme", privacy.SUPPRESS, ["alice", "bob"])
+    identify = {"type": "identify", "messageId": "m-1", "userId": "alice", "anonymousId": "visitor-1"}
+    land(db, archive, created.connection_id, "acme", T0, [json.dumps(identify)])
+    privacy.request(db, "acme", privacy.SUPPRESS_WITH_DELETE, ["alice"], email="alice@x.io")
+    kinds = Counter(kind for (kind,) in db.execute("select kind from control.suppressions"))
+    assert kinds == {"userId": 2, "anonymousId": 1, "email": 1}
+    privacy.request(db, "acme", privacy.UNSUPPRESS, ["alice"])
+    assert db.execute("select kind from control.suppressions").fetchall() == [("userId",)]  # bob's
