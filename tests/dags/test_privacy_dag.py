@@ -49,3 +49,30 @@ def test_a_pending_deletion_is_carried_out_and_a_stopped_one_finished(dags, db, 
     states = {ti.task_id: ti.state for ti in result.get_task_instances()}
     assert states == {"erase": "success", "rebuild": "skipped"}
     assert db.execute("select count(*) from control.pipeline_runs where dag_id = 'segment_privacy'").fetchone()[0] == 2
+
+
+def test_under_the_real_scheduler_a_triggered_run_carries_out_a_pending_deletion(
+    database_url, db, acme, archive_url, tmp_path, monkeypatch
+):
+    """As the page does: a deletion recorded, segment_privacy triggered; the scheduler runs `erase`
+    and then `rebuild` in pool segment_dbt, and the regulation ends `done`."""
+    from segment_elt.dag_ids import PRIVACY
+    from segment_elt.pipeline.transform import run_dbt
+    from tests.airflow_stack import scheduler_stack
+    from tests.helpers import free_port
+
+    monkeypatch.delenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", raising=False)
+    monkeypatch.setenv("SEGMENT_ELT_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.setenv("AIRFLOW_PORT", str(free_port()))
+    monkeypatch.setenv("SEGMENT_ELT_DAG_RETRIES", "0")
+    land(db, acme, tracks(3, user="alice") + tracks(2, user="bob"), NOW, archive_url)
+    run_dbt(["build"])  # the models as a rollups run leaves them
+    [alice] = privacy.request(db, "acme", privacy.DELETE_ONLY, ["alice"])
+    with scheduler_stack(database_url, PRIVACY) as stack:
+        done = stack.trigger_run(PRIVACY, {}, timeout_s=900)
+    assert done.state == "success", done.tasks
+    assert done.tasks["erase"][0] == "success" and done.tasks["rebuild"][0] == "success"
+    [row] = privacy.status(db)
+    assert row["regulation_id"] == alice and row["state"] == "done" and row["counts"]["raw_rows"] == 3
+    assert users_in_marts(db) == {"bob"}
+    assert b'"alice"' not in archived(archive_url)
