@@ -365,6 +365,7 @@ def cmd_privacy_run(args, conn) -> None:
 
 
 def _run_erasure(conn, as_json: bool, made: list[int] | None) -> None:
+    conn.execute("set statement_timeout = 0")  # its passes over every staged row of an org take their time
     try:
         with contextlib.redirect_stdout(sys.stderr):  # dbt's log: stdout is the record (or its JSON)
             finished = erasure.run(conn, open_archive(settings().archive_url, settings().archive_timeout_s))
@@ -617,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     people(p, email=True)
     p.add_argument("--suppress", action="store_true", help="also suppress them (SUPPRESS_WITH_DELETE)")
     command(priv, "suppress", _regulate(privacy.SUPPRESS), "accept but land nothing more of these people")
-    people(priv.choices["suppress"])
+    people(priv.choices["suppress"], email=True)
     command(priv, "unsuppress", _regulate(privacy.UNSUPPRESS), "land these people's events again")
     people(priv.choices["unsuppress"])
     p = command(priv, "status", cmd_privacy_status, "every regulation: type, state, what it removed", json_output=True)

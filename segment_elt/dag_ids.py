@@ -5,5 +5,6 @@ DAILY = "segment_daily"
 REPLAY = "segment_replay"
 RECONCILE = "segment_reconcile"
 MAINTENANCE = "segment_maintenance"
+PRIVACY = "segment_privacy"
 # The DAGs whose runs write dbt models; their 'running' records hold the writer role.
-WRITERS = (ROLLUPS, DAILY, RECONCILE, REPLAY)
+WRITERS = (ROLLUPS, DAILY, RECONCILE, REPLAY, PRIVACY)

@@ -1,7 +1,8 @@
-"""A stand-in S3 endpoint that answers every PUT after a fixed delay (a realistic in-region PUT
-takes ~40 ms) and counts them, keeping objects in memory; optionally every read (GET, and LIST
-by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just enough S3 for
-the archive (put_object, get_object, head_bucket, list_objects_v2 with Size and ETag): it measures and provokes
+"""A stand-in S3 endpoint that answers every PUT (and DELETE) after a fixed delay (a realistic
+in-region PUT takes ~40 ms) and counts them, keeping objects in memory; optionally every read
+(GET, and LIST by pages of 1,000 keys as S3 pages them) after a delay of its own. It speaks just
+enough S3 for the archive (put_object, get_object, head_object, head_bucket, list_objects_v2
+with Size and ETag, delete_object, delete_objects): it measures and provokes
 what waiting on S3 does to a receiver or to retention, where moto's server would be the
 bottleneck itself.
 """
@@ -14,6 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 
@@ -27,7 +29,7 @@ class SlowS3(ThreadingHTTPServer):
         self.read_delay_s, self.reads = read_delay_s, 0
         self.objects: dict[str, bytes] = {}  # "bucket/key" -> body
         self.etags: dict[str, str] = {}  # "bucket/key" -> MD5 hex, as S3 answers a single-part PUT
-        self.names: list[str] = []  # the "bucket/key"s in order, for listings
+        self._names: list[str] = []  # the objects' names, sorted: a LIST page costs what S3's does, not a sort
         self._lock = threading.Lock()
 
     @property
@@ -44,17 +46,26 @@ class SlowS3(ThreadingHTTPServer):
         with self._lock:
             self.puts += 1
             if name not in self.objects:
-                bisect.insort(self.names, name)
+                bisect.insort(self._names, name)
             self.objects[name], self.etags[name] = body, etag
         return etag
 
-    def page(self, bucket: str, prefix: str, after: str, size: int) -> tuple[list[str], bool]:
-        """Up to `size` keys under `prefix` after `after`, in order, and whether more follow."""
-        low = f"{bucket}/{prefix}"
+    def removed(self, name: str) -> None:
         with self._lock:
-            at = max(bisect.bisect_left(self.names, low), bisect.bisect_right(self.names, f"{bucket}/{after}"))
-            names = [name for name in self.names[at : at + size + 1] if name.startswith(low)]
-        return [name.split("/", 1)[1] for name in names[:size]], len(names) > size
+            self.etags.pop(name, None)
+            if self.objects.pop(name, None) is not None:
+                del self._names[bisect.bisect_left(self._names, name)]
+
+    def page(self, prefix: str, after: str, size: int) -> tuple[list[str], bool]:
+        """Up to `size` names starting with `prefix` and sorting after `after`, and whether more follow."""
+        with self._lock:
+            start = max(bisect.bisect_left(self._names, prefix), bisect.bisect_right(self._names, after))
+            found = []
+            for name in self._names[start : start + size + 1]:
+                if not name.startswith(prefix):
+                    break
+                found.append(name)
+        return found[:size], len(found) > size
 
     def read(self) -> None:
         time.sleep(self.read_delay_s)
@@ -89,7 +100,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, headers={"ETag": f'"{self.server.stored(f"{bucket}/{key}", body)}"'})
 
     def do_HEAD(self):
-        self._answer(200)
+        bucket, key = self._name()
+        found = not key or f"{bucket}/{key}" in self.server.objects
+        self._answer(200 if found else 404)
+
+    def do_POST(self):
+        """DeleteObjects (POST /bucket?delete): the keys of its XML body, after one write's delay."""
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(self.server.put_delay_s)
+        bucket, _ = self._name()
+        for element in ElementTree.fromstring(body).iter():
+            if element.tag.rsplit("}", 1)[-1] == "Key" and element.text:
+                self.server.removed(f"{bucket}/{element.text}")
+        self._answer(200, b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult></DeleteResult>')
+
+    def do_DELETE(self):
+        time.sleep(self.server.put_delay_s)
+        bucket, key = self._name()
+        self.server.removed(f"{bucket}/{key}")
+        self._answer(204)
 
     def do_GET(self):
         if self.path == "/_puts":  # the counts, for a stand-in running in its own process
@@ -109,11 +138,14 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = query.get("prefix", [""])[0]
         after = query.get("continuation-token", query.get("start-after", [""]))[0]
         page_size = min(1000, int(query.get("max-keys", ["1000"])[0]))
-        page, truncated = self.server.page(bucket, prefix, after, page_size)
+        names, truncated = self.server.page(f"{bucket}/{prefix}", f"{bucket}/{after}", page_size)
+        page = [name.split("/", 1)[1] for name in names]
+        found = [
+            (k, self.server.objects.get(f"{bucket}/{k}", b""), self.server.etags.get(f"{bucket}/{k}", "")) for k in page
+        ]
         contents = "".join(
-            f"<Contents><Key>{escape(k)}</Key><Size>{len(self.server.objects[f'{bucket}/{k}'])}</Size>"
-            f"<ETag>&quot;{self.server.etags[f'{bucket}/{k}']}&quot;</ETag></Contents>"
-            for k in page
+            f"<Contents><Key>{escape(k)}</Key><Size>{len(body)}</Size><ETag>&quot;{etag}&quot;</ETag></Contents>"
+            for k, body, etag in found
         )
         more = f"<NextContinuationToken>{escape(page[-1])}</NextContinuationToken>" if truncated else ""
         self._answer(

@@ -2,7 +2,8 @@
 
 Every route is authorised by Airflow's auth manager: reading needs DAG read access, Reconcile
 needs DAG run create access on segment_reconcile, editing an allowlist or recording a privacy
-regulation needs DAG edit access on segment_rollups (what reaches the rollups). Not signed in: 401;
+regulation needs DAG edit access on segment_rollups (what reaches the rollups); a deletion then
+triggers segment_privacy as the signed-in user. Not signed in: 401;
 signed in without the permission: 403. The data comes from page_queries, beside it.
 """
 
@@ -22,9 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from segment_elt import db
 from segment_elt.control import privacy, resolution
 from segment_elt.control.lag import marts_lag
-from segment_elt.dag_ids import RECONCILE, ROLLUPS
+from segment_elt.dag_ids import PRIVACY, RECONCILE, ROLLUPS
 from segment_elt.errors import UserError
-from segment_elt.pipeline import reconcile
+from segment_elt.pipeline import airflow_api, reconcile
 from segment_elt.settings import settings
 from segment_ui import page_queries, views
 from segment_ui.links import page_url, url
@@ -169,7 +170,7 @@ def create_app() -> FastAPI:
         return RedirectResponse(page_url("/connections/{}/debugger", connection_id, show="all"), status_code=303)
 
     @app.get("/privacy", response_class=HTMLResponse, dependencies=[READ])
-    def privacy_page(recorded: str = "", kind: str = ""):
+    def privacy_page(recorded: str = "", kind: str = "", run_id: str = "", not_started: str = ""):
         with database() as conn:
             return views.privacy_page(
                 privacy.status(conn, limit=REGULATIONS_SHOWN),
@@ -177,6 +178,9 @@ def create_app() -> FastAPI:
                 REGULATION_TYPES,
                 recorded,
                 REGULATION_TYPES.get(kind),
+                run_url=url("/dags/{}/runs/{}", PRIVACY, run_id) if run_id else "",
+                run_id=run_id,
+                not_started=not_started,
             )
 
     @app.get("/api/privacy", dependencies=[READ])
@@ -193,20 +197,40 @@ def create_app() -> FastAPI:
 
     @app.post("/privacy", dependencies=[EDIT])
     def privacy_action(
-        request: Request, user: GetUserDep, org_id: str = Form(""), kind: str = Form(""), user_ids: str = Form("")
+        request: Request,
+        user: GetUserDep,
+        org_id: str = Form(""),
+        kind: str = Form(""),
+        user_ids: str = Form(""),
+        bearer: HTTPAuthorizationCredentials | None = Depends(HTTPBearer(auto_error=False)),
     ):
-        """Record regulations as `segment-elt privacy suppress / unsuppress / delete` do, without running the
-        erasure: deletions stay pending for `segment-elt privacy run`."""
+        """Record regulations as `segment-elt privacy suppress / unsuppress / delete` do; a deletion is
+        then carried out by segment_privacy, triggered here as the signed-in user (when Airflow refuses,
+        its next hourly run does it)."""
         if kind not in REGULATION_TYPES:
             raise UserError(f"unknown regulation {kind!r}: one of {', '.join(REGULATION_TYPES)}")
         ids = [line for line in user_ids.splitlines() if line.strip()]
         if not ids:
             raise UserError("name at least one userId, one per line")
+        regulation_type = REGULATION_TYPES[kind]
         with database() as conn:
-            made = privacy.request(conn, org_id.strip(), REGULATION_TYPES[kind], ids, requested_by=user.get_name())
+            made = privacy.request(conn, org_id.strip(), regulation_type, ids, requested_by=user.get_name())
+        run_id, not_started = "", ""
+        if regulation_type in privacy.DELETING:
+            token = bearer.credentials if bearer else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+            try:
+                run_id = airflow_api.trigger_as(settings().airflow_api_url, token or "", PRIVACY, {})
+            except UserError as exc:
+                not_started = str(exc)
         if "json" in request.headers.get("accept", ""):
-            state = "pending" if REGULATION_TYPES[kind] in privacy.DELETING else "done"
-            return JSONResponse({"regulation_ids": made, "regulation_type": REGULATION_TYPES[kind], "state": state})
-        return RedirectResponse(page_url("/privacy", recorded=",".join(map(str, made)), kind=kind), status_code=303)
+            state = "pending" if regulation_type in privacy.DELETING else "done"
+            answer = {"regulation_ids": made, "regulation_type": regulation_type, "state": state}
+            if regulation_type in privacy.DELETING:
+                answer |= {"dag_id": PRIVACY, "dag_run_id": run_id or None, "not_started": not_started or None}
+            return JSONResponse(answer)
+        shown = page_url(
+            "/privacy", recorded=",".join(map(str, made)), kind=kind, run_id=run_id, not_started=not_started
+        )
+        return RedirectResponse(shown, status_code=303)
 
     return app

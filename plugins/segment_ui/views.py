@@ -101,7 +101,25 @@ def rules_page(rules_csv: str | None) -> str:
     return render("rules.html", rules_csv=rules_csv)
 
 
-def privacy_page(regulations: list[dict], orgs: list[dict], kinds: dict, recorded: str, kind: str | None) -> str:
+def privacy_page(
+    regulations: list[dict],
+    orgs: list[dict],
+    kinds: dict,
+    recorded: str,
+    kind: str | None,
+    *,
+    run_url: str = "",
+    run_id: str = "",
+    not_started: str = "",
+) -> str:
     return render(
-        "privacy.html", regulations=regulations, orgs=orgs, kinds=kinds, recorded=recorded, recorded_kind=kind
+        "privacy.html",
+        regulations=regulations,
+        orgs=orgs,
+        kinds=kinds,
+        recorded=recorded,
+        recorded_kind=kind,
+        run_url=run_url,
+        run_id=run_id,
+        not_started=not_started,
     )

@@ -500,6 +500,33 @@ alter table raw.segment_events
     add column archive_md5 bytea;          -- its MD5 (16 bytes); null where S3's ETag is not the MD5
 """,
     ),
+    (
+        15,
+        "privacy: suppressed anonymousIds and emails; archive objects holding events staged under another object",
+        r"""
+-- What each suppressed hash is of: the person's userId (one row per person), an anonymousId
+-- stitched to it, or their email; the rows of one person share the regulation that suppressed them.
+alter table control.suppressions
+    add column kind text not null default 'userId' check (kind in ('userId', 'anonymousId', 'email'));
+
+-- The staged calls that link an anonymousId to a userId, by userId: a suppression records the
+-- anonymousIds stitched to the person (control/privacy.py, stitched_anonymous_ids) from a web
+-- request, without reading every staged row.
+create index segment_events_linking_user_idx on raw.segment_events (org_id, (payload ->> 'userId'))
+    where payload ->> 'type' in ('identify', 'alias');
+
+-- Archive objects holding events whose staged rows name another object (duplicates of staged
+-- events: a retried request's), noted by the receiver as it lands them. A privacy deletion reads
+-- the objects that staged rows of the person name, and these. Objects written before this table
+-- are all noted, since nobody knows.
+create table raw.archive_objects_with_duplicates (
+    archive_key text primary key,
+    noted_at timestamptz not null default now()
+);
+insert into raw.archive_objects_with_duplicates (archive_key)
+select distinct archive_key from raw.segment_events;
+""",
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -125,6 +125,7 @@ class Archive(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def delete_many(self, keys: builtins.list[str]) -> None: ...
     def list(self, key_prefix: str) -> Iterator[str]: ...
     def audit(  # `list` is the method above
         self,
@@ -227,6 +228,11 @@ class FileArchive:
             pass
         except OSError as exc:
             raise ArchiveUnavailable(f"cannot delete {path}: {exc.strerror}") from exc
+
+    def delete_many(self, keys: list[str]) -> None:
+        """delete, for each key."""
+        for key in keys:
+            self.delete(key)
 
     def audit(
         self,
@@ -385,6 +391,20 @@ class S3Archive:
     def delete(self, key: str) -> None:
         """DELETE the object (its current version: see docs/privacy.md on bucket versioning)."""
         self._call("delete", self.client.delete_object, Key=key)
+
+    def delete_many(self, keys: list[str]) -> None:
+        """DELETE the objects, up to 1,000 in one request (DeleteObjects); a missing one is no error."""
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            answer = self._call(
+                "delete", self.client.delete_objects, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise ArchiveUnavailable(
+                    f"S3 delete of {len(answer['Errors'])} objects failed, e.g. s3://{self.bucket}/{first.get('Key')}:"
+                    f" {first.get('Code')} {first.get('Message')}"
+                )
 
     def audit(
         self,

@@ -138,11 +138,14 @@ def insert_group(
     archive_key: str,
     requests: list[tuple[dt.datetime, str, list[dict]]],
     archive_digest: ObjectDigest | None = None,
+    note_duplicates: bool = False,
 ) -> list[int]:
     """Insert the events of a group of requests (received time, body text, events) archived under one
     key, all or nothing; returns how many events of each request were new. `archive_digest` is what
     the put of the archive object answered; every writer of an object passes it (None: rows with no
-    object of their own).
+    object of their own). With `note_duplicates` (the receiver, which writes the object), an object
+    holding an event already staged is noted in raw.archive_objects_with_duplicates in the same
+    statement.
 
     One statement (and one round trip): PostgreSQL parses each exact body text into jsonb. An event whose messageId an
     earlier request of the group already carries counts as that request's duplicate, as if the
@@ -164,6 +167,7 @@ def insert_group(
             else:
                 first_seen[mid] = n
                 own.append((mid, event_type(event)))
+    noted = sum(len(events) for _, _, events in requests) if note_duplicates else None
     try:
         landed = _land(
             conn,
@@ -171,6 +175,7 @@ def insert_group(
             org_id,
             archive_key,
             archive_digest,
+            noted,
             [text for _, text, _ in requests],
             marks,
             [at for at, _, _ in requests],
@@ -186,11 +191,14 @@ def insert_group(
                         archive_key=archive_key,
                         requests=[request],
                         archive_digest=archive_digest,
+                        note_duplicates=note_duplicates,
                     )[0]
                     for request in requests
                 ]
         sanitised = "[" + ",".join(json.dumps(_storable(e), ensure_ascii=False) for e in requests[0][2]) + "]"
-        landed = _land(conn, connection_id, org_id, archive_key, archive_digest, [sanitised], marks, [requests[0][0]])
+        landed = _land(
+            conn, connection_id, org_id, archive_key, archive_digest, noted, [sanitised], marks, [requests[0][0]]
+        )
     new = [0] * len(requests)
     for mid in landed:
         new[first_seen[mid]] += 1
@@ -225,12 +233,14 @@ end $$
 # Land a group's events (the request bodies as one JSON array; their marks, [messageId, type] per
 # event or null for one an earlier event of the group carries; their receive times) under the
 # landing lock: the insert, a statement after the lock, sees every writer that held it before.
-# Returns the messageIds landed. NOT EXISTS probes every partition for the id (OFFSET 0 keeps it a
-# probe per event: as an anti join the planner may hash all of the connection's staged rows).
+# Returns the messageIds landed. With p_events (the group's number of events), an object whose
+# events did not all land (duplicates) is noted in raw.archive_objects_with_duplicates. NOT
+# EXISTS probes every partition for the id (OFFSET 0 keeps it a probe per event: as an anti join
+# the planner may hash all of the connection's staged rows).
 _LAND_FUNCTION = """
 create or replace function pg_temp.land_group(
     p_connection_id text, p_org_id text, p_archive_key text, p_archive_size bigint, p_archive_md5 bytea,
-    p_bodies jsonb, p_marks jsonb, p_received_ats timestamptz[], p_margin interval
+    p_events integer, p_bodies jsonb, p_marks jsonb, p_received_ats timestamptz[], p_margin interval
 ) returns table (landed_id text) language plpgsql as $$
 declare
     v_day_end timestamptz := pg_temp.landing_lock(p_connection_id, p_received_ats, p_margin);
@@ -256,6 +266,9 @@ begin
     on conflict do nothing
     returning landed.message_id;
     get diagnostics v_rows = row_count;
+    if v_rows < p_events then
+        insert into raw.archive_objects_with_duplicates (archive_key) values (p_archive_key) on conflict do nothing;
+    end if;
     if v_rows > 0 and clock_timestamp() >= v_day_end then
         raise exception 'a shared landing ran past the end of its UTC day (%); retry it', v_day_end
             using errcode = 'serialization_failure';
@@ -271,6 +284,7 @@ def _land(
     org_id: str,
     archive_key: str,
     digest: ObjectDigest | None,
+    note_events: int | None,
     bodies: list[str],
     marks: list,
     received_ats: list[dt.datetime],
@@ -285,7 +299,7 @@ def _land(
     # parameters would make psycopg escape every element in Python first (the bodies' every
     # quote). messageIds and types are printable without NUL, so jsonb holds them.
     call = (
-        "select landed_id from pg_temp.land_group(%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz[], %s)",
+        "select landed_id from pg_temp.land_group(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::timestamptz[], %s)",
         (
             connection_id,
             org_id,
@@ -294,6 +308,7 @@ def _land(
             # measured ~10% of the insert (benchmarks/bench_digests.py)
             Int8(digest.size) if digest else None,
             digest.md5 if digest else None,
+            note_events,
             "[" + ",".join(bodies) + "]",
             json.dumps(marks, separators=(",", ":")),
             received_ats,

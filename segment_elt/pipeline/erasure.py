@@ -26,8 +26,9 @@ import logging
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,10 @@ from segment_elt.pipeline import runs
 from segment_elt.pipeline.transform import run_dbt
 
 log = logging.getLogger(__name__)
-STAGING_MODEL = "staging.stg_segment__events"
+STAGING_MODEL = privacy.STAGING_MODEL
 LOCK = "segment_elt.privacy"
 OBJECTS_PER_STEP = 500  # archive objects whose staged rows change in one transaction
-ARCHIVE_THREADS = 8  # archive reads and writes at once (S3 round trips, fsyncs)
+ARCHIVE_THREADS = 16  # archive reads and writes at once (S3 round trips, fsyncs)
 
 
 @dataclass
@@ -91,49 +92,10 @@ class Matcher:
             if owner is not None:
                 return owner
         if self.emails:
-            for holder in (event.get("traits"), (event.get("context") or {}).get("traits"), event.get("properties")):
-                if isinstance(holder, dict):
-                    email = privacy.normalized_email(holder.get("email"))
-                    owner = self.emails.get(email) if email is not None else None
-                    if owner is not None:
-                        return owner
+            for email in privacy.emails_of(event):
+                if (owner := self.emails.get(email)) is not None:
+                    return owner
         return None
-
-
-def stitched_anonymous_ids(conn: psycopg.Connection, org_id: str, user_ids: list[str]) -> dict[str, str]:
-    """anonymousId -> userId, for the anonymousIds whose first linking call (in the staging
-    model, as the identity models read it) names one of `user_ids`; for anonymousIds the staging
-    model does not link at all, any staged identify or alias of theirs not yet modelled."""
-    links: dict[str, str] = {}
-    if db.relations_exist(conn, STAGING_MODEL):
-        rows = conn.execute(
-            f"""
-            select distinct on (links.linked_anonymous_id) links.linked_anonymous_id, links.user_id
-            from {STAGING_MODEL} as links
-            where links.org_id = %(org)s and links.linked_anonymous_id in (
-                select theirs.linked_anonymous_id from {STAGING_MODEL} as theirs
-                where theirs.org_id = %(org)s and theirs.user_id = any(%(ids)s)
-                    and theirs.linked_anonymous_id is not null)
-            order by links.linked_anonymous_id, links.event_at, links.received_at, links.message_id collate "C"
-            """,
-            {"org": org_id, "ids": user_ids},
-        )
-        linked_to_anyone: dict[str, str] = dict(rows.fetchall())
-        links = {anon: user for anon, user in linked_to_anyone.items() if user in user_ids}
-    else:
-        linked_to_anyone = {}
-    for anon, user in conn.execute(
-        """
-        select case payload->>'type' when 'identify' then payload->>'anonymousId' else payload->>'previousId' end,
-               payload->>'userId'
-        from raw.segment_events
-        where org_id = %s and payload->>'userId' = any(%s) and payload->>'type' in ('identify', 'alias')
-        """,
-        (org_id, user_ids),
-    ):
-        if anon and anon not in linked_to_anyone:
-            links.setdefault(anon, user)
-    return links
 
 
 class Erasure:
@@ -148,16 +110,54 @@ class Erasure:
         prefix = "/".join(
             [self.archive.prefix, f"org={self.org_id}/"] if self.archive.prefix else [f"org={self.org_id}/"]
         )
-        started = time.monotonic()
-        keys = list(self.archive.list(prefix))
+        mark = time.monotonic()
+
+        def took(step: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.seconds[step] = now - mark
+            mark = now
+
+        listed = list(self.archive.list(prefix))
+        took("list")
+        keys = self.objects_to_read(listed)
+        took("find")
         for i in range(0, len(keys), OBJECTS_PER_STEP):
             self.rewrite_objects(keys[i : i + OBJECTS_PER_STEP])
-        self.seconds["archive"] = time.monotonic() - started
+        took("archive")
         self.erase_raw_rows()
-        self.seconds["raw"] = time.monotonic() - started - self.seconds["archive"]
+        took("raw")
         self.erase_under_writer_role()
-        self.seconds["staging_and_control"] = time.monotonic() - started - self.seconds["archive"] - self.seconds["raw"]
-        log.info("erased org %s: %d archive objects read; seconds per step %s", self.org_id, len(keys), self.seconds)
+        took("staging_and_control")
+        log.info(
+            "erased org %s: %d of %d archive objects read; seconds per step %s",
+            self.org_id,
+            len(keys),
+            len(listed),
+            self.seconds,
+        )
+
+    def objects_to_read(self, listed: list[str]) -> list[str]:
+        """The listed objects that can hold the people's events: every one but those whose every
+        event a staged row names and none of whose staged rows is the people's. An object counts
+        as fully named when raw.segment_events names it, its first request's rows are there
+        (their receive time is the key's, so retention pruned none of it) and it is not in
+        raw.archive_objects_with_duplicates (events staged under another object: a retried
+        request's; or written before that record was kept)."""
+        theirs = {key for _, _, key, payload in self._raw_candidates() if self.matcher.whose(payload)}
+        named = self.conn.execute(
+            """
+            select rows.archive_key, min(rows.received_at) from raw.segment_events as rows
+            where rows.org_id = %s and not exists (
+                select from raw.archive_objects_with_duplicates as noted where noted.archive_key = rows.archive_key)
+            group by rows.archive_key
+            """,
+            (self.org_id,),
+        )
+        accounted = {
+            key for key, first in named if key not in theirs and _received_ms(key) == int(first.timestamp() * 1000)
+        }
+        return [key for key in listed if key not in accounted]
 
     def rewrite_objects(self, keys: list[str]) -> None:
         """The objects without the people's events (step 1 of the module docstring), a step at a
@@ -165,34 +165,14 @@ class Erasure:
         one transaction, then the old objects are removed."""
         with ThreadPoolExecutor(ARCHIVE_THREADS) as pool:
             outcomes = list(pool.map(self._rewritten_or_error, keys))
-            failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
-            rewrites = [outcome for outcome in outcomes if isinstance(outcome, Rewrite)]
-            if not rewrites and failures:
-                raise failures[0]
+        failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        rewrites = [outcome for outcome in outcomes if isinstance(outcome, Rewrite)]
+        if not rewrites and failures:
+            raise failures[0]
+        if rewrites:
             with self.conn.transaction():
-                for found in rewrites:
-                    if found.new_key is not None:
-                        written = found.new_digest
-                        self.conn.execute(
-                            "update raw.segment_events set archive_key = %s, archive_size = %s, archive_md5 = %s"
-                            " where connection_id = %s and message_id = any(%s) and archive_key = %s",
-                            (
-                                found.new_key,
-                                written.size if written else None,
-                                written.md5 if written else None,
-                                found.connection_id,
-                                found.kept_ids,
-                                found.key,
-                            ),
-                        )
-                    deleted = self.conn.execute(
-                        "delete from raw.segment_events where connection_id = %s and message_id = any(%s)"
-                        " returning message_id",
-                        (found.connection_id, list(found.erased)),
-                    ).fetchall()
-                    for (message_id,) in deleted:
-                        self.counts[found.erased[message_id]]["raw_rows"] += 1
-            list(pool.map(self.archive.delete, [found.key for found in rewrites]))
+                self._repoint_and_delete_rows(rewrites)
+            self.archive.delete_many([found.key for found in rewrites])
         for found in rewrites:
             for owner in set(found.erased.values()):
                 self.counts[owner]["archive_objects"] += 1
@@ -200,6 +180,59 @@ class Erasure:
                 self.counts[owner]["archive_events"] += 1
         if failures:  # the others are done: a run after the cause is fixed finishes these
             raise failures[0]
+
+    def _repoint_and_delete_rows(self, rewrites: list[Rewrite]) -> None:
+        """In the caller's transaction: the kept events' rows name the new objects, the people's
+        rows go, and a new object holding events staged under another object is noted as such."""
+        kept = [(found, mid) for found in rewrites if found.new_key is not None for mid in found.kept_ids]
+        repointed = Counter(
+            old_key
+            for (old_key,) in self.conn.execute(
+                """
+                update raw.segment_events as r
+                set archive_key = m.new_key, archive_size = m.new_size, archive_md5 = m.new_md5
+                from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bytea[])
+                    as m (connection_id, message_id, old_key, new_key, new_size, new_md5)
+                where r.connection_id = m.connection_id and r.message_id = m.message_id and r.archive_key = m.old_key
+                returning m.old_key
+                """,
+                (
+                    [found.connection_id for found, _ in kept],
+                    [mid for _, mid in kept],
+                    [found.key for found, _ in kept],
+                    [found.new_key for found, _ in kept],
+                    [found.new_digest.size if found.new_digest else None for found, _ in kept],
+                    [found.new_digest.md5 if found.new_digest else None for found, _ in kept],
+                ),
+            )
+        )
+        noted = {
+            key
+            for (key,) in self.conn.execute(
+                "delete from raw.archive_objects_with_duplicates where archive_key = any(%s) returning archive_key",
+                ([found.key for found in rewrites],),
+            )
+        }
+        self.conn.execute(
+            "insert into raw.archive_objects_with_duplicates (archive_key) select unnest(%s::text[])"
+            " on conflict do nothing",
+            (
+                [
+                    found.new_key
+                    for found in rewrites
+                    if found.new_key is not None and (found.key in noted or repointed[found.key] < len(found.kept_ids))
+                ],
+            ),
+        )
+        erased = [(found, mid) for found in rewrites for mid in found.erased]
+        owners = {(found.connection_id, mid): found.erased[mid] for found, mid in erased}
+        for connection_id, message_id in self.conn.execute(
+            "delete from raw.segment_events as r using unnest(%s::text[], %s::text[]) as m (connection_id, message_id)"
+            " where r.connection_id = m.connection_id and r.message_id = m.message_id"
+            " returning r.connection_id, r.message_id",
+            ([found.connection_id for found, _ in erased], [mid for _, mid in erased]),
+        ):
+            self.counts[owners[(connection_id, message_id)]]["raw_rows"] += 1
 
     def _rewritten_or_error(self, key: str) -> Rewrite | Exception | None:
         try:
@@ -325,16 +358,48 @@ class Erasure:
         return needles
 
 
+def _received_ms(key: str) -> int | None:
+    """The receive time (ms) an object key names, or None for a key not in the archive's layout."""
+    try:
+        return int(key.rsplit("/", 1)[-1].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
 def _connection_of(key: str) -> str:
     return next(part for part in key.split("/") if part.startswith("connection=")).removeprefix("connection=")
 
 
-def rebuild_models(project_dir: Path | None = None, dbt_vars: dict | None = None, extra: tuple[str, ...] = ()) -> None:
-    """Every model downstream of staging, from what staging now holds (step 3)."""
+def rebuild_models(
+    project_dir: Path | None = None,
+    dbt_vars: dict | None = None,
+    extra: tuple[str, ...] = (),
+    *,
+    writer_role: bool = True,
+) -> None:
+    """Every model downstream of staging, from what staging now holds (step 3). `writer_role`
+    False: the caller holds the role already (an Airflow run's record, segment_privacy)."""
     args = ["build", "--full-refresh", "--exclude", "stg_segment__events", *extra]
     if dbt_vars:
         args += ["--vars", json.dumps(dbt_vars)]
-    run_dbt(args, project_dir=project_dir)
+    run_dbt(args, project_dir=project_dir, writer_role=writer_role)
+
+
+class PrivacyRunBusy(UserError):
+    """Another privacy run (the CLI's or segment_privacy's) holds the privacy lock."""
+
+
+@contextmanager
+def one_privacy_run(conn: psycopg.Connection) -> Iterator[None]:
+    """Hold the privacy lock (a session advisory lock on `conn`) or raise PrivacyRunBusy."""
+    if not db.one(conn, "select pg_try_advisory_lock(hashtext(%s))", (LOCK,))[0]:
+        raise PrivacyRunBusy(
+            "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
+        )
+    try:
+        yield
+    finally:
+        conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
 
 
 def run(
@@ -343,37 +408,59 @@ def run(
     rebuild: Callable[[], None] = rebuild_models,
     seconds: dict[str, float] | None = None,
 ) -> list[privacy.Subject]:
-    """Finish every unfinished deletion; returns those it finished. One run at a time (UserError
-    otherwise). A failure leaves the regulations it stopped 'failed', with the error, and raises.
-    `seconds`, when given, receives the time each step took (summed over orgs)."""
+    """Finish every unfinished deletion in this process (erase, then finish); returns those it
+    finished. One run at a time (PrivacyRunBusy otherwise). A failure leaves the regulations it
+    stopped 'failed', with the error, and raises. `seconds`, when given, receives the time each
+    step took (summed over orgs)."""
+    with one_privacy_run(conn):
+        erase(conn, archive, seconds)
+        return finish(conn, rebuild, seconds)
+
+
+def erase(conn: psycopg.Connection, archive: Archive, seconds: dict[str, float] | None = None) -> list[int]:
+    """Steps 1 and 2 of every deletion not done whose steps 1 and 2 are not done either (pending,
+    interrupted while erasing, or failed), leaving them 'rebuilding'; returns their ids. The
+    caller holds one_privacy_run."""
     seconds = {} if seconds is None else seconds
-    if not db.one(conn, "select pg_try_advisory_lock(hashtext(%s))", (LOCK,))[0]:
-        raise UserError(
-            "another privacy run is under way; when it ends, `segment-elt privacy run` finishes what it did not take"
-        )
+    subjects = [subject for subject in privacy.unfinished(conn) if subject.state != "rebuilding"]
+    by_org: dict[str, list[privacy.Subject]] = defaultdict(list)
+    for subject in subjects:
+        by_org[subject.org_id].append(subject)
+    with _failing(conn, [subject.regulation_id for subject in subjects]):
+        for org_id, people in by_org.items():
+            for step, took in _erase_org(conn, archive, org_id, people).items():
+                seconds[step] = seconds.get(step, 0.0) + took
+    return [subject.regulation_id for subject in subjects]
+
+
+def finish(
+    conn: psycopg.Connection, rebuild: Callable[[], None] = rebuild_models, seconds: dict[str, float] | None = None
+) -> list[privacy.Subject]:
+    """Step 3 for the deletions in 'rebuilding': one rebuild of the models, then 'done'; returns
+    them. The caller holds one_privacy_run."""
+    seconds = {} if seconds is None else seconds
+    subjects = [subject for subject in privacy.unfinished(conn) if subject.state == "rebuilding"]
+    if not subjects:
+        return []
+    ids = [subject.regulation_id for subject in subjects]
+    with _failing(conn, ids):
+        if db.relations_exist(conn, STAGING_MODEL):
+            started = time.monotonic()
+            rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
+            seconds["rebuild"] = time.monotonic() - started
+    privacy.set_state(conn, ids, "done")
+    return subjects
+
+
+@contextmanager
+def _failing(conn: psycopg.Connection, regulation_ids: list[int]) -> Iterator[None]:
+    """On any failure, the regulations become 'failed' with the error's first line, and it is raised."""
     try:
-        subjects = privacy.unfinished(conn)
-        if not subjects:
-            return []
-        try:
-            by_org: dict[str, list[privacy.Subject]] = defaultdict(list)
-            for subject in subjects:
-                by_org[subject.org_id].append(subject)
-            for org_id, people in by_org.items():
-                for step, took in _erase_org(conn, archive, org_id, people).items():
-                    seconds[step] = seconds.get(step, 0.0) + took
-            if db.relations_exist(conn, STAGING_MODEL):
-                started = time.monotonic()
-                rebuild()  # else nothing is modelled yet: the first build reads raw, which no longer holds them
-                seconds["rebuild"] = time.monotonic() - started
-        except (Exception, KeyboardInterrupt) as exc:
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-            privacy.set_state(conn, [subject.regulation_id for subject in subjects], "failed", error=error)
-            raise
-        privacy.set_state(conn, [subject.regulation_id for subject in subjects], "done")
-        return subjects
-    finally:
-        conn.execute("select pg_advisory_unlock(hashtext(%s))", (LOCK,))
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        privacy.set_state(conn, regulation_ids, "failed", error=error)
+        raise
 
 
 def _erase_org(
@@ -385,7 +472,7 @@ def _erase_org(
     started = time.monotonic()
     user_ids = sorted({subject.user_id for subject in people})
     emails = {subject.email: subject.user_id for subject in people if subject.email}
-    matcher = Matcher(user_ids, stitched_anonymous_ids(conn, org_id, user_ids), emails)
+    matcher = Matcher(user_ids, privacy.stitched_anonymous_ids(conn, org_id, user_ids), emails)
     erasure = Erasure(conn, archive, org_id, matcher)
     erasure.seconds["identify"] = time.monotonic() - started
     try:

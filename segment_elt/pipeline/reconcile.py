@@ -13,6 +13,7 @@ import requests
 
 from segment_elt.dag_ids import RECONCILE
 from segment_elt.errors import UserError
+from segment_elt.pipeline import airflow_api
 from segment_elt.settings import settings
 
 
@@ -46,26 +47,13 @@ def trigger(connection_id: str) -> str | None:
             f"Airflow at {base} refused the credentials of user {credentials[0]!r} "
             f"(HTTP {token.status_code}): check AIRFLOW_USERNAME and AIRFLOW_PASSWORD"
         )
-    _require_ok(token, "log in", base)
+    airflow_api.require_ok(token, "log in", base)
     return trigger_as(base, token.json()["access_token"], connection_id)
 
 
 def trigger_as(base: str, token: str, connection_id: str) -> str:
     """Trigger segment_reconcile through the REST API at `base` as the user of `token`; its run id."""
-    answer = requests.post(
-        f"{base}/api/v2/dags/{RECONCILE}/dagRuns",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"logical_date": None, "conf": {"connection_id": connection_id}},
-        timeout=10,
-    )
-    _require_ok(answer, f"trigger {RECONCILE}", base)
-    return answer.json()["dag_run_id"]
-
-
-def _require_ok(answer: requests.Response, doing: str, base: str) -> None:
-    if not answer.ok:
-        said = " ".join(answer.text.split())[:200]
-        raise UserError(f"Airflow at {base} did not {doing} (HTTP {answer.status_code}): {said}")
+    return airflow_api.trigger_as(base, token, RECONCILE, {"connection_id": connection_id})
 
 
 def run_here(connection_id: str) -> None:

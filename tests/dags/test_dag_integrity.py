@@ -9,7 +9,14 @@ import sys
 
 import pendulum
 
-EXPECTED = {"segment_rollups", "segment_daily", "segment_replay", "segment_reconcile", "segment_maintenance"}
+EXPECTED = {
+    "segment_rollups",
+    "segment_daily",
+    "segment_replay",
+    "segment_reconcile",
+    "segment_maintenance",
+    "segment_privacy",
+}
 
 
 def test_dags_import_with_owner_retries_tags(dags):
@@ -34,6 +41,9 @@ def test_schedules(dags):
     maintenance = dags["segment_maintenance"].timetable
     info = maintenance.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
     assert info.data_interval.end - info.data_interval.start == dt.timedelta(days=1)
+    privacy = dags["segment_privacy"].timetable
+    info = privacy.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(start))
+    assert info.data_interval.end - info.data_interval.start == dt.timedelta(hours=1)
     daily = dags["segment_daily"].timetable.next_dagrun_info(
         last_automated_data_interval=None, restriction=_restriction(start)
     )
@@ -73,6 +83,13 @@ def test_dbt_models_are_visible_tasks_that_start_in_the_triggerer(dags):
             assert node.start_from_trigger, (dag_id, model)
             assert node.upstream_task_ids == {"dbt_build"}, (dag_id, model)
     assert "outbound_sync" in {t.task_id for t in dags["segment_rollups"].tasks}
+
+
+def test_every_dbt_writing_task_shares_the_one_slot_pool(dags):
+    """Two runs never write a model at once: every task that builds dbt is in pool segment_dbt."""
+    for dag_id in ("segment_rollups", "segment_daily", "segment_replay", "segment_reconcile"):
+        assert dags[dag_id].get_task("dbt_build").pool == "segment_dbt", dag_id
+    assert dags["segment_privacy"].get_task("rebuild").pool == "segment_dbt"
 
 
 def test_shell_environment_points_at_the_stacks_metadata_database():

@@ -31,7 +31,8 @@ def event(n: int, user: str | None = None, anon: str | None = None, **extra) -> 
 
 
 def land(db, archive, connection_id: str, org: str, at: dt.datetime, bodies: list[str]) -> str:
-    """One group object of `bodies` (exact texts), landed as the receiver lands a group."""
+    """One group object of `bodies` (exact texts), landed as the receiver lands a group (noting
+    an object that holds events staged before)."""
     requests = [(at + dt.timedelta(milliseconds=i), text) for i, text in enumerate(bodies)]
     body = group_object(requests)
     key = object_key(archive.prefix, org, connection_id, at, body)
@@ -42,6 +43,7 @@ def land(db, archive, connection_id: str, org: str, at: dt.datetime, bodies: lis
         org_id=org,
         archive_key=key,
         requests=[(when, text, landing.parse_body(text.encode())[1]) for when, text in requests],
+        note_duplicates=True,
     )
     return key
 
@@ -123,6 +125,57 @@ def test_deletion_removes_the_person_everywhere_and_keeps_others_byte_for_byte(d
     for connection_id in (world["first"], world["second"]):
         replay.replay(db, archive, connection_id, "acme", T0.date(), T0.date() + dt.timedelta(days=1))
     assert staged(db, "acme") == {"m-2", "m-4", "m-8"}
+
+
+class Reads:
+    """The archive, recording the keys read."""
+
+    def __init__(self, archive):
+        self.archive, self.keys = archive, []
+
+    def __getattr__(self, name):
+        return getattr(self.archive, name)
+
+    def get(self, key: str) -> bytes:
+        self.keys.append(key)
+        return self.archive.get(key)
+
+
+def test_only_objects_that_can_hold_the_people_are_read(db, archive):
+    """Objects whose every event a staged row names, none of them the person's, are not read;
+    a retried request's copy of their event (staged under the first object) and an object
+    whose first request retention pruned are."""
+    cid = connections.create(db, "acme").connection_id
+    bob_only = land(db, archive, cid, "acme", T0, [json.dumps(event(1, "bob"))])
+    first = land(db, archive, cid, "acme", T0 + dt.timedelta(minutes=1), [json.dumps(event(2, "alice"))])
+    # a group: carol's new request, then alice's request retried (its event staged under `first`)
+    retried = land(
+        db,
+        archive,
+        cid,
+        "acme",
+        T0 + dt.timedelta(minutes=2),
+        [json.dumps(event(3, "carol")), json.dumps(event(2, "alice"))],
+    )
+    # alice's request, then dave's; retention then pruned the first request's row
+    pruned = land(
+        db,
+        archive,
+        cid,
+        "acme",
+        T0 + dt.timedelta(minutes=3),
+        [json.dumps(event(4, "alice")), json.dumps(event(5, "dave"))],
+    )
+    db.execute("delete from raw.segment_events where message_id = 'm-4'")
+    privacy.request(db, "acme", privacy.DELETE_ONLY, ["alice"])
+    reading = Reads(archive)
+    erasure.run(db, reading, rebuild=no_rebuild)
+    assert sorted(reading.keys) == sorted([first, retried, pruned])
+    assert bob_only in set(archive.list(""))
+    assert set(archived_events(archive, "acme")) == {"m-1", "m-3", "m-5"}
+    assert staged(db, "acme") == {"m-1", "m-3", "m-5"}
+    for key, message_id in db.execute("select archive_key, message_id from raw.segment_events"):
+        assert message_id.encode() in archive.get(key)
 
 
 def test_running_again_changes_nothing(db, archive, world):

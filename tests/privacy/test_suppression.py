@@ -4,6 +4,7 @@ same request land byte for byte; unsuppress lands them again; outbound sends not
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections import Counter
@@ -14,8 +15,10 @@ from segment_elt.control import connections, privacy
 from segment_elt.ingest.archive import open_archive, requests_in
 from segment_elt.ingest.receiver.backends import SUPPRESSIONS_TTL_S
 from segment_elt.outbound import sync
-from tests.receiver.conftest import make_hook
+from tests.receiver.conftest import Hook, make_hook
 from tests.receiver.test_metrics import scrape
+
+T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
 
 
 def event(n: int, user: str) -> dict:
@@ -77,3 +80,62 @@ def test_outbound_sends_nothing_about_a_suppressed_person(db):
     plan = sync.changes(db, created.connection_id, "acme")
     assert [item.key for item in plan.todo] == ["bob"]
     assert plan.skipped == {sync.SUPPRESSED: 1}
+
+
+def test_suppression_matches_the_stitched_anonymous_ids_and_the_email_of_the_person(db, archive_url, receiver_factory):
+    """A person is their userId, the anonymousIds stitched to it and (when given) their email:
+    an event with only a stitched anonymousId or with that email is not landed; another
+    person's is. An anonymousId a suppressed identify links to them afterwards is theirs from
+    then on, unless it was first linked to someone else (a shared device)."""
+    from tests.privacy.test_erasure import land
+
+    archive = open_archive(archive_url)
+    created = connections.create(db, "acme", rate_limit=1_000_000)
+    identify = {"type": "identify", "timestamp": "2026-11-03T10:00:00+00:00"}
+    before = [
+        identify | {"messageId": "m-1", "userId": "alice", "anonymousId": "visitor-1"},
+        identify | {"messageId": "m-2", "userId": "bob", "anonymousId": "visitor-2"},
+    ]
+    land(db, archive, created.connection_id, "acme", T0, [json.dumps(before)])
+    privacy.request(db, "acme", privacy.SUPPRESS, ["alice"], email=" Alice@X.io")
+    assert privacy.suppressed_counts(db) == [{"org_id": "acme", "suppressed": 1}]  # people, not their ids
+
+    receiver = receiver_factory(workers=1)
+    hook = Hook(receiver.webhook(created.connection_id), created.connection_id, "acme", created.secret, receiver)
+
+    def anon(n: int, visitor: str) -> dict:
+        return {"type": "track", "event": "Report Created", "messageId": f"m-{n}", "anonymousId": visitor}
+
+    posted = [
+        anon(3, "visitor-1"),  # alice's device: stitched to her before the suppression
+        anon(4, "visitor-2"),  # bob's
+        event(5, "carol") | {"properties": {"email": "alice@x.io "}},  # her email, whoever sends it
+        [identify | {"messageId": "m-6", "userId": "alice", "anonymousId": "visitor-3"}, anon(7, "visitor-3")],
+        anon(8, "visitor-3"),  # a new device her suppressed identify linked to her
+        identify | {"messageId": "m-9", "userId": "alice", "anonymousId": "visitor-2"},  # bob's device
+        anon(10, "visitor-2"),  # stays bob's: first linked to him
+        event(11, "bob") | {"anonymousId": "visitor-1"},  # a userId decides: bob's event
+    ]
+    assert all(hook.post(body).status_code == 200 for body in posted)
+    assert staged(db) == {"m-1", "m-2", "m-4", "m-10", "m-11"}
+    assert scrape(receiver.url)[("segment_elt_receiver_suppressed_events_total", ())] == 6
+
+    privacy.request(db, "acme", privacy.UNSUPPRESS, ["alice"])
+    assert db.execute("select count(*) from control.suppressions").fetchone()[0] == 0  # every id of hers
+
+
+def test_unsuppress_ends_every_suppression_of_the_person(db, archive_url):
+    """Suppressed twice (the second time with an email and a newly stitched anonymousId): one
+    unsuppress removes every id recorded for them, and nothing of anyone else."""
+    from tests.privacy.test_erasure import land
+
+    archive = open_archive(archive_url)
+    created = connections.create(db, "acme")
+    privacy.request(db, "acme", privacy.SUPPRESS, ["alice", "bob"])
+    identify = {"type": "identify", "messageId": "m-1", "userId": "alice", "anonymousId": "visitor-1"}
+    land(db, archive, created.connection_id, "acme", T0, [json.dumps(identify)])
+    privacy.request(db, "acme", privacy.SUPPRESS_WITH_DELETE, ["alice"], email="alice@x.io")
+    kinds = Counter(kind for (kind,) in db.execute("select kind from control.suppressions"))
+    assert kinds == {"userId": 2, "anonymousId": 1, "email": 1}
+    privacy.request(db, "acme", privacy.UNSUPPRESS, ["alice"])
+    assert db.execute("select kind from control.suppressions").fetchall() == [("userId",)]  # bob's

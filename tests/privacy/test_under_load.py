@@ -48,3 +48,16 @@ def test_a_deletion_during_traffic_loses_nothing_of_anyone_else(db, archive_url,
         assert all(f'"{m}"' in text for m, k in rows.items() if k == key)
     archived = b"".join(archive.get(key) for key in archive.list("")).decode()
     assert not any(f'\\"m-{n}\\"' in archived for n in range(300))  # alice's history, from the archive too
+
+
+def test_the_receiver_notes_the_objects_holding_duplicates(db, archive_url, receiver_factory):
+    """A retried request's object holds events staged under the first one's: a deletion must
+    read it whatever its staged rows say (erasure.Erasure.objects_to_read)."""
+    hook = make_hook(db, receiver_factory(workers=1), rate_limit=1_000_000)
+    archive = open_archive(archive_url)
+    assert hook.post([event(1, "alice"), event(2, "bob")]).json() == {"accepted": 2, "duplicates": 0}
+    assert hook.post([event(1, "alice"), event(3, "bob")]).json() == {"accepted": 1, "duplicates": 1}
+    noted = {key for (key,) in db.execute("select archive_key from raw.archive_objects_with_duplicates")}
+    [retried] = noted
+    assert b'\\"m-1\\"' in archive.get(retried) and b'\\"m-3\\"' in archive.get(retried)
+    assert len(set(archive.list(""))) == 2

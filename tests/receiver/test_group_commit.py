@@ -103,6 +103,31 @@ def test_insert_group_lands_a_body_postgres_refuses_through_sanitised_copies(db)
     assert stored == "nul \ufffd here"
 
 
+def test_the_receivers_insert_notes_an_object_holding_events_staged_before(db):
+    """note_duplicates: the object's key goes to raw.archive_objects_with_duplicates when any of
+    its events was staged before (a privacy deletion then reads it), in either insert path."""
+    cid = connections.create(db, "acme").connection_id
+    staged_before, fresh = samples.event("track", user_id="u1"), samples.event("track", user_id="u2")
+    dirty = samples.event("track", user_id="u3", name="nul \u0000 here")
+
+    def land(key: str, events: list[dict]) -> list[int]:
+        return landing.insert_group(
+            db,
+            connection_id=cid,
+            org_id="acme",
+            archive_key=key,
+            requests=[(AT, json.dumps(events), events)],
+            note_duplicates=True,
+        )
+
+    assert land("first", [staged_before]) == [1]
+    assert land("retried", [fresh, staged_before]) == [1]
+    assert land("sanitised", [dirty, staged_before]) == [1]
+    assert land("all-new", [samples.event("track", user_id="u4")]) == [1]
+    noted = {key for (key,) in db.execute("select archive_key from raw.archive_objects_with_duplicates")}
+    assert noted == {"retried", "sanitised"}
+
+
 def test_one_token_take_answers_each_request_of_a_group_in_order(db):
     cid = connections.create(db, "capped", rate_limit=10).connection_id
     takes = db.execute(

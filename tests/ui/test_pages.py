@@ -357,7 +357,7 @@ def test_privacy_view_reads_for_viewers_and_refuses_their_form(airflow, landed):
     viewer = airflow.session("viewer")
     html = viewer.get(page(airflow, "/privacy"), timeout=10)
     assert html.status_code == 200 and 'id="suppressed"' in html.text and 'id="regulate"' in html.text
-    assert f"<td>{ORG}</td>" in html.text and "segment-elt privacy run" in html.text
+    assert f"<td>{ORG}</td>" in html.text and "segment_privacy" in html.text
     answer = viewer.post(page(airflow, "/privacy"), data={"org_id": ORG, "kind": "suppress", "user_ids": "u-v"})
     assert answer.status_code == 403
     assert privacy_rows(landed, "u-v") == ([], [])
@@ -399,8 +399,17 @@ def test_privacy_suppress_unsuppress_and_delete_through_the_form(airflow, landed
     )
     for other in ("u-privacy-page-2", "u-privacy-page-3"):
         assert privacy_rows(landed, other) == ([("DELETE_ONLY", "pending", "user", True)], [])
-    shown = client.get(path, params={"recorded": "1", "kind": "delete"}, timeout=10).text
-    assert "The deletion is pending" in shown and "segment-elt privacy run" in shown
+    # the deletion runs in segment_privacy, triggered as the signed-in user through Airflow's REST API
+    run_id = deleted.json()["dag_run_id"]
+    assert deleted.json()["dag_id"] == "segment_privacy" and run_id and deleted.json()["not_started"] is None
+    run = requests.get(
+        f"{airflow.url}/api/v2/dags/segment_privacy/dagRuns/{run_id}",
+        headers={"Authorization": f"Bearer {airflow.token('admin')}"},
+        timeout=10,
+    ).json()
+    assert run["run_type"] == "manual" and run.get("triggering_user_name") in (None, "user")
+    shown = client.get(path, params={"recorded": "1", "kind": "delete", "run_id": run_id}, timeout=10).text
+    assert "The deletion is pending" in shown and f"/dags/segment_privacy/runs/{quote(run_id, safe='')}" in shown
     with psycopg.connect(landed.database_url) as conn:  # leave no pending deletion to other tests
         privacy.set_state(conn, deleted.json()["regulation_ids"], "done")
 

@@ -42,8 +42,8 @@ class Backends:
         # request's token take re-checks in PostgreSQL that the connection still exists.
         self._connections: dict[str, Connection] = {}
         self._by_write_key: dict[str, Connection] = {}  # write key digest -> Connection, for SECRETS_TTL_S
-        self._suppressed: dict[str, tuple[float, frozenset[str]]] = {}  # org -> (read at, keyed hashes)
-        self._hash_key: bytes | None = None
+        self._suppressed: dict[str, tuple[float, privacy.Suppressed | None]] = {}  # org -> (read at, people)
+        self._not_linked: set[tuple[str, str]] = set()  # (org, anonymousId) found linked to someone else
 
     @property
     def archive(self) -> Archive:
@@ -133,16 +133,27 @@ class Backends:
             return None
         return Connection(row[0], row[1], tuple(crypto.decrypt(token) for token in row[2:] if token))
 
-    def suppressed(self, org_id: str) -> tuple[bytes, frozenset[str]] | None:
-        """(hash key, keyed hashes of the org's suppressed userIds), read at most every
-        SUPPRESSIONS_TTL_S; None when the org suppresses nobody (then nothing is hashed)."""
-        read_at, hashes = self._suppressed.get(org_id, (-SUPPRESSIONS_TTL_S, frozenset()))
+    def suppressed(self, org_id: str) -> privacy.Suppressed | None:
+        """The org's suppressed people, read at most every SUPPRESSIONS_TTL_S; None when it
+        suppresses nobody (then nothing is hashed)."""
+        read_at, found = self._suppressed.get(org_id, (-SUPPRESSIONS_TTL_S, None))
         if time.monotonic() - read_at >= SUPPRESSIONS_TTL_S:
-            hashes = self.run(lambda c: privacy.suppressed(c, org_id))
-            if hashes and self._hash_key is None:
-                self._hash_key = self.run(privacy.hash_key)
-            self._suppressed[org_id] = (time.monotonic(), hashes)
-        return (self._hash_key, hashes) if hashes and self._hash_key is not None else None
+            found = self.run(lambda c: privacy.suppressed_ids(c, org_id))
+            self._suppressed[org_id] = (time.monotonic(), found)
+        return found
+
+    def suppress_linked(self, org_id: str, user_id: str, anonymous_id: str) -> None:
+        """A suppressed call of `user_id` linked `anonymous_id` to them (privacy.suppress_linked):
+        from now on its anonymous events are theirs, in this process at once, in the others
+        within SUPPRESSIONS_TTL_S. An anonymousId found linked to someone else is not looked up again."""
+        if (org_id, anonymous_id) in self._not_linked:
+            return
+        digest = self.run(lambda c: privacy.suppress_linked(c, org_id, user_id, anonymous_id))
+        read_at, found = self._suppressed.get(org_id, (-SUPPRESSIONS_TTL_S, None))
+        if digest is None:
+            self._not_linked.add((org_id, anonymous_id))
+        elif found is not None:
+            self._suppressed[org_id] = (read_at, found.with_hash(digest))
 
     def forget(self, connection_id: str) -> None:
         self._connections.pop(connection_id, None)

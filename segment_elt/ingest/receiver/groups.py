@@ -203,6 +203,7 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
                 archive_key=key,
                 requests=[(p.received_at, p.text, p.events) for p in accepted],
                 archive_digest=written,
+                note_duplicates=True,
             )
         )
     except (ArchiveUnavailable, DatabaseUnavailable) as exc:
@@ -231,25 +232,30 @@ def commit(backends: Backends, requests: list[Pending], rejects=None) -> None:
 def _without_suppressed(backends: Backends, requests: list[Pending], rejects) -> list[Pending]:
     """The requests with the events of the org's suppressed people taken out (their bodies
     rewritten, other events' bytes kept); a request left empty is answered 200 at once. Each
-    request that lost events is noted in the rejects log as 'suppressed' (status 200)."""
-    connection = requests[0].connection
-    found = backends.suppressed(connection.org_id)
+    request that lost events is noted in the rejects log as 'suppressed' (status 200). A
+    suppressed identify or alias suppresses the anonymousId it links (Backends.suppress_linked),
+    for the events after it too."""
+    org_id = requests[0].connection.org_id
+    found = backends.suppressed(org_id)
     if found is None:
         return requests
-    key, hashes = found
     left = []
     for pending in requests:
-        drop = [
-            (user_id := privacy.user_id_of(event)) is not None
-            and privacy.subject_hash(key, connection.org_id, user_id) in hashes
-            for event in pending.events
-        ]
+        drop = []
+        for event in pending.events:
+            hit = found.matches(org_id, event)
+            drop.append(hit)
+            if hit and (linked := privacy.linked_anonymous_id(event)) is not None:
+                user_id = privacy.user_id_of(event)
+                if user_id is not None and not found.holds(org_id, privacy.ANONYMOUS_ID, linked):
+                    backends.suppress_linked(org_id, user_id, linked)
+                    found = backends.suppressed(org_id) or found
         pending.suppressed = sum(drop)
         if pending.suppressed:
             SUPPRESSED_EVENTS.inc(pending.suppressed)
             if rejects is not None:
                 rejects.record(
-                    connection.connection_id,
+                    pending.connection.connection_id,
                     200,
                     SUPPRESSED,
                     len(pending.text),
