@@ -34,6 +34,8 @@
         where {{ queued_since('queue.queued_at', model_position, upstream) }}
     ),
 
+    -- one probe of staging's unique index per queued event (limit 1 keeps it a probe: as a join,
+    -- PostgreSQL may hash the queue and scan the whole staged history for it)
     changed as (
         select
             events.org_id,
@@ -42,10 +44,20 @@
             events.user_key,
             events.event_at
         from queued
-        inner join {{ ref('stg_segment__events') }} as events
-            on
-                queued.connection_id = events.connection_id
-                and queued.message_id = events.message_id
+        cross join lateral (
+            select
+                staged.org_id,
+                staged.user_id,
+                staged.anonymous_id,
+                staged.user_key,
+                staged.event_type,
+                staged.event_at
+            from {{ ref('stg_segment__events') }} as staged
+            where
+                staged.connection_id = queued.connection_id
+                and staged.message_id = queued.message_id
+            limit 1
+        ) as events
         where {{ is_session_call('events') }}
     ),
 
@@ -87,8 +99,10 @@
         numbers included).
     -#}
     {% if is_incremental() %}
-    delete from {{ this }} as target
-    using (
+    -- The rows go by ctid, gathered one index range per changed user (offset 0 keeps the lateral
+    -- a loop): as a join, PostgreSQL misjudges how few users changed and merges or hashes the
+    -- whole table, so the cost would follow every user's history of sessions.
+    with reach as materialized (
         select
             changes.org_id,
             changes.user_key,
@@ -104,10 +118,22 @@
             order by earlier.session_number desc
             limit 1
         ) as kept on true
-    ) as reach
-    where target.org_id = reach.org_id
-        and target.user_key = reach.user_key
-        and target.session_number > reach.kept_through
+    )
+
+    delete from {{ this }} as target
+    where target.ctid = any(array(
+        select later.ctid
+        from reach
+        cross join lateral (
+            select changed.ctid
+            from {{ this }} as changed
+            where
+                changed.org_id = reach.org_id
+                and changed.user_key = reach.user_key
+                and changed.session_number > reach.kept_through
+            offset 0
+        ) as later
+    ))
     {% else %}
     select 1
     {% endif %}

@@ -71,6 +71,8 @@
                     and product_events.user_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
+                -- a fence: one index range per user, never a join over all of product_events
+                offset 0
             ) as identified
         union all
         -- the calls of a user without a userId, by anonymousId (product_events' partial index)
@@ -96,6 +98,7 @@
                     and product_events.anonymous_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
+                offset 0
             ) as anonymous
     ),
 
