@@ -12,6 +12,21 @@
     {{ alias }}.event_type in ('track', 'page', 'screen')
 {%- endmacro %}
 
+{% macro session_page_name(alias) -%}
+    {#-
+        A page or screen call's name for sessions.first_name: properties.name, else properties.path
+        (NULL for other calls). Taken from properties before the calls are sorted, so that the
+        sessions' sorts carry a short text instead of every call's properties.
+    -#}
+    case
+        when {{ alias }}.event_type in ('page', 'screen')
+            then coalesce(
+                {{ json_text(alias ~ ".properties ->> 'name'") }},
+                {{ json_text(alias ~ ".properties ->> 'path'") }}
+            )
+    end
+{%- endmacro %}
+
 {% macro session_order(alias) -%}
     {#- The order of a user's calls within their sessions (ties broken as everywhere: oldest_first, then connection). -#}
     {{ oldest_first(alias) }}, {{ alias }}.connection_id collate "C"
@@ -164,11 +179,17 @@
                 least(queued_days.first_day, reached.first_day)::text
             from queued_days
             cross join lateral (
-                select min(sessions.session_date) as first_day
-                from {{ ref('sessions') }} as sessions
-                where
-                    sessions.org_id = queued_days.org_id
-                    and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+                select min(ending.session_date) as first_day
+                from (
+                    select sessions.session_date
+                    from {{ ref('sessions') }} as sessions
+                    where
+                        sessions.org_id = queued_days.org_id
+                        and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+                    -- a fence: the sessions ending since then through the (org_id, session_end) index; a
+                    -- bare min() walks the session_date index from the first session ever instead
+                    offset 0
+                ) as ending
             ) as reached
         {%- endset -%}
         {%- set firsts = run_query(found).rows -%}
