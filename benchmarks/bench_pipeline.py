@@ -19,9 +19,9 @@ engagement models of issue 26 (sessions, int_usage__daily_users and everything b
 which then catch up on that batch, untimed, before the next one. Each way's figure is the faster
 of its two runs (history grows by 100,000 a batch, and as every batch falls in the same last 2
 days, each makes that window denser for the next: the same on every database). The big database
-then gets the Segment page's views timed on it (bench_ui.time_views). The 1M database then times
-`dbt run --full-refresh` without and with the engagement models; the big one too with
-BENCH_FULL_REBUILDS=1.
+then gets the Segment page's views timed on it (bench_ui.time_views). Before the batches (and the
+retention), the 1M database times `dbt run --full-refresh` without and then with the engagement
+models; the big one too with BENCH_FULL_REBUILDS=1.
 BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE.
 """
 
@@ -211,6 +211,9 @@ def measure(history: int, full_rebuilds: bool = False, page=None, keep: bool = F
         run_dbt(["seed"], url)
         _say(f"initial build ({_du(tmp)} on disk)")
         figures = {"initial": base.build()}
+        if full_rebuilds:  # while raw.segment_events still holds all of history
+            figures["full_without_engagement"] = base.build("--full-refresh", "--exclude", *ENGAGEMENT)
+            figures["full"] = base.build("--full-refresh")
         with db.connect(url, timeout_s=3600) as conn:
             _say(f"initial build took {figures['initial']:.0f} s; retention, vacuum ({_du(tmp)} on disk)")
             keep_retention(conn)
@@ -232,11 +235,6 @@ def measure(history: int, full_rebuilds: bool = False, page=None, keep: bool = F
         if page is not None:
             _say("timing the page's views")
             figures.update({f"page_{k}": v for k, v in page(url, cid).items()})
-        if full_rebuilds:
-            figures["full_without_engagement"] = base.build("--full-refresh", "--exclude", *ENGAGEMENT)
-            _say(f"full rebuild without the engagement models: {figures['full_without_engagement']:.0f} s")
-            figures["full"] = base.build("--full-refresh")
-            _say(f"full rebuild with them: {figures['full']:.0f} s")
         figures["disk_gib"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**30
         if keep:
             (tmp / "bench.json").write_text(
