@@ -231,6 +231,7 @@ def measure(history: int, full_rebuilds: bool = False, page=None, keep: bool = F
             if way == "without":
                 base.build("--select", *ENGAGEMENT)  # catch up on the batch, untimed
         figures["incremental"], figures["without_engagement"] = min(with_runs), min(without_runs)
+        figures["stored"] = base.stored
         figures["load"] = os.getloadavg()[0]
         if page is not None:
             _say("timing the page's views")
@@ -298,6 +299,7 @@ def run() -> list[Figure]:
         Figure(f"{big_history // 1_000_000}M-history run / 1M-history run", ratio, "x", "<= 1.3x", ratio <= 1.3)
     )
     figures += bench_ui.figures(
-        {k.removeprefix("page_"): v for k, v in big.items() if k.startswith("page_")}, "on the pipeline's history"
+        {k.removeprefix("page_"): v for k, v in big.items() if k.startswith("page_")},
+        f"marts of {big['stored']:,} events",
     )
     return figures
