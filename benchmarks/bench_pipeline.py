@@ -1,15 +1,33 @@
-"""dbt pipeline figures: one incremental build of 100,000 new events on top of 1,000,000 and of
-5,000,000 stored events, and a full rebuild of 1,000,000.
+"""dbt pipeline figures: incremental builds of 100,000 new events on top of 1,000,000 and of a
+bigger history (BENCH_BIG_HISTORY, default 5,000,000; the issue's size is 20,000,000), a full
+rebuild of 1,000,000, the engagement models' share of both, and the Segment page's views on the
+big history's marts.
 
 Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
 users in 200 accounts, tracks, pages, identifies and group calls). History accrues at a steady
-~16,700 events a day (1M span 60 days, 5M span 300) and was staged as it arrived, in time
-order (loaded_at = received_at); the new batch covers the last 2 days and is staged now, as live
-traffic is: more history means a longer past, not a denser recent window.
+~16,700 events a day (1M span 60 days, 5M span 300, 20M span 1,200) up to a few minutes ago, and
+was staged as it arrived, in time order (loaded_at = received_at); each new batch covers the last
+2 days and is staged now, as live traffic is: more history means a longer past, not a denser
+recent window. After the initial build raw.segment_events keeps only its last 30 days, as the
+default retention leaves it (the staging model and the marts keep everything), and payloads carry
+no `context` object (library, ip, userAgent: nothing reads them), so that 20M events fit in
+~40 GB.
+
+On each database, after the initial build, four batches of 100,000 are built incrementally in the
+order with, without, without, with: "with" is the whole project, "without" excludes the
+engagement models of issue 26 (sessions, int_usage__daily_users and everything built from them),
+which then catch up on that batch, untimed, before the next one. Each way's figure is the faster
+of its two runs (history grows by 100,000 a batch, and as every batch falls in the same last 2
+days, each makes that window denser for the next: the same on every database). The big database
+then gets the Segment page's views timed on it (bench_ui.time_views). Before the batches (and the
+retention), the 1M database times `dbt run --full-refresh` without and then with the engagement
+models; the big one too with BENCH_FULL_REBUILDS=1.
+BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -17,9 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, load
 from segment_elt import db
 from segment_elt.control import connections, entities, schema
+from segment_elt.ingest import partitions
 from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 
@@ -37,9 +56,7 @@ select %(cid)s, 'bench', %(prefix)s || n, kind, at + interval '2 seconds',
            'traits', case when kind = 'identify'
                                then jsonb_build_object('email', 'user-' || u || '@example.com', 'plan', 'pro')
                           when kind = 'group' then jsonb_build_object('name', 'Account ' || (u / 10)) end,
-           'properties', jsonb_build_object('path', '/app', 'seats', n %% 50),
-           'context', jsonb_build_object('library', jsonb_build_object('name', 'analytics.js', 'version', '1.0'),
-                                         'ip', '203.0.113.7', 'userAgent', 'Mozilla/5.0'))
+           'properties', jsonb_build_object('path', '/app', 'seats', n %% 50))
 from (
     select n,
            (n * 7 + n / 100) %% 2000 as u,
@@ -55,9 +72,24 @@ from (
 
 
 PER_DAY = 16_667  # history accrues at a steady rate: 1M stored events span 60 days, 5M span 300
+NEW = 100_000
+SLOWEST_LOGGED = 8
+RETENTION_DAYS = 30  # SEGMENT_ELT_RETENTION_DAYS' default
+# The engagement models of issue 26 and what is built from them, as dbt selectors.
+ENGAGEMENT = ["sessions+", "int_usage__daily_users+"]
 
 
-def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, history: bool = True) -> None:
+def history_end() -> dt.datetime:
+    """Where generated history ends: a few minutes ago, so the page's windows (today, 7 and 30
+    days) are full."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).replace(microsecond=0)
+
+
+def generate(
+    conn, cid: str, start: int, stop: int, end: dt.datetime, days: int | None = None, history: bool = True
+) -> None:
+    """Events start..stop-1 ending at `end`: history in time order over `days` (by default as many
+    as PER_DAY gives), or a new batch scattered over them and staged now."""
     days = days or max(1, round(stop / PER_DAY))
     for lo in range(start, stop, 500_000):
         conn.execute(
@@ -67,7 +99,7 @@ def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, hi
                 "prefix": "m-",
                 "start": lo,
                 "stop": min(stop, lo + 500_000),
-                "end": "2026-11-01T00:00:00Z",
+                "end": end,
                 "days": days,
                 "arrived_over_time": history,
                 "total": stop,
@@ -75,18 +107,13 @@ def _generate(conn, cid: str, start: int, stop: int, days: int | None = None, hi
         )
 
 
-def _timed_build(url: str, *extra: str) -> float:
-    began = time.monotonic()
-    run_dbt(["run", "--vars", json.dumps({"as_of": "2026-11-01T00:00:00Z"}), *extra], url)
-    return time.monotonic() - began
-
-
 def start_big_database(tmp: Path) -> str:
     """An embedded PostgreSQL sized for millions of events, with the schema; returns its URL."""
     url = embedded.start(
         tmp / "pg",
         server_port=embedded.free_port(),
-        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"},
+        # max_wal_size: checkpoints often enough that WAL stays ~2 GB while GBs of history are written
+        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "2GB"},
     )
     with db.connect(url) as conn:
         schema.upgrade(conn)
@@ -117,52 +144,166 @@ def bench_org(conn) -> str:
     return cid
 
 
-def measure(history: int, new: int = 100_000, full_rebuild: bool = False) -> dict[str, float]:
+def _say(message: str) -> None:
+    print(f"   {dt.datetime.now(dt.UTC):%H:%M:%S} {message} (load {load()})", flush=True)
+
+
+class _Database:
+    """One benchmark database: its URL, connection, where history ends and how many events it holds."""
+
+    def __init__(self, url: str, cid: str, end: dt.datetime, stored: int) -> None:
+        self.url, self.cid, self.end, self.stored = url, cid, end, stored
+
+    def build(self, *extra: str) -> float:
+        """Seconds of one `dbt run`; the slowest models' seconds go to the log."""
+        began = time.monotonic()
+        results = run_dbt(["run", "--vars", json.dumps({"as_of": self.end.isoformat()}), *extra], self.url)
+        took = time.monotonic() - began
+        slowest = sorted(results.results, key=lambda r: r.execution_time, reverse=True)[:SLOWEST_LOGGED]
+        _say(
+            f"dbt run {' '.join(extra)}: {took:.1f} s; "
+            + ", ".join(f"{r.node.name} {r.execution_time:.1f}" for r in slowest)
+        )
+        return took
+
+    def land_batch(self) -> None:
+        """NEW events over the last 2 days, staged now; then what autovacuum would have done by now."""
+        with db.connect(self.url, timeout_s=3600) as conn:
+            generate(conn, self.cid, self.stored, self.stored + NEW, self.end, days=2, history=False)
+            conn.execute("vacuum (analyze) raw.segment_events")
+        self.stored += NEW
+
+
+def keep_retention(conn) -> None:
+    """Leave in raw.segment_events only its last RETENTION_DAYS of receive time, as
+    segment_maintenance keeps it (every row is consumed by the staging model by then); the
+    staging model and the marts keep all of history. It is also what lets 20M events fit on disk."""
+    with conn.transaction():
+        conn.execute(
+            "create temporary table kept on commit drop as select * from raw.segment_events"
+            " where received_at > (select max(received_at) from raw.segment_events) - make_interval(days => %s)",
+            (RETENTION_DAYS,),
+        )
+        conn.execute("truncate raw.segment_events")
+        conn.execute("insert into raw.segment_events select * from kept")
+    # the day partitions a live install has for those days and the week ahead (the rows move in)
+    today = dt.datetime.now(dt.UTC).date()
+    partitions.create_days(conn, today - dt.timedelta(days=RETENTION_DAYS + 1), today + dt.timedelta(days=7))
+
+
+def _du(path: Path) -> str:
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return f"{total / 2**30:.1f} GiB"
+
+
+def measure(history: int, full_rebuilds: bool = False, page=None, keep: bool = False) -> dict[str, float]:
+    """Build `history` events, then time the incremental batches (see the module's docstring);
+    `page(url, cid)` times the page's views on the result. `keep` leaves the database running
+    for inspection (its directory and URL go to the log): remove it by hand."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    kept = False
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
     try:
         url = start_big_database(tmp)
+        end = history_end()
         with db.connect(url, timeout_s=3600) as conn:
             cid = bench_org(conn)
-            _generate(conn, cid, 0, history)
+            _say(f"generating {history:,} events")
+            generate(conn, cid, 0, history, end)
             conn.execute("analyze raw.segment_events")
-        figures = {}
+        base = _Database(url, cid, end, history)
         run_dbt(["seed"], url)
-        initial = _timed_build(url)
-        if full_rebuild:
-            figures["full"] = initial
+        _say(f"initial build ({_du(tmp)} on disk)")
+        figures = {"initial": base.build()}
+        if full_rebuilds:  # while raw.segment_events still holds all of history
+            figures["full_without_engagement"] = base.build("--full-refresh", "--exclude", *ENGAGEMENT)
+            figures["full"] = base.build("--full-refresh")
         with db.connect(url, timeout_s=3600) as conn:
+            _say(f"initial build took {figures['initial']:.0f} s; retention, vacuum ({_du(tmp)} on disk)")
+            keep_retention(conn)
             # History in a live database has long been vacuumed; do now what autovacuum would
-            # otherwise still be doing to the freshly written GBs during the timed run.
+            # otherwise still be doing to the freshly written GBs during the timed runs.
             conn.execute("vacuum (analyze)")
             conn.execute("checkpoint")
-            _generate(conn, cid, history, history + new, days=2, history=False)  # new arrivals
-        figures["incremental"] = _timed_build(url)
+        with_runs, without_runs = [], []
+        for way in ("with", "without", "without", "with"):
+            base.land_batch()
+            excluded = [] if way == "with" else ["--exclude", *ENGAGEMENT]
+            took = base.build(*excluded)
+            (with_runs if way == "with" else without_runs).append(took)
+            _say(f"incremental {way} the engagement models on {base.stored - NEW:,} stored: {took:.1f} s")
+            if way == "without":
+                base.build("--select", *ENGAGEMENT)  # catch up on the batch, untimed
+        figures["incremental"], figures["without_engagement"] = min(with_runs), min(without_runs)
+        figures["stored"] = base.stored
+        figures["load"] = os.getloadavg()[0]
+        if page is not None:
+            _say("timing the page's views")
+            figures.update({f"page_{k}": v for k, v in page(url, cid).items()})
+        figures["disk_gib"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**30
+        if keep:
+            (tmp / "bench.json").write_text(
+                json.dumps({"url": url, "cid": cid, "end": end.isoformat(), "stored": base.stored})
+            )
+            _say(f"kept the database: {tmp} ({url})")
+            kept = True
         return figures
     finally:
-        embedded.stop(tmp / "pg", "immediate")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not kept:
+            embedded.stop(tmp / "pg", "immediate")
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run() -> list[Figure]:
-    one = measure(1_000_000, full_rebuild=True)
-    five = measure(int(os.environ.get("BENCH_BIG_HISTORY", 5_000_000)))
-    ratio = five["incremental"] / one["incremental"]
-    return [
-        Figure("dbt full rebuild of 1,000,000 events", one["full"], "s"),
-        Figure(
-            "dbt incremental: 100,000 new on 1,000,000 stored",
-            one["incremental"],
-            "s",
-            "<= 30 s",
-            one["incremental"] <= 30,
-        ),
-        Figure(
-            "dbt incremental: 100,000 new on 5,000,000 stored",
-            five["incremental"],
-            "s",
-            "<= 30 s",
-            five["incremental"] <= 30,
-        ),
-        Figure("5M-history run / 1M-history run", ratio, "x", "<= 1.3x", ratio <= 1.3),
-    ]
+    from benchmarks import bench_ui
+
+    big_history = int(os.environ.get("BENCH_BIG_HISTORY", 5_000_000))
+
+    def rebuilds(size: int) -> bool:
+        return size <= 1_000_000 or os.environ.get("BENCH_FULL_REBUILDS") == "1"
+
+    one = measure(1_000_000, full_rebuilds=rebuilds(1_000_000))
+    big = measure(
+        big_history,
+        full_rebuilds=rebuilds(big_history),
+        page=bench_ui.time_views,
+        keep=os.environ.get("BENCH_KEEP_DATABASE") == "1",
+    )
+    ratio = big["incremental"] / one["incremental"]
+    figures = []
+    for size, f in ((1_000_000, one), (big_history, big)):
+        on = f"on {size:,} stored (load {f['load']:.1f})"
+        figures += [
+            Figure(f"dbt incremental: {NEW:,} new {on}", f["incremental"], "s", "<= 30 s", f["incremental"] <= 30),
+            Figure(f"dbt incremental without the engagement models: {NEW:,} new {on}", f["without_engagement"], "s"),
+            Figure(
+                f"engagement models' share: with / without, {size:,} stored",
+                f["incremental"] / f["without_engagement"],
+                "x",
+                "<= 1.3x",
+                f["incremental"] / f["without_engagement"] <= 1.3,
+            ),
+        ]
+        if "full" in f:
+            figures += [
+                Figure(f"dbt full rebuild of {size:,} events", f["full"], "s"),
+                Figure(
+                    f"dbt full rebuild of {size:,} events without the engagement models",
+                    f["full_without_engagement"],
+                    "s",
+                ),
+                Figure(
+                    f"full rebuild with / without the engagement models, {size:,}",
+                    f["full"] / f["full_without_engagement"],
+                    "x",
+                ),
+            ]
+        figures.append(Figure(f"database size at {size:,} stored", f["disk_gib"], "GiB"))
+    figures.append(
+        Figure(f"{big_history // 1_000_000}M-history run / 1M-history run", ratio, "x", "<= 1.3x", ratio <= 1.3)
+    )
+    figures += bench_ui.figures(
+        {k.removeprefix("page_"): v for k, v in big.items() if k.startswith("page_")},
+        f"marts of {big['stored']:,} events",
+    )
+    return figures

@@ -9,13 +9,14 @@ models can be added without touching the checkout. BENCH_ROLLUPS_EVENTS scales t
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_pipeline import _generate, bench_org
+from benchmarks.bench_pipeline import bench_org, generate
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.dag_ids import ROLLUPS
@@ -23,6 +24,8 @@ from segment_elt.local import embedded
 from segment_elt.pipeline.transform import run_dbt
 from segment_elt.settings import settings
 from tests.airflow_stack import Run, scheduler_stack, wait_until
+
+EVENTS_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)  # where each landed batch's 2 days end
 
 EVENTS = int(os.environ.get("BENCH_ROLLUPS_EVENTS", "10000"))
 AUDIENCES = 10
@@ -68,7 +71,7 @@ def _where_time_goes(run: Run) -> str:
 
 def _land(url: str, cid: str, start: int) -> None:
     with db.connect(url, timeout_s=600) as conn:
-        _generate(conn, cid, start, start + EVENTS, days=2, history=False)
+        generate(conn, cid, start, start + EVENTS, EVENTS_END, days=2, history=False)
 
 
 def run() -> list[Figure]:

@@ -31,3 +31,8 @@ def machine() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     system = f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {system}"
+
+
+def load() -> str:
+    """The machine's load average over the last minute, as a figure's context."""
+    return f"{os.getloadavg()[0]:.1f}"

@@ -12,6 +12,21 @@
     {{ alias }}.event_type in ('track', 'page', 'screen')
 {%- endmacro %}
 
+{% macro session_page_name(alias) -%}
+    {#-
+        A page or screen call's name for sessions.first_name: properties.name, else properties.path
+        (NULL for other calls). Taken from properties before the calls are sorted, so that the
+        sessions' sorts carry a short text instead of every call's properties.
+    -#}
+    case
+        when {{ alias }}.event_type in ('page', 'screen')
+            then coalesce(
+                {{ json_text(alias ~ ".properties ->> 'name'") }},
+                {{ json_text(alias ~ ".properties ->> 'path'") }}
+            )
+    end
+{%- endmacro %}
+
 {% macro session_order(alias) -%}
     {#- The order of a user's calls within their sessions (ties broken as everywhere: oldest_first, then connection). -#}
     {{ oldest_first(alias) }}, {{ alias }}.connection_id collate "C"
@@ -34,6 +49,8 @@
         where {{ queued_since('queue.queued_at', model_position, upstream) }}
     ),
 
+    -- one probe of staging's unique index per queued event (limit 1 keeps it a probe: as a join,
+    -- PostgreSQL may hash the queue and scan the whole staged history for it)
     changed as (
         select
             events.org_id,
@@ -42,10 +59,20 @@
             events.user_key,
             events.event_at
         from queued
-        inner join {{ ref('stg_segment__events') }} as events
-            on
-                queued.connection_id = events.connection_id
-                and queued.message_id = events.message_id
+        cross join lateral (
+            select
+                staged.org_id,
+                staged.user_id,
+                staged.anonymous_id,
+                staged.user_key,
+                staged.event_type,
+                staged.event_at
+            from {{ ref('stg_segment__events') }} as staged
+            where
+                staged.connection_id = queued.connection_id
+                and staged.message_id = queued.message_id
+            limit 1
+        ) as events
         where {{ is_session_call('events') }}
     ),
 
@@ -87,8 +114,10 @@
         numbers included).
     -#}
     {% if is_incremental() %}
-    delete from {{ this }} as target
-    using (
+    -- The rows go by ctid, gathered one index range per changed user (offset 0 keeps the lateral
+    -- a loop): as a join, PostgreSQL misjudges how few users changed and merges or hashes the
+    -- whole table, so the cost would follow every user's history of sessions.
+    with reach as materialized (
         select
             changes.org_id,
             changes.user_key,
@@ -104,10 +133,22 @@
             order by earlier.session_number desc
             limit 1
         ) as kept on true
-    ) as reach
-    where target.org_id = reach.org_id
-        and target.user_key = reach.user_key
-        and target.session_number > reach.kept_through
+    )
+
+    delete from {{ this }} as target
+    where target.ctid = any(array(
+        select later.ctid
+        from reach
+        cross join lateral (
+            select changed.ctid
+            from {{ this }} as changed
+            where
+                changed.org_id = reach.org_id
+                and changed.user_key = reach.user_key
+                and changed.session_number > reach.kept_through
+            offset 0
+        ) as later
+    ))
     {% else %}
     select 1
     {% endif %}
@@ -138,11 +179,17 @@
                 least(queued_days.first_day, reached.first_day)::text
             from queued_days
             cross join lateral (
-                select min(sessions.session_date) as first_day
-                from {{ ref('sessions') }} as sessions
-                where
-                    sessions.org_id = queued_days.org_id
-                    and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+                select min(ending.session_date) as first_day
+                from (
+                    select sessions.session_date
+                    from {{ ref('sessions') }} as sessions
+                    where
+                        sessions.org_id = queued_days.org_id
+                        and sessions.session_end >= (queued_days.first_day::timestamp at time zone 'UTC') - {{ session_gap() }}
+                    -- a fence: the sessions ending since then through the (org_id, session_end) index; a
+                    -- bare min() walks the session_date index from the first session ever instead
+                    offset 0
+                ) as ending
             ) as reached
         {%- endset -%}
         {%- set firsts = run_query(found).rows -%}

@@ -60,7 +60,7 @@
             identified.event_at,
             identified.received_at,
             identified.account_id,
-            identified.properties
+            {{ session_page_name('identified') }} as page_name
         from kept
         cross join
             lateral (
@@ -71,6 +71,8 @@
                     and product_events.user_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
+                -- a fence: one index range per user, never a join over all of product_events
+                offset 0
             ) as identified
         union all
         -- the calls of a user without a userId, by anonymousId (product_events' partial index)
@@ -84,7 +86,7 @@
             anonymous.event_at,
             anonymous.received_at,
             anonymous.account_id,
-            anonymous.properties
+            {{ session_page_name('anonymous') }} as page_name
         from kept
         cross join
             lateral (
@@ -96,6 +98,7 @@
                     and product_events.anonymous_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
+                offset 0
             ) as anonymous
     ),
 
@@ -111,7 +114,7 @@
             product_events.event_at,
             product_events.received_at,
             product_events.account_id,
-            product_events.properties
+            {{ session_page_name('product_events') }} as page_name
         from {{ ref('product_events') }} as product_events
         where
             coalesce(product_events.user_id, product_events.anonymous_id) is not null
@@ -152,12 +155,9 @@ final as (
         (min(numbered.event_at) at time zone 'UTC')::date as session_date,
         extract(epoch from max(numbered.event_at) - min(numbered.event_at)) as duration_s,
         count(*) as event_count,
-        -- the name of the session's first page or screen (properties.name, else properties.path)
+        -- the name of the session's first page or screen (see session_page_name)
         (array_agg(
-            coalesce(
-                {{ json_text("numbered.properties ->> 'name'") }},
-                {{ json_text("numbered.properties ->> 'path'") }}
-            )
+            numbered.page_name
             order by {{ session_order('numbered') }}
         ) filter (where numbered.event_type in ('page', 'screen')))[1] as first_name,
         -- the account of the session's first call that resolved to one

@@ -32,18 +32,28 @@ with latest as not materialized (
     ),
 
     -- the users of the queued events: their userId, or for an event without one every user its
-    -- anonymousId was ever linked to (it may have moved from one to another: docs/identity.md#anonymous-users)
+    -- anonymousId was ever linked to (it may have moved from one to another: docs/identity.md#anonymous-users).
+    -- Two branches, so that only events without a userId look up links: as one left join, every
+    -- queued event read all the link rows of its anonymousId (each identify call of that user in
+    -- history) before the join's filter dropped them, a cost that grew with the history.
     changed_users as (
-        select distinct
+        select
             queued_events.org_id,
-            coalesce(queued_events.user_id, linking.user_id) as user_id
+            queued_events.user_id
         from queued_events
-        left join {{ ref('stg_segment__events') }} as linking
+        where queued_events.user_id is not null
+        union
+        select
+            queued_events.org_id,
+            linking.user_id
+        from queued_events
+        inner join {{ ref('stg_segment__events') }} as linking
             on
-                queued_events.user_id is null
-                and queued_events.org_id = linking.org_id
+                queued_events.org_id = linking.org_id
                 and queued_events.anonymous_id = linking.linked_anonymous_id
-        where coalesce(queued_events.user_id, linking.user_id) is not null
+        where
+            queued_events.user_id is null
+            and linking.user_id is not null
     ),
 {% else %}
     changed_users as (
