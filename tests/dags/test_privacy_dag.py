@@ -65,6 +65,8 @@ def test_under_the_real_scheduler_a_triggered_run_carries_out_a_pending_deletion
     monkeypatch.setenv("SEGMENT_ELT_LOCAL_DIR", str(tmp_path / "local"))
     monkeypatch.setenv("AIRFLOW_PORT", str(free_port()))
     monkeypatch.setenv("SEGMENT_ELT_DAG_RETRIES", "0")
+    # only the run the test triggers: the unpaused DAG's hourly run would otherwise take the deletion
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
     land(db, acme, tracks(3, user="alice") + tracks(2, user="bob"), NOW, archive_url)
     run_dbt(["build"])  # the models as a rollups run leaves them
     [alice] = privacy.request(db, "acme", privacy.DELETE_ONLY, ["alice"])
