@@ -34,6 +34,7 @@ from pathlib import Path
 
 import boto3
 
+from benchmarks.bench_pipeline import start_big_database
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
@@ -180,18 +181,6 @@ def _before_prune() -> types.ModuleType | None:
         return None
 
 
-def _start_database(tmp: Path) -> str:
-    """An embedded PostgreSQL sized for millions of events, the schema at migration 12."""
-    url = embedded.start(
-        tmp / "pg",
-        server_port=embedded.free_port(),
-        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "8GB"},
-    )
-    with db.connect(url) as conn:
-        schema.upgrade(conn, until=12)
-    return url
-
-
 def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process, steps, revision: str | None) -> dict:
     """Run steps (name -> fn(conn, archive)) one after the other on one connection while the live
     connection inserts; the seconds of each, of the audit within them, S3 calls, the insert rates.
@@ -238,7 +227,7 @@ def _alternating(before_url: str, now_url: str, live_cid: str, rounds: int = 3) 
 
 def run() -> list[Figure]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-maintenance-"))
-    url = _start_database(tmp)
+    url = start_big_database(tmp, until=12)  # an install from before partitioning
     stand_in = SlowS3Process(free_port(), 0.0, CALL_LATENCY_S)
     try:
         with db.connect(url, timeout_s=3600) as conn:

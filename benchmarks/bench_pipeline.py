@@ -107,8 +107,9 @@ def generate(
         )
 
 
-def start_big_database(tmp: Path) -> str:
-    """An embedded PostgreSQL sized for millions of events, with the schema; returns its URL."""
+def start_big_database(tmp: Path, until: int | None = None) -> str:
+    """An embedded PostgreSQL sized for millions of events, with the schema (up to migration
+    `until`, default the latest); returns its URL."""
     url = embedded.start(
         tmp / "pg",
         server_port=embedded.free_port(),
@@ -116,7 +117,7 @@ def start_big_database(tmp: Path) -> str:
         settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "2GB"},
     )
     with db.connect(url) as conn:
-        schema.upgrade(conn)
+        schema.upgrade(conn, until=until)
     return url
 
 
