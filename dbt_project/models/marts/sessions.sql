@@ -71,8 +71,9 @@
                     and product_events.user_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
-                -- a fence: one index range per user, never a join over all of product_events
-                offset 0
+                -- a fence (offset 0, no limit: AM09 does not apply): one index range per user, never a join
+                -- over all of product_events
+                offset 0  -- noqa: AM09
             ) as identified
         union all
         -- the calls of a user without a userId, by anonymousId (product_events' partial index)
@@ -98,7 +99,7 @@
                     and product_events.anonymous_id = kept.user_key
                     and product_events.event_at > kept.kept_until
                     and {{ is_session_call('product_events') }}
-                offset 0
+                offset 0  -- noqa: AM09
             ) as anonymous
     ),
 
