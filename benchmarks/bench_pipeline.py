@@ -6,22 +6,24 @@ big history's marts.
 Events are generated in SQL straight into raw.segment_events (Segment-shaped payloads: 2,000
 users in 200 accounts, tracks, pages, identifies and group calls). History accrues at a steady
 ~16,700 events a day (1M span 60 days, 5M span 300, 20M span 1,200) up to a few minutes ago, and
-was staged as it arrived, in time order (loaded_at = received_at); each new batch covers the last
-2 days and is staged now, as live traffic is: more history means a longer past, not a denser
-recent window. After the initial build raw.segment_events keeps only its last 30 days, as the
-default retention leaves it (the staging model and the marts keep everything), and payloads carry
-no `context` object (library, ip, userAgent: nothing reads them), so that 20M events fit in
-~40 GB.
+was staged as it arrived, in time order (loaded_at = received_at), and built as a live install
+builds it: in chunks of BENCH_CHUNK events (default 5,000,000), each an incremental run followed
+by the retention, which leaves raw.segment_events only its last 30 days (the staging model and
+the marts keep everything); so a 20M database needs no full build of 20M events, whose temporary
+files alone would not fit here. Payloads carry no `context` object (library, ip, userAgent:
+nothing reads them). Each new batch covers the last 2 days and is staged now, as live traffic
+is: more history means a longer past, not a denser recent window.
 
-On each database, after the initial build, four batches of 100,000 are built incrementally in the
-order with, without, without, with: "with" is the whole project, "without" excludes the
-engagement models of issue 26 (sessions, int_usage__daily_users and everything built from them),
-which then catch up on that batch, untimed, before the next one. Each way's figure is the faster
-of its two runs (history grows by 100,000 a batch, and as every batch falls in the same last 2
-days, each makes that window denser for the next: the same on every database). The big database
-then gets the Segment page's views timed on it (bench_ui.time_views). Before the batches (and the
-retention), the 1M database times `dbt run --full-refresh` without and then with the engagement
-models; the big one too with BENCH_FULL_REBUILDS=1.
+Both databases are built first; then four batches of 100,000 are built incrementally on each in
+turn, so the machine's load weighs on both alike, in the order with, without, without, with:
+"with" is the whole project, "without" excludes the engagement models of issue 26 (sessions,
+int_usage__daily_users and everything built from them), which then catch up on that batch,
+untimed, before the next one. Each way's figure is the faster of its two runs (history grows by
+100,000 a batch, and as every batch falls in the same last 2 days, each makes that window denser
+for the next: the same on every database). The big database then gets the Segment page's views
+timed on it (bench_ui.time_views). Before its retention, the 1M database times `dbt run
+--full-refresh` without and then with the engagement models; the big one too with
+BENCH_FULL_REBUILDS=1 when it is built in one chunk.
 BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE.
 """
 
@@ -86,11 +88,20 @@ def history_end() -> dt.datetime:
 
 
 def generate(
-    conn, cid: str, start: int, stop: int, end: dt.datetime, days: int | None = None, history: bool = True
+    conn,
+    cid: str,
+    start: int,
+    stop: int,
+    end: dt.datetime,
+    days: int | None = None,
+    history: bool = True,
+    total: int | None = None,
 ) -> None:
-    """Events start..stop-1 ending at `end`: history in time order over `days` (by default as many
-    as PER_DAY gives), or a new batch scattered over them and staged now."""
-    days = days or max(1, round(stop / PER_DAY))
+    """Events start..stop-1: history in time order, of `total` events (default `stop`) that end
+    at `end` over `days` (by default as many as PER_DAY gives), or a new batch scattered over
+    the `days` before `end` and staged now."""
+    total = total or stop
+    days = days or max(1, round(total / PER_DAY))
     for lo in range(start, stop, 500_000):
         conn.execute(
             GENERATE,
@@ -102,7 +113,7 @@ def generate(
                 "end": end,
                 "days": days,
                 "arrived_over_time": history,
-                "total": stop,
+                "total": total,
             },
         )
 
@@ -197,62 +208,96 @@ def _du(path: Path) -> str:
     return f"{total / 2**30:.1f} GiB"
 
 
-def measure(history: int, full_rebuilds: bool = False, page=None, keep: bool = False) -> dict[str, float]:
-    """Build `history` events, then time the incremental batches (see the module's docstring);
-    `page(url, cid)` times the page's views on the result. `keep` leaves the database running
-    for inspection (its directory and URL go to the log): remove it by hand."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    kept = False
-    os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
-    try:
-        url = start_big_database(tmp)
-        end = history_end()
+def prepare(tmp: Path, history: int, chunk: int, full_rebuilds: bool = False) -> tuple[_Database, dict[str, float]]:
+    """A database in `tmp` holding `history` events with built marts, as a live install has them:
+    history arrives in chunks of `chunk` events, each built incrementally and followed by the
+    retention; returns it with the figures of its full rebuilds when asked (one chunk only)."""
+    url = start_big_database(tmp)
+    end = history_end()
+    with db.connect(url, timeout_s=3600) as conn:
+        cid = bench_org(conn)
+    base = _Database(url, cid, end, 0)
+    run_dbt(["seed"], url)
+    figures: dict[str, float] = {}
+    while base.stored < history:
+        upto = min(history, base.stored + chunk)
         with db.connect(url, timeout_s=3600) as conn:
-            cid = bench_org(conn)
-            _say(f"generating {history:,} events")
-            generate(conn, cid, 0, history, end)
+            _say(f"generating events {base.stored:,} to {upto:,} of {history:,}")
+            generate(conn, cid, base.stored, upto, end, total=history)
             conn.execute("analyze raw.segment_events")
-        base = _Database(url, cid, end, history)
-        run_dbt(["seed"], url)
-        _say(f"initial build ({_du(tmp)} on disk)")
-        figures = {"initial": base.build()}
-        if full_rebuilds:  # while raw.segment_events still holds all of history
+        base.stored = upto
+        _say(f"building them ({_du(tmp)} on disk)")
+        figures.setdefault("initial", base.build())
+        if full_rebuilds and history <= chunk:  # while raw.segment_events still holds all of history
             figures["full_without_engagement"] = base.build("--full-refresh", "--exclude", *ENGAGEMENT)
             figures["full"] = base.build("--full-refresh")
         with db.connect(url, timeout_s=3600) as conn:
-            _say(f"initial build took {figures['initial']:.0f} s; retention, vacuum ({_du(tmp)} on disk)")
+            _say(f"retention, vacuum ({_du(tmp)} on disk)")
             keep_retention(conn)
             # History in a live database has long been vacuumed; do now what autovacuum would
             # otherwise still be doing to the freshly written GBs during the timed runs.
             conn.execute("vacuum (analyze)")
             conn.execute("checkpoint")
-        with_runs, without_runs = [], []
+    return base, figures
+
+
+def measure(
+    histories: list[int], chunk: int, full_rebuilds=lambda size: False, page=None, keep: bool = False
+) -> list[dict[str, float]]:
+    """Build a database for each of `histories`, then time the incremental batches on them in
+    turn (see the module's docstring), so that the machine's load weighs on each alike;
+    `page(url, cid)` times the page's views on the last one. `keep` leaves the last one running
+    for inspection (its directory and URL go to the log): remove it by hand."""
+    os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
+    tmps = [Path(tempfile.mkdtemp(prefix="bench-pipeline-")) for _ in histories]
+    kept = False
+    try:
+        bases, results = [], []
+        for tmp, history in zip(tmps, histories, strict=True):
+            base, figures = prepare(tmp, history, chunk, full_rebuilds(history))
+            bases.append(base)
+            results.append(figures)
+        runs: list[dict[str, list[float]]] = [{"with": [], "without": []} for _ in bases]
         for way in ("with", "without", "without", "with"):
-            base.land_batch()
-            excluded = [] if way == "with" else ["--exclude", *ENGAGEMENT]
-            took = base.build(*excluded)
-            (with_runs if way == "with" else without_runs).append(took)
-            _say(f"incremental {way} the engagement models on {base.stored - NEW:,} stored: {took:.1f} s")
-            if way == "without":
-                base.build("--select", *ENGAGEMENT)  # catch up on the batch, untimed
-        figures["incremental"], figures["without_engagement"] = min(with_runs), min(without_runs)
-        figures["stored"] = base.stored
-        figures["load"] = os.getloadavg()[0]
+            for base, took_by_way in zip(bases, runs, strict=True):
+                base.land_batch()
+                excluded = [] if way == "with" else ["--exclude", *ENGAGEMENT]
+                took = base.build(*excluded)
+                took_by_way[way].append(took)
+                _say(f"incremental {way} the engagement models on {base.stored - NEW:,} stored: {took:.1f} s")
+                if way == "without":
+                    base.build("--select", *ENGAGEMENT)  # catch up on the batch, untimed
+        for base, figures, took_by_way, tmp in zip(bases, results, runs, tmps, strict=True):
+            figures["incremental"], figures["without_engagement"] = (
+                min(took_by_way["with"]),
+                min(took_by_way["without"]),
+            )
+            figures["stored"] = base.stored
+            figures["load"] = os.getloadavg()[0]
+            figures["disk_gib"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**30
         if page is not None:
             _say("timing the page's views")
-            figures.update({f"page_{k}": v for k, v in page(url, cid).items()})
-        figures["disk_gib"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2**30
+            results[-1].update({f"page_{k}": v for k, v in page(bases[-1].url, bases[-1].cid).items()})
         if keep:
-            (tmp / "bench.json").write_text(
-                json.dumps({"url": url, "cid": cid, "end": end.isoformat(), "stored": base.stored})
+            (tmps[-1] / "bench.json").write_text(
+                json.dumps(
+                    {
+                        "url": bases[-1].url,
+                        "cid": bases[-1].cid,
+                        "end": bases[-1].end.isoformat(),
+                        "stored": bases[-1].stored,
+                    }
+                )
             )
-            _say(f"kept the database: {tmp} ({url})")
+            _say(f"kept the database: {tmps[-1]} ({bases[-1].url})")
             kept = True
-        return figures
+        return results
     finally:
-        if not kept:
-            embedded.stop(tmp / "pg", "immediate")
-            shutil.rmtree(tmp, ignore_errors=True)
+        for i, tmp in enumerate(tmps):
+            if not (kept and i == len(tmps) - 1):
+                if (tmp / "pg").exists():
+                    embedded.stop(tmp / "pg", "immediate")
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run() -> list[Figure]:
@@ -263,10 +308,11 @@ def run() -> list[Figure]:
     def rebuilds(size: int) -> bool:
         return size <= 1_000_000 or os.environ.get("BENCH_FULL_REBUILDS") == "1"
 
-    one = measure(1_000_000, full_rebuilds=rebuilds(1_000_000))
-    big = measure(
-        big_history,
-        full_rebuilds=rebuilds(big_history),
+    chunk = int(os.environ.get("BENCH_CHUNK", 5_000_000))
+    one, big = measure(
+        [1_000_000, big_history],
+        chunk,
+        full_rebuilds=rebuilds,
         page=bench_ui.time_views,
         keep=os.environ.get("BENCH_KEEP_DATABASE") == "1",
     )
