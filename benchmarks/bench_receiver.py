@@ -9,6 +9,9 @@ one run, on the same PostgreSQL, gunicorn and load generator:
   the same, plus the PUTs a saturating load took;
 - moto's S3 server (the real S3 protocol, itself the bottleneck): single events and arrays.
 
+The database holds what a live install does: a day partition for each of the default retention's
+30 days, 20,000 staged rows in each, since landing probes every partition for a messageId.
+
 Saturation load comes from `wrk` (Debian package `wrk`) when installed, else from Python threads;
 the fixed-rate latency from a paced Python client. Every accepted request is durable in both the
 archive (fsync'd file or S3 PUT) and PostgreSQL (committed) before its 200.
@@ -17,6 +20,7 @@ archive (fsync'd file or S3 PUT) and PostgreSQL (committed) before its 200.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import shutil
@@ -33,6 +37,7 @@ import requests
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
+from segment_elt.ingest import partitions
 from segment_elt.local import embedded, samples
 from tests.helpers import ROOT, VENV_BIN, MotoS3, free_port, start_receiver, wait_http
 from tests.s3_stand_in import SlowS3Process
@@ -45,6 +50,8 @@ MINIMAL_WORKERS = 2 * os.cpu_count()
 PUT_DELAY_MS = 40
 # Little's law: 2,000 requests/s that each wait ~45 ms on S3 need ~100 in flight
 S3_CONNECTIONS = 256
+RETENTION_DAYS = 30  # SEGMENT_ELT_RETENTION_DAYS' default
+PAST_ROWS_PER_DAY = 20_000
 FERNET_KEY = "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI="
 
 
@@ -77,6 +84,21 @@ def saturation_cpu(
     return rate, spent * 1e6 / max(rate * DURATION_S, 1)
 
 
+def keep_days(conn, per_day: int = PAST_ROWS_PER_DAY) -> None:
+    """What a live install holds: a partition for each of the retention's days past (and the week
+    ahead), each with `per_day` staged rows, so landing's dedup probes them as it would there."""
+    today = dt.datetime.now(dt.UTC).date()
+    partitions.create_days(conn, today - dt.timedelta(days=RETENTION_DAYS), today + dt.timedelta(days=7))
+    conn.execute(
+        "insert into raw.segment_events (connection_id, org_id, message_id, event_type, received_at, archive_key,"
+        " payload)"
+        " select 'past', 'past', 'past-' || d || '-' || n, 'track', %s::date - d + n * interval '1 second',"
+        " 'past/' || d, '{}' from generate_series(1, %s) as d, generate_series(1, %s) as n",
+        (today, RETENTION_DAYS, per_day),
+    )
+    conn.execute("vacuum (analyze) raw.segment_events")
+
+
 @contextmanager
 def database():
     """An embedded PostgreSQL for one run; yields (url, a scratch directory)."""
@@ -88,6 +110,7 @@ def database():
         with db.connect(url) as conn:
             schema.upgrade(conn)
             conn.execute("create table minimal_events (connection_id text, archive_key text, payload jsonb)")
+            keep_days(conn)
         yield url, tmp
     finally:
         embedded.stop(tmp / "pg", "immediate")
