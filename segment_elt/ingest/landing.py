@@ -234,9 +234,10 @@ end $$
 # event or null for one an earlier event of the group carries; their receive times) under the
 # landing lock: the insert, a statement after the lock, sees every writer that held it before.
 # Returns the messageIds landed. With p_events (the group's number of events), an object whose
-# events did not all land (duplicates) is noted in raw.archive_objects_with_duplicates. NOT
-# EXISTS probes every partition for the id (OFFSET 0 keeps it a probe per event: as an anti join
-# the planner may hash all of the connection's staged rows).
+# events did not all land (duplicates) is noted in raw.archive_objects_with_duplicates. `seen`
+# reads the group's ids already staged with one index scan of each partition for all of them
+# (= any); a probe per event rescans every partition's index once per event, 6-10x the cost for
+# a 100-event body (docs/scaling.md#the-receivers-hot-path-on-the-partitioned-table).
 _LAND_FUNCTION = """
 create or replace function pg_temp.land_group(
     p_connection_id text, p_org_id text, p_archive_key text, p_archive_size bigint, p_archive_md5 bytea,
@@ -247,6 +248,15 @@ declare
     v_rows integer;
 begin
     return query
+    with seen as materialized (
+        select staged.message_id
+        from raw.segment_events as staged
+        where staged.connection_id = p_connection_id and staged.message_id = any (array(
+            select m.mark->>0
+            from jsonb_array_elements(p_marks) as b (marks), jsonb_array_elements(b.marks) as m (mark)
+            where m.mark <> 'null'
+        ))
+    )
     insert into raw.segment_events as landed
         (connection_id, org_id, message_id, event_type, received_at, archive_key, archive_size, archive_md5, payload)
     select p_connection_id, p_org_id, e.mark->>0, e.mark->>1, r.received_at, p_archive_key, p_archive_size,
@@ -258,11 +268,7 @@ begin
         jsonb_array_elements(case jsonb_typeof(r.body) when 'array' then r.body else jsonb_build_array(r.body) end),
         jsonb_array_elements(r.marks)
     ) as e (value, mark)
-    where e.mark <> 'null' and not exists (
-        select from raw.segment_events as staged
-        where staged.connection_id = p_connection_id and staged.message_id = e.mark->>0
-        offset 0
-    )
+    where e.mark <> 'null' and not exists (select from seen where seen.message_id = e.mark->>0)
     on conflict do nothing
     returning landed.message_id;
     get diagnostics v_rows = row_count;
