@@ -11,7 +11,13 @@ realistic in-region call), pruned twice from the same data, side by side:
   running segment_maintenance's make_partitions, prune (a day dropped whole) and vacuum.
 
 Beside each, the receiver's insert rate (single-event requests landed with landing.insert_events,
-each its own commit) while maintenance runs, against the same rate on the idle database.
+each its own commit) while maintenance runs, against the same rate on the idle database in the
+windows just before and just after it. In production the maintenance task runs on an Airflow
+worker and S3 is elsewhere; here they share 2 cores with PostgreSQL, so on a machine with 2 or
+more cores (BENCH_MAINT_PIN=0 turns it off) PostgreSQL and the inserting process are pinned to
+core 0 and the maintenance task and the S3 stand-in to the others: the ratio then shows what
+maintenance costs the inserts through the database (its locks, I/O and CPU there), not the
+benchmark's own client competing for the same cores.
 
 The issue's day is 2M rows in 70,000 objects (BENCH_MAINT_ROWS=2000000 BENCH_MAINT_OBJECTS=70000,
 about a quarter of an hour here); the default is a tenth of it because the machine is shared.
@@ -19,6 +25,7 @@ about a quarter of an hour here); the default is a tenth of it because the machi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -51,6 +58,10 @@ ROWS = ROWS // OBJECTS * OBJECTS  # the same number of events in every object
 CALL_LATENCY_S = 0.040
 RETENTION_DAYS = 30
 RATE_SECONDS = 10
+# cores of PostgreSQL and the inserting receiver, and of the maintenance task and the S3 stand-in
+PIN = os.environ.get("BENCH_MAINT_PIN", "1") == "1" and (os.cpu_count() or 1) >= 2
+DATABASE_CORES = {0}
+ELSEWHERE_CORES = set(range(1, os.cpu_count() or 1))
 BEFORE = os.environ.get("BENCH_MAINT_BEFORE", "580ff1c")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,6 +156,7 @@ class InsertRate:
         count, stop = spawn.Value("q", 0), spawn.Event()
         process = spawn.Process(target=_insert_loop, args=(self.url, self.cid, self.org, self.revision, count, stop))
         process.start()
+        pin(process.pid, DATABASE_CORES)
         while count.value == 0 and process.is_alive():  # started and landing
             time.sleep(0.05)
         began, first = time.monotonic(), count.value
@@ -156,6 +168,26 @@ class InsertRate:
         stop.set()
         process.join()
         return done / elapsed, elapsed
+
+
+def _tree(pid: int) -> list[int]:
+    """The process, its descendants, and every thread of each."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()] if Path(f"/proc/{pid}/task").exists() else []
+    return [*tasks, *(t for child in children for t in _tree(int(child)))]
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Run the process and its descendants (and what they start later) on `cores` only."""
+    if not PIN:
+        return
+    for task in _tree(pid):
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.sched_setaffinity(task, cores)
+
+
+def postmaster_pid(base: Path) -> int:
+    return int((base / "data" / "postmaster.pid").read_text().split()[0])
 
 
 def _at_revision(revision: str, path: str) -> types.ModuleType:
@@ -186,7 +218,7 @@ def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process,
     connection inserts; the seconds of each, of the audit within them, S3 calls, the insert rates.
     With `revision`, its landing and its archive (and so its audit) are used."""
     rate = InsertRate(url, live_cid, "live", revision)
-    idle_rate, _ = rate.per_second_while(None)
+    idle_before, _ = rate.per_second_while(None)
     opener = _at_revision(revision, "segment_elt/ingest/archive.py").open_archive if revision else open_archive
     archive = opener(archive_url, timeout_s=30)
     audit, figures = archive.audit, {"audit_s": 0.0, "load": [os.getloadavg()[0]]}
@@ -209,8 +241,9 @@ def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process,
                 figures[f"{name}_s"] = time.monotonic() - began
 
     busy_rate, figures["total_s"] = rate.per_second_while(maintain)
+    idle_after, _ = rate.per_second_while(None)
     figures["load"].append(os.getloadavg()[0])
-    figures.update(idle=idle_rate, busy=busy_rate, calls=stand_in.reads - reads_before)
+    figures.update(idle=(idle_before + idle_after) / 2, busy=busy_rate, calls=stand_in.reads - reads_before)
     return figures
 
 
@@ -229,6 +262,9 @@ def run() -> list[Figure]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-maintenance-"))
     url = start_big_database(tmp, until=12)  # an install from before partitioning
     stand_in = SlowS3Process(free_port(), 0.0, CALL_LATENCY_S)
+    pin(postmaster_pid(tmp / "pg"), DATABASE_CORES)  # with the backends it has and will start
+    pin(stand_in.proc.pid, ELSEWHERE_CORES)
+    pin(os.getpid(), ELSEWHERE_CORES)  # the maintenance task (an Airflow worker's)
     try:
         with db.connect(url, timeout_s=3600) as conn:
             created = connections.create(conn, "bench", rate_limit=1_000_000)
