@@ -19,6 +19,10 @@ core 0 and the maintenance task and the S3 stand-in to the others: the ratio the
 maintenance costs the inserts through the database (its locks, I/O and CPU there), not the
 benchmark's own client competing for the same cores.
 
+Last, landing itself before and after partitioning: events/s landed in requests of 1 and of 100
+events on the idle databases, the unpartitioned one with BEFORE's landing and the partitioned
+one with this tree's, in alternating windows.
+
 The issue's day is 2M rows in 70,000 objects (BENCH_MAINT_ROWS=2000000 BENCH_MAINT_OBJECTS=70000,
 about a quarter of an hour here); the default is a tenth of it because the machine is shared.
 """
@@ -58,6 +62,7 @@ ROWS = ROWS // OBJECTS * OBJECTS  # the same number of events in every object
 CALL_LATENCY_S = 0.040
 RETENTION_DAYS = 30
 RATE_SECONDS = 10
+HOT_PATH_EVENTS = (1, 100)  # events per request in the before / now landing comparison
 # cores of PostgreSQL and the inserting receiver, and of the maintenance task and the S3 stand-in
 PIN = os.environ.get("BENCH_MAINT_PIN", "1") == "1" and (os.cpu_count() or 1) >= 2
 DATABASE_CORES = {0}
@@ -123,38 +128,41 @@ def _record_digests(conn, digests: dict[str, ObjectDigest]) -> None:
     )
 
 
-def _insert_loop(url: str, cid: str, org: str, revision: str | None, count, stop) -> None:
-    """An InsertRate process: land single-event requests one after the other until `stop`."""
+def _insert_loop(url: str, cid: str, org: str, revision: str | None, per: int, count, stop) -> None:
+    """An InsertRate process: land requests of `per` events one after the other until `stop`; counts events."""
     module = _at_revision(revision, "segment_elt/ingest/landing.py") if revision else landing
     with db.connect(url) as conn:
         n = 0
         while not stop.is_set():
-            event = samples.event("track", message_id=f"live-{cid}-{n}-{time.monotonic_ns()}")
+            events = [
+                samples.event("track", message_id=f"live-{cid}-{n}-{e}-{time.monotonic_ns()}") for e in range(per)
+            ]
             module.insert_events(
                 conn,
                 connection_id=cid,
                 org_id=org,
-                text=json.dumps(event),
-                events=[event],
+                text=json.dumps(events[0] if per == 1 else events),
+                events=events,
                 received_at=dt.datetime.now(dt.UTC),
                 archive_key=f"live/{n}.json",
             )
             n += 1
-            count.value = n
+            count.value = n * per
 
 
 class InsertRate:
     """Single-event inserts as the receiver lands them (with the landing of git revision
     `revision`, default this tree's), from a process of their own as a receiver's are, counted."""
 
-    def __init__(self, url: str, cid: str, org: str, revision: str | None = None):
-        self.url, self.cid, self.org, self.revision = url, cid, org, revision
+    def __init__(self, url: str, cid: str, org: str, revision: str | None = None, per: int = 1):
+        self.url, self.cid, self.org, self.revision, self.per = url, cid, org, revision, per
 
     def per_second_while(self, work) -> tuple[float, float]:
         """Inserts/s while `work()` runs (or for RATE_SECONDS when it is None), and the seconds it took."""
         spawn = multiprocessing.get_context("spawn")
         count, stop = spawn.Value("q", 0), spawn.Event()
-        process = spawn.Process(target=_insert_loop, args=(self.url, self.cid, self.org, self.revision, count, stop))
+        args = (self.url, self.cid, self.org, self.revision, self.per, count, stop)
+        process = spawn.Process(target=_insert_loop, args=args)
         process.start()
         pin(process.pid, DATABASE_CORES)
         while count.value == 0 and process.is_alive():  # started and landing
@@ -247,14 +255,14 @@ def _measure(url: str, live_cid: str, archive_url: str, stand_in: SlowS3Process,
     return figures
 
 
-def _alternating(before_url: str, now_url: str, live_cid: str, rounds: int = 3) -> tuple[float, float]:
-    """The idle insert rate with BEFORE's landing on its unpartitioned table and with this tree's on
-    the partitioned one (the retention's ~38 day partitions), in alternating windows so that the
-    machine's load falls on both alike: their means."""
+def _alternating(before_url: str, now_url: str, live_cid: str, per: int, rounds: int = 3) -> tuple[float, float]:
+    """Idle events/s landed in requests of `per` events with BEFORE's landing on its unpartitioned
+    table and with this tree's on the partitioned one (the retention's ~38 day partitions), in
+    alternating windows so that the machine's load falls on both alike: their means."""
     rates: dict[str, list[float]] = {"before": [], "now": []}
     for _ in range(rounds):
-        rates["before"].append(InsertRate(before_url, live_cid, "live", BEFORE).per_second_while(None)[0])
-        rates["now"].append(InsertRate(now_url, live_cid, "live").per_second_while(None)[0])
+        rates["before"].append(InsertRate(before_url, live_cid, "live", BEFORE, per).per_second_while(None)[0])
+        rates["now"].append(InsertRate(now_url, live_cid, "live", None, per).per_second_while(None)[0])
     return sum(rates["before"]) / rounds, sum(rates["now"]) / rounds
 
 
@@ -320,8 +328,9 @@ def run() -> list[Figure]:
         print(f"now: {now}", flush=True)
         assert now["prune"].deleted_rows == ROWS and now["prune"].dropped_days >= 1, now["prune"].as_dict()
         if before is not None:
-            now["hot_path"] = _alternating(url, now_url, live.connection_id)
-            print(f"idle inserts/s, before / now, alternating: {now['hot_path']}", flush=True)
+            for per in HOT_PATH_EVENTS:
+                now[f"hot_path_{per}"] = _alternating(url, now_url, live.connection_id, per)
+                print(f"idle events/s in {per}-event requests, before / now: {now[f'hot_path_{per}']}", flush=True)
     finally:
         stand_in.stop()
         embedded.stop(tmp / "pg")
@@ -375,15 +384,17 @@ def _figures(migration_s: float, before: dict | None, now: dict) -> list[Figure]
             )
         )
     figures.append(Figure("receiver inserts/s, idle database, now (partitioned)", now["idle"], "inserts/s"))
-    if "hot_path" in now:
-        old_rate, new_rate = now["hot_path"]
-        figures.append(
-            Figure(
-                f"receiver inserts/s idle, now (before {old_rate:.0f}/s), {RATE_SECONDS} s windows alternating x3",
-                new_rate,
-                f"inserts/s ({new_rate / old_rate:.2f}x)",
+    for per in HOT_PATH_EVENTS:
+        if f"hot_path_{per}" in now:
+            old_rate, new_rate = now[f"hot_path_{per}"]
+            figures.append(
+                Figure(
+                    f"landing events/s idle in {per}-event requests, now (before {old_rate:,.0f}/s),"
+                    f" {RATE_SECONDS} s windows alternating x3",
+                    new_rate,
+                    f"events/s ({new_rate / old_rate:.2f}x)",
+                )
             )
-        )
     figures.append(
         Figure(
             "receiver inserts/s during maintenance now (ratio to idle)",
