@@ -24,7 +24,9 @@ for the next: the same on every database). The big database then gets the Segmen
 timed on it (bench_ui.time_views). Before its retention, the 1M database times `dbt run
 --full-refresh` without and then with the engagement models; the big one too with
 BENCH_FULL_REBUILDS=1 when it is built in one chunk.
-BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE.
+BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE;
+BENCH_EXPLAIN_MS=N logs the plan (auto_explain, row counts and buffers, no timing) of every
+statement slower than N ms in each database's server log (pg/data/server.log).
 """
 
 from __future__ import annotations
@@ -121,12 +123,18 @@ def generate(
 def start_big_database(tmp: Path, until: int | None = None) -> str:
     """An embedded PostgreSQL sized for millions of events, with the schema (up to migration
     `until`, default the latest); returns its URL."""
-    url = embedded.start(
-        tmp / "pg",
-        server_port=embedded.free_port(),
-        # max_wal_size: checkpoints often enough that WAL stays ~2 GB while GBs of history are written
-        settings={"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "2GB"},
-    )
+    settings = {"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "2GB"}
+    if os.environ.get("BENCH_EXPLAIN_MS"):  # the plan of every statement slower than that, in the server's log
+        settings |= {
+            "shared_preload_libraries": "auto_explain",
+            "auto_explain.log_min_duration": os.environ["BENCH_EXPLAIN_MS"],
+            "auto_explain.log_analyze": "on",
+            "auto_explain.log_timing": "off",
+            "auto_explain.log_buffers": "on",
+            "auto_explain.log_nested_statements": "on",
+        }
+    # max_wal_size: checkpoints often enough that WAL stays ~2 GB while GBs of history are written
+    url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings=settings)
     with db.connect(url) as conn:
         schema.upgrade(conn, until=until)
     return url
@@ -293,7 +301,11 @@ def measure(
             kept = True
         return results
     finally:
-        for i, tmp in enumerate(tmps):
+        for i, (tmp, history) in enumerate(zip(tmps, histories, strict=True)):
+            log = tmp / "pg" / "data" / "server.log"
+            if os.environ.get("BENCH_EXPLAIN_MS") and log.exists():
+                shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-pipeline-{history}.log")
+                _say(f"server log with the plans: {tempfile.gettempdir()}/bench-pipeline-{history}.log")
             if not (kept and i == len(tmps) - 1):
                 if (tmp / "pg").exists():
                     embedded.stop(tmp / "pg", "immediate")
