@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ STAGING_MODEL = "staging.stg_segment__events"
 STALE_TEMP_FILES = dt.timedelta(hours=1)
 
 
+# Of one PostgreSQL core, at most, while prune reads an expired day (docs/scaling.md#retention-at-scale).
+DATABASE_SHARE = 0.08
 MOVE_AT_MOST = 10_000  # kept rows moved out of a day so it can be dropped; more keep the day whole
 KEPT_WITH_THEIR_DAY = "in a day kept whole"
 
@@ -70,19 +73,23 @@ def make_partitions(conn: psycopg.Connection, retention_days: int, now: dt.datet
     return made
 
 
+ObjectRows = tuple[str, int, bool, dt.datetime, dt.datetime, int | None, bytes | None]
+
+
 def _objects(
-    conn: psycopg.Connection, table: str, cutoff: dt.datetime
-) -> list[tuple[str, int, bool, dt.datetime, dt.datetime, int | None, bytes | None]]:
+    conn: psycopg.Connection, table: str, cutoff: dt.datetime, since: dt.datetime | None = None
+) -> list[ObjectRows]:
     """(archive key, expired rows, whether staging holds all of them, their first and last receive
     time, the object's size and MD5 recorded at write) per object with rows received before
-    `cutoff` in `table`."""
+    `cutoff` (and at or after `since`) in `table`."""
+    bounds = (since or dt.datetime.min.replace(tzinfo=dt.UTC), cutoff)
     if not db.relations_exist(conn, STAGING_MODEL):
         return [
             (key, rows, False, first, last, None, None)
             for key, rows, first, last in conn.execute(
                 f"select archive_key, count(*), min(received_at), max(received_at) from {table}"
-                " where received_at < %s group by 1",
-                (cutoff,),
+                " where received_at >= %s and received_at < %s group by 1",
+                bounds,
             )
         ]
     return conn.execute(
@@ -93,11 +100,41 @@ def _objects(
         from {table} as raw
         left join {STAGING_MODEL} as staged
             on staged.connection_id = raw.connection_id and staged.message_id = raw.message_id
-        where raw.received_at < %s
+        where raw.received_at >= %s and raw.received_at < %s
         group by raw.archive_key
         """,
-        (cutoff,),
+        bounds,
     ).fetchall()
+
+
+def _objects_of_day(conn: psycopg.Connection, day: dt.date, cutoff: dt.datetime, share: float) -> list[ObjectRows]:
+    """_objects of a day partition, read an hour of receive time at a time, each read followed by a
+    pause so that together they take at most `share` of a PostgreSQL core: the receivers' inserts
+    beside them keep their rate even on a database server of one core."""
+    merged: dict[str, ObjectRows] = {}
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    for hour in range(24):
+        began = time.monotonic()
+        since = start + dt.timedelta(hours=hour)
+        for key, rows, staged, first, last, size, md5 in _objects(
+            conn, partitions.name(day), min(cutoff, since + dt.timedelta(hours=1)), since
+        ):
+            had = merged.get(key)  # an object's rows may straddle an hour
+            merged[key] = (
+                (key, rows, staged, first, last, size, md5)
+                if had is None
+                else (
+                    key,
+                    had[1] + rows,
+                    had[2] and staged,
+                    min(had[3], first),
+                    max(had[4], last),
+                    had[5] if had[5] is not None else size,
+                    had[6] if had[6] is not None else md5,
+                )
+            )
+        time.sleep((time.monotonic() - began) * (1 / share - 1))
+    return list(merged.values())
 
 
 def _recorded(objects) -> dict[str, ObjectDigest]:
@@ -124,10 +161,16 @@ def _keep_problems(done: Pruned, problems: dict[str, str], rows: dict[str, int])
 
 
 def prune(
-    conn: psycopg.Connection, archive: Archive, retention_days: int, now: dt.datetime | None = None, batch: int = 1000
+    conn: psycopg.Connection,
+    archive: Archive,
+    retention_days: int,
+    now: dt.datetime | None = None,
+    batch: int = 1000,
+    share: float = DATABASE_SHARE,
 ) -> Pruned:
     """Drop the expired days that may go and delete the expired rows of the default partition
-    that may go (see the module docstring); audits archive objects `batch` keys at a time."""
+    that may go (see the module docstring); audits archive objects `batch` keys at a time, and
+    reads a day's rows in slices taking at most `share` of a PostgreSQL core."""
     if retention_days < 1:
         raise ValueError("retention must be at least one day")
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
@@ -136,7 +179,7 @@ def prune(
     _prune_default(conn, archive, cutoff, batch, done)
     for day in partitions.days(conn):
         if dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) <= cutoff:
-            _prune_day(conn, archive, day, cutoff, batch, done)
+            _prune_day(conn, archive, day, cutoff, batch, share, done)
     done.removed_temp_files = archive.remove_stale_temp_files(STALE_TEMP_FILES)
     if done.audited:
         log.info("audited %d archive objects: %s", sum(done.audited.values()), dict(done.audited))
@@ -144,12 +187,18 @@ def prune(
 
 
 def _prune_day(
-    conn: psycopg.Connection, archive: Archive, day: dt.date, cutoff: dt.datetime, batch: int, done: Pruned
+    conn: psycopg.Connection,
+    archive: Archive,
+    day: dt.date,
+    cutoff: dt.datetime,
+    batch: int,
+    share: float,
+    done: Pruned,
 ) -> None:
     """Drop an expired day's partition, or keep what must stay (module docstring)."""
     with conn.transaction():
         partitions.hold(conn, day)
-        objects = _objects(conn, partitions.name(day), cutoff)
+        objects = _objects_of_day(conn, day, cutoff, share)
         rows = {key: count for key, count, *_ in objects}
         unstaged = sum(count for _, count, staged, *_ in objects if not staged)
         if unstaged:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 
 import boto3
@@ -240,3 +241,47 @@ def test_vacuum_reaches_the_default_partition_and_the_days_rows_were_deleted_fro
     db.execute("delete from raw.segment_events where payload->>'userId' = 'u1'")
     db.execute("select pg_stat_force_next_flush()")
     assert maintenance.vacuum(db) == [partitions.DEFAULT, partitions.name(today.date())]
+
+
+def test_a_day_is_read_an_hour_at_a_time_pausing_to_keep_its_share_of_the_database(
+    db, database_url, archive_url, expired_day, monkeypatch
+):
+    """An object whose rows straddle an hour is one object all the same; after each hour's read
+    prune pauses (1 / share - 1) times as long as the read took."""
+    created = connections.create(db, "acme")
+    archive = open_archive(archive_url)
+    hour = dt.datetime.combine(expired_day, dt.time(13), tzinfo=dt.UTC)
+    first, second = events(2)
+    body = json.dumps([first, second]).encode()
+    key = object_key(archive.prefix, created.org_id, created.connection_id, hour, body)
+    digest = archive.put(key, body)
+    landing.insert_group(
+        db,
+        connection_id=created.connection_id,
+        org_id=created.org_id,
+        archive_key=key,
+        requests=[
+            (hour - dt.timedelta(milliseconds=500), json.dumps(first), [first]),
+            (hour + dt.timedelta(milliseconds=500), json.dumps(second), [second]),
+        ],
+        archive_digest=digest,
+    )
+    stage(database_url)
+    reads, pauses = [], []
+    real_objects = maintenance._objects
+
+    def timed_objects(*args, **kwargs):
+        began = time.monotonic()
+        try:
+            return real_objects(*args, **kwargs)
+        finally:
+            reads.append(time.monotonic() - began)
+
+    monkeypatch.setattr(maintenance, "_objects", timed_objects)
+    monkeypatch.setattr(maintenance.time, "sleep", pauses.append)
+
+    done = maintenance.prune(db, open_archive(archive_url), 30, now=NOW, share=0.25)
+    assert (done.deleted_rows, done.checked_objects, done.kept_rows) == (2, 1, {})
+    day_reads = reads[1:]  # the first read is the default partition's, unpaced
+    assert len(pauses) == len(day_reads) == 48  # the expired day and the next, an hour at a time
+    assert all(pause >= 3 * read for pause, read in zip(pauses, day_reads, strict=True))
