@@ -46,6 +46,7 @@ from pathlib import Path
 import boto3
 
 from benchmarks.bench_pipeline import start_big_database
+from benchmarks.bench_receiver import process_tree
 from benchmarks.figures import Figure
 from segment_elt import db
 from segment_elt.control import connections, schema
@@ -178,20 +179,15 @@ class InsertRate:
         return done / elapsed, elapsed
 
 
-def _tree(pid: int) -> list[int]:
-    """The process, its descendants, and every thread of each."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()] if Path(f"/proc/{pid}/task").exists() else []
-    return [*tasks, *(t for child in children for t in _tree(int(child)))]
-
-
 def pin(pid: int, cores: set[int]) -> None:
     """Run the process and its descendants (and what they start later) on `cores` only."""
     if not PIN:
         return
-    for task in _tree(pid):
-        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
-            os.sched_setaffinity(task, cores)
+    for process in process_tree(pid):
+        threads = Path(f"/proc/{process}/task")
+        for task in [int(t.name) for t in threads.iterdir()] if threads.exists() else []:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.sched_setaffinity(task, cores)
 
 
 def postmaster_pid(base: Path) -> int:
