@@ -24,7 +24,9 @@ for the next: the same on every database). The big database then gets the Segmen
 timed on it (bench_ui.time_views). Before its retention, the 1M database times `dbt run
 --full-refresh` without and then with the engagement models; the big one too with
 BENCH_FULL_REBUILDS=1 when it is built in one chunk.
-BENCH_KEEP_DATABASE=1 leaves the big database running afterwards, for EXPLAIN ANALYZE;
+BENCH_KEEP_DATABASE=1 leaves both databases running afterwards, for EXPLAIN ANALYZE, and names
+them for BENCH_REUSE=<dir of 1M>,<dir of the big one>, which times new batches on them instead
+of building (each measure adds its 400,000 events to both);
 BENCH_EXPLAIN_MS=N logs the plan (auto_explain, row counts and buffers, no timing) of every
 statement slower than N ms in each database's server log (pg/data/server.log).
 """
@@ -120,9 +122,8 @@ def generate(
         )
 
 
-def start_big_database(tmp: Path, until: int | None = None) -> str:
-    """An embedded PostgreSQL sized for millions of events, with the schema (up to migration
-    `until`, default the latest); returns its URL."""
+def _big_settings() -> dict[str, str]:
+    """The embedded PostgreSQL's settings for millions of events (and auto_explain with BENCH_EXPLAIN_MS)."""
     settings = {"shared_buffers": "1GB", "work_mem": "64MB", "maintenance_work_mem": "512MB", "max_wal_size": "2GB"}
     if os.environ.get("BENCH_EXPLAIN_MS"):  # the plan of every statement slower than that, in the server's log
         settings |= {
@@ -133,8 +134,13 @@ def start_big_database(tmp: Path, until: int | None = None) -> str:
             "auto_explain.log_buffers": "on",
             "auto_explain.log_nested_statements": "on",
         }
-    # max_wal_size: checkpoints often enough that WAL stays ~2 GB while GBs of history are written
-    url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings=settings)
+    return settings  # max_wal_size: checkpoints often enough that WAL stays ~2 GB while GBs are written
+
+
+def start_big_database(tmp: Path, until: int | None = None) -> str:
+    """An embedded PostgreSQL sized for millions of events, with the schema (up to migration
+    `until`, default the latest); returns its URL."""
+    url = embedded.start(tmp / "pg", server_port=embedded.free_port(), settings=_big_settings())
     with db.connect(url) as conn:
         schema.upgrade(conn, until=until)
     return url
@@ -249,20 +255,37 @@ def prepare(tmp: Path, history: int, chunk: int, full_rebuilds: bool = False) ->
     return base, figures
 
 
+def _reopen(tmp: Path) -> _Database:
+    """A database `measure` kept in `tmp`, started again if it was stopped."""
+    kept = json.loads((tmp / "bench.json").read_text())
+    url = embedded.start(tmp / "pg", settings=_big_settings())
+    return _Database(url, kept["cid"], dt.datetime.fromisoformat(kept["end"]), kept["stored"])
+
+
 def measure(
-    histories: list[int], chunk: int, full_rebuilds=lambda size: False, page=None, keep: bool = False
+    histories: list[int],
+    chunk: int,
+    full_rebuilds=lambda size: False,
+    page=None,
+    keep: bool = False,
+    reuse: list[Path] | None = None,
 ) -> list[dict[str, float]]:
-    """Build a database for each of `histories`, then time the incremental batches on them in
-    turn (see the module's docstring), so that the machine's load weighs on each alike;
-    `page(url, cid)` times the page's views on the last one. `keep` leaves the last one running
-    for inspection (its directory and URL go to the log): remove it by hand."""
+    """Build a database for each of `histories` (or reopen the ones `keep` left in the `reuse`
+    directories, in the same order), then time the incremental batches on them in turn (see the
+    module's docstring), so that the machine's load weighs on each alike; `page(url, cid)` times
+    the page's views on the last one. `keep` leaves them running for inspection and reuse (their
+    directories go to the log): remove them by hand."""
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
-    tmps = [Path(tempfile.mkdtemp(prefix="bench-pipeline-")) for _ in histories]
-    kept = False
+    tmps = reuse or [Path(tempfile.mkdtemp(prefix="bench-pipeline-")) for _ in histories]
+    kept = bool(reuse)
     try:
         bases, results = [], []
         for tmp, history in zip(tmps, histories, strict=True):
-            base, figures = prepare(tmp, history, chunk, full_rebuilds(history))
+            if reuse:
+                base, figures = _reopen(tmp), {}
+                _say(f"reopened {tmp}: {base.stored:,} stored")
+            else:
+                base, figures = prepare(tmp, history, chunk, full_rebuilds(history))
             bases.append(base)
             results.append(figures)
         runs: list[dict[str, list[float]]] = [{"with": [], "without": []} for _ in bases]
@@ -286,27 +309,20 @@ def measure(
         if page is not None:
             _say("timing the page's views")
             results[-1].update({f"page_{k}": v for k, v in page(bases[-1].url, bases[-1].cid).items()})
-        if keep:
-            (tmps[-1] / "bench.json").write_text(
-                json.dumps(
-                    {
-                        "url": bases[-1].url,
-                        "cid": bases[-1].cid,
-                        "end": bases[-1].end.isoformat(),
-                        "stored": bases[-1].stored,
-                    }
-                )
-            )
-            _say(f"kept the database: {tmps[-1]} ({bases[-1].url})")
+        if keep or reuse:
+            for tmp, base in zip(tmps, bases, strict=True):
+                state = {"url": base.url, "cid": base.cid, "end": base.end.isoformat(), "stored": base.stored}
+                (tmp / "bench.json").write_text(json.dumps(state))
+            _say(f"kept the databases: BENCH_REUSE={','.join(map(str, tmps))}")
             kept = True
         return results
     finally:
-        for i, (tmp, history) in enumerate(zip(tmps, histories, strict=True)):
+        for tmp, history in zip(tmps, histories, strict=True):
             log = tmp / "pg" / "data" / "server.log"
             if os.environ.get("BENCH_EXPLAIN_MS") and log.exists():
                 shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-pipeline-{history}.log")
                 _say(f"server log with the plans: {tempfile.gettempdir()}/bench-pipeline-{history}.log")
-            if not (kept and i == len(tmps) - 1):
+            if not kept:
                 if (tmp / "pg").exists():
                     embedded.stop(tmp / "pg", "immediate")
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -327,6 +343,7 @@ def run() -> list[Figure]:
         full_rebuilds=rebuilds,
         page=bench_ui.time_views,
         keep=os.environ.get("BENCH_KEEP_DATABASE") == "1",
+        reuse=[Path(d) for d in os.environ["BENCH_REUSE"].split(",")] if os.environ.get("BENCH_REUSE") else None,
     )
     ratio = big["incremental"] / one["incremental"]
     figures = []
