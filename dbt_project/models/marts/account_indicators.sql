@@ -44,19 +44,20 @@ last_seen as (
     {% endfor %}
 ),
 
-window_30d as (
+-- The window's events counted per person in a hash table, then the people per group: the
+-- window is read in the order it is stored (a bitmap or sequential scan of its days), where a
+-- sorted count(distinct) per group would read it along the (org_id, account_id, event_name,
+-- event_at) index, at a random heap page per event.
+window_people as (
     select
         product_events.org_id,
         product_events.account_id,
         product_events.event_name,
+        coalesce(product_events.user_id, product_events.anonymous_id) as person,
         count(*) filter (
             where {{ in_last_days('product_events.event_at', 7) }}
         ) as events_7d,
-        count(*) as events_30d,
-        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) filter (
-            where {{ in_last_days('product_events.event_at', 7) }}
-        ) as active_users_7d,
-        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as active_users_30d
+        count(*) as events_30d
     from {{ ref('product_events') }} as product_events
     where
         product_events.event_at <= {{ as_of() }}
@@ -64,7 +65,24 @@ window_30d as (
     group by
         product_events.org_id,
         product_events.account_id,
-        product_events.event_name
+        product_events.event_name,
+        coalesce(product_events.user_id, product_events.anonymous_id)
+),
+
+window_30d as (
+    select
+        window_people.org_id,
+        window_people.account_id,
+        window_people.event_name,
+        sum(window_people.events_7d)::bigint as events_7d,
+        sum(window_people.events_30d)::bigint as events_30d,
+        count(window_people.person) filter (where window_people.events_7d > 0) as active_users_7d,
+        count(window_people.person) as active_users_30d
+    from window_people
+    group by
+        window_people.org_id,
+        window_people.account_id,
+        window_people.event_name
 ),
 
 final as (
