@@ -154,14 +154,14 @@
     {% endif %}
 {%- endmacro %}
 
-{% macro engagement_days() -%}
+{% macro engagement_firsts() -%}
     {#-
-        The days account_engagement_daily recomputes, per org: from the first day its run's
-        changes can reach to the newest. Those are the event days queued since its watermark
-        (affected_days) and the first day of every session that ends at most the session gap
-        before the earliest of them: a changed call can reach no session that ended earlier (see
-        forget_changed_sessions). Every later day follows, as its trailing 7/30-day counts may
-        have moved. Read when the model runs and inlined as a VALUES list (see affected_days).
+        The days account_engagement_daily recomputes, as (org_id, first day) rows: per org, from
+        the first day its run's changes can reach to the newest. Those are the event days queued
+        since its watermark (affected_days) and the first day of every session that ends at most
+        the session gap before the earliest of them: a changed call can reach no session that
+        ended earlier (see forget_changed_sessions). Every later day follows, as its trailing
+        7/30-day counts may have moved. Read when the model runs; none at parse time.
     -#}
     {%- set firsts = [] -%}
     {%- if execute -%}
@@ -194,6 +194,12 @@
         {%- endset -%}
         {%- set firsts = run_query(found).rows -%}
     {%- endif -%}
+    {{ return(firsts) }}
+{%- endmacro %}
+
+{% macro engagement_days() -%}
+    {#- engagement_firsts() as a VALUES list (org_id, first_day), for joins (see affected_days). -#}
+    {%- set firsts = engagement_firsts() -%}
     select
         reached.org_id,
         reached.first_day::date as first_day
@@ -204,6 +210,24 @@
         (null, null)
     ) as reached (org_id, first_day)
     where reached.org_id is not null
+{%- endmacro %}
+
+{% macro on_or_after_first_days(firsts, org_column, day_column, days_before=0) -%}
+    {#-
+        A condition true for the rows of each org in `firsts` (engagement_firsts()) dated on or
+        after its first day less `days_before`; false when there are none. Constants, so that
+        PostgreSQL estimates the range from its statistics and reads it through an
+        (org_id, day) index: joined to a list of first days, it cannot size the range, and on a
+        long history it sometimes chose to scan every row of the table.
+    -#}
+    (
+    {%- for first in firsts %}
+        ({{ org_column }} = '{{ first[0] | replace("'", "''") }}'
+            and {{ day_column }} >= date '{{ first[1] }}' - {{ days_before }}){{ ' or' if not loop.last }}
+    {%- else %}
+        false
+    {%- endfor %}
+    )
 {%- endmacro %}
 
 {% macro engagement_upstream() -%}

@@ -14,29 +14,20 @@
 -- day (a session counts for its account and its first day), their minutes, and on how many of the
 -- trailing 7 and 30 days the account was active (had an allowlisted event): DAU/WAU/MAU-style
 -- stickiness. Each run recomputes each org's days from the first one its changes reach (see
--- engagement_days); a day with neither events nor sessions has no row.
+-- engagement_firsts); a day with neither events nor sessions has no row.
 with
 {% if is_incremental() %}
-    reached as (
-        {{ engagement_days() }}
-    ),
-
+    {%- set firsts = engagement_firsts() %}
     events as (
         select product_events.*
         from {{ ref('product_events') }} as product_events
-        inner join reached
-            on
-                product_events.org_id = reached.org_id
-                and product_events.event_date >= reached.first_day
+        where {{ on_or_after_first_days(firsts, 'product_events.org_id', 'product_events.event_date') }}
     ),
 
     scoped_sessions as (
         select sessions.*
         from {{ ref('sessions') }} as sessions
-        inner join reached
-            on
-                sessions.org_id = reached.org_id
-                and sessions.session_date >= reached.first_day
+        where {{ on_or_after_first_days(firsts, 'sessions.org_id', 'sessions.session_date') }}
     ),
 
     -- the active days the trailing counts of those days read
@@ -46,10 +37,7 @@ with
             daily.account_id,
             daily.event_date
         from {{ ref('account_event_daily') }} as daily
-        inner join reached
-            on
-                daily.org_id = reached.org_id
-                and daily.event_date >= reached.first_day - 29
+        where {{ on_or_after_first_days(firsts, 'daily.org_id', 'daily.event_date', days_before=29) }}
     ),
 {% else %}
     events as (

@@ -18,8 +18,9 @@ weights as (
 
 -- The last 30 days only, so the cost follows the window, not the history. One pass over the
 -- window counts each account's event names, people and days in hash tables, one grouping set
--- each (grouping(...) says which set a row is from); a sorted count(distinct) would read the
--- window in the order of an account index instead, at a random heap page per event.
+-- each (grouping(...) says which set a row is from), reading the window in storage order
+-- (in_window_in_storage_order); a sorted count(distinct) would read it
+-- along an account index instead, at a random heap page per event.
 usage_sets as (
     select
         product_events.org_id,
@@ -36,8 +37,7 @@ usage_sets as (
     from {{ ref('product_events') }} as product_events
     where
         product_events.account_id is not null
-        and product_events.event_at <= {{ as_of() }}
-        and {{ in_last_days('product_events.event_at', 30) }}
+        and {{ in_window_in_storage_order('product_events.event_at', 30) }}
     group by grouping sets (
         (product_events.org_id, product_events.account_id, product_events.event_name),
         (

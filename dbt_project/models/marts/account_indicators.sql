@@ -45,7 +45,7 @@ last_seen as (
 ),
 
 -- The window's events counted per person in a hash table, then the people per group: the
--- window is read in the order it is stored (a bitmap or sequential scan of its days), where a
+-- window is read in the order it is stored (in_window_in_storage_order), where a
 -- sorted count(distinct) per group would read it along the (org_id, account_id, event_name,
 -- event_at) index, at a random heap page per event.
 window_people as (
@@ -60,8 +60,7 @@ window_people as (
         count(*) as events_30d
     from {{ ref('product_events') }} as product_events
     where
-        product_events.event_at <= {{ as_of() }}
-        and {{ in_last_days('product_events.event_at', 30) }}
+        {{ in_window_in_storage_order('product_events.event_at', 30) }}
     group by
         product_events.org_id,
         product_events.account_id,
