@@ -26,7 +26,7 @@ timed on it (bench_ui.time_views). Before its retention, the 1M database times `
 BENCH_FULL_REBUILDS=1 when it is built in one chunk.
 BENCH_KEEP_DATABASE=1 leaves both databases running afterwards, for EXPLAIN ANALYZE, and names
 them for BENCH_REUSE=<dir of 1M>,<dir of the big one>, which times new batches on them instead
-of building (each measure adds its 400,000 events to both);
+of building (each measure adds its 400,000 events to both; an empty entry builds that one anew);
 BENCH_EXPLAIN_MS=N logs the plan (auto_explain, row counts and buffers, no timing) of every
 statement slower than N ms in each database's server log (pg/data/server.log).
 """
@@ -268,20 +268,21 @@ def measure(
     full_rebuilds=lambda size: False,
     page=None,
     keep: bool = False,
-    reuse: list[Path] | None = None,
+    reuse: list[Path | None] | None = None,
 ) -> list[dict[str, float]]:
     """Build a database for each of `histories` (or reopen the ones `keep` left in the `reuse`
-    directories, in the same order), then time the incremental batches on them in turn (see the
-    module's docstring), so that the machine's load weighs on each alike; `page(url, cid)` times
-    the page's views on the last one. `keep` leaves them running for inspection and reuse (their
-    directories go to the log): remove them by hand."""
+    directories, in the same order; None builds that one), then time the incremental batches on
+    them in turn (see the module's docstring), so that the machine's load weighs on each alike;
+    `page(url, cid)` times the page's views on the last one. `keep` leaves them running for
+    inspection and reuse (their directories go to the log): remove them by hand."""
     os.environ.setdefault("SEGMENT_ELT_FERNET_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMTI=")
-    tmps = reuse or [Path(tempfile.mkdtemp(prefix="bench-pipeline-")) for _ in histories]
-    kept = bool(reuse)
+    reuse = reuse or [None for _ in histories]
+    tmps = [reused or Path(tempfile.mkdtemp(prefix="bench-pipeline-")) for reused in reuse]
+    kept = False
     try:
         bases, results = [], []
-        for tmp, history in zip(tmps, histories, strict=True):
-            if reuse:
+        for tmp, history, reused in zip(tmps, histories, reuse, strict=True):
+            if reused:
                 base, figures = _reopen(tmp), {}
                 _say(f"reopened {tmp}: {base.stored:,} stored")
             else:
@@ -309,7 +310,7 @@ def measure(
         if page is not None:
             _say("timing the page's views")
             results[-1].update({f"page_{k}": v for k, v in page(bases[-1].url, bases[-1].cid).items()})
-        if keep or reuse:
+        if keep or any(reuse):
             for tmp, base in zip(tmps, bases, strict=True):
                 state = {"url": base.url, "cid": base.cid, "end": base.end.isoformat(), "stored": base.stored}
                 (tmp / "bench.json").write_text(json.dumps(state))
@@ -343,7 +344,9 @@ def run() -> list[Figure]:
         full_rebuilds=rebuilds,
         page=bench_ui.time_views,
         keep=os.environ.get("BENCH_KEEP_DATABASE") == "1",
-        reuse=[Path(d) for d in os.environ["BENCH_REUSE"].split(",")] if os.environ.get("BENCH_REUSE") else None,
+        reuse=[Path(d) if d else None for d in os.environ["BENCH_REUSE"].split(",")]
+        if os.environ.get("BENCH_REUSE")
+        else None,
     )
     ratio = big["incremental"] / one["incremental"]
     figures = []
