@@ -16,52 +16,23 @@ weights as (
     select * from {{ ref('health_weights') }}
 ),
 
--- The last 30 days only, so the cost follows the window, not the history. One pass over the
--- window counts each account's event names, people and days in hash tables, one grouping set
--- each (grouping(...) says which set a row is from), reading the window in storage order
--- (in_window_in_storage_order); a sorted count(distinct) would read it
--- along an account index instead, at a random heap page per event.
-usage_sets as (
+-- the last 30 days only (so the cost follows the window, not the history)
+usage as (
     select
         product_events.org_id,
         product_events.account_id,
-        product_events.event_name,
-        coalesce(product_events.user_id, product_events.anonymous_id) as person,
-        product_events.event_date,
-        grouping(
-            product_events.event_name,
-            coalesce(product_events.user_id, product_events.anonymous_id),
-            product_events.event_date
-        ) as grouping_set,
-        count(*) as events
+        count(*) as events_30d,
+        count(distinct product_events.event_name) as event_names_30d,
+        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as users_30d,
+        count(distinct product_events.event_date) as active_days_30d
     from {{ ref('product_events') }} as product_events
     where
         product_events.account_id is not null
-        and {{ in_window_in_storage_order('product_events.event_at', 30) }}
-    group by grouping sets (
-        (product_events.org_id, product_events.account_id, product_events.event_name),
-        (
-            product_events.org_id,
-            product_events.account_id,
-            coalesce(product_events.user_id, product_events.anonymous_id)
-        ),
-        (product_events.org_id, product_events.account_id, product_events.event_date)
-    )
-),
-
-usage as (
-    select
-        usage_sets.org_id,
-        usage_sets.account_id,
-        -- grouping_set 3: by event name, 5: by person, 6: by day (a set bit is a column left out)
-        sum(usage_sets.events) filter (where usage_sets.grouping_set = 3)::bigint as events_30d,
-        count(usage_sets.event_name) filter (where usage_sets.grouping_set = 3) as event_names_30d,
-        count(usage_sets.person) filter (where usage_sets.grouping_set = 5) as users_30d,
-        count(usage_sets.event_date) filter (where usage_sets.grouping_set = 6) as active_days_30d
-    from usage_sets
+        and product_events.event_at <= {{ as_of() }}
+        and {{ in_last_days('product_events.event_at', 30) }}
     group by
-        usage_sets.org_id,
-        usage_sets.account_id
+        product_events.org_id,
+        product_events.account_id
 ),
 
 last_seen as (
