@@ -197,21 +197,6 @@
     {{ return(firsts) }}
 {%- endmacro %}
 
-{% macro engagement_days() -%}
-    {#- engagement_firsts() as a VALUES list (org_id, first_day), for joins (see affected_days). -#}
-    {%- set firsts = engagement_firsts() -%}
-    select
-        reached.org_id,
-        reached.first_day::date as first_day
-    from (values
-        {%- for first in firsts %}
-            ('{{ first[0] | replace("'", "''") }}', '{{ first[1] }}'),
-        {%- endfor %}
-        (null, null)
-    ) as reached (org_id, first_day)
-    where reached.org_id is not null
-{%- endmacro %}
-
 {% macro on_or_after_first_days(firsts, org_column, day_column, days_before=0) -%}
     {#-
         A condition true for the rows of each org in `firsts` (engagement_firsts()) dated on or
@@ -239,9 +224,7 @@
     {#- Pre-hook of account_engagement_daily: delete the days its run recomputes. -#}
     {% if is_incremental() %}
     delete from {{ this }} as target
-    using ({{ engagement_days() }}) as reached
-    where target.org_id = reached.org_id
-        and target.event_date >= reached.first_day
+    where {{ on_or_after_first_days(engagement_firsts(), 'target.org_id', 'target.event_date') }}
     {% else %}
     select 1
     {% endif %}

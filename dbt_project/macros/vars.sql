@@ -43,8 +43,7 @@
         30-day window of 20M events took 3.5-5.5 s that way, 1.3-1.6 s through the bitmap.
     -#}
     (
-        ({{ column }} > {{ as_of() }} - interval '{{ days }} days'
-            and {{ column }} <= {{ as_of() }} - interval '{{ days // 2 }} days')
-        or ({{ column }} > {{ as_of() }} - interval '{{ days // 2 }} days' and {{ column }} <= {{ as_of() }})
+        ({{ in_last_days(column, days) }} and {{ column }} <= {{ as_of() }} - interval '{{ days // 2 }} days')
+        or ({{ in_last_days(column, days // 2) }} and {{ column }} <= {{ as_of() }})
     )
 {%- endmacro %}
