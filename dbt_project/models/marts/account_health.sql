@@ -19,20 +19,17 @@ weights as (
 -- the last 30 days only (so the cost follows the window, not the history)
 usage as (
     select
-        product_events.org_id,
-        product_events.account_id,
-        count(*) as events_30d,
-        count(distinct product_events.event_name) as event_names_30d,
-        count(distinct coalesce(product_events.user_id, product_events.anonymous_id)) as users_30d,
-        count(distinct product_events.event_date) as active_days_30d
-    from {{ ref('product_events') }} as product_events
-    where
-        product_events.account_id is not null
-        and product_events.event_at <= {{ as_of() }}
-        and {{ in_last_days('product_events.event_at', 30) }}
+        window_30d.org_id,
+        window_30d.account_id,
+        sum(window_30d.events_30d) as events_30d,
+        count(distinct window_30d.event_name) as event_names_30d,
+        count(distinct window_30d.user_key) as users_30d,
+        count(distinct window_30d.event_date) as active_days_30d
+    from {{ ref('int_usage__window_30d') }} as window_30d
+    where window_30d.account_id is not null
     group by
-        product_events.org_id,
-        product_events.account_id
+        window_30d.org_id,
+        window_30d.account_id
 ),
 
 last_seen as (

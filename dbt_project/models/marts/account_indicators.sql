@@ -1,7 +1,7 @@
 {{ config(materialized='table') }}
 -- Usage indicators per account and event name, relative to as_of (var; default now):
 -- windows are (as_of - N days, as_of]. Its cost follows the last 30 days and the number of
--- groups, not the history: the counts read that window of product_events, and each group's
+-- groups, not the history: the counts read int_usage__window_30d, and each group's
 -- last_seen_at is one backward step of product_events' (org_id, account_id, event_name, event_at)
 -- index. (The unresolved group, account_id null, takes the loop's second branch: `account_id is
 -- null` is an index condition, `is not distinct from` is not.)
@@ -44,28 +44,22 @@ last_seen as (
     {% endfor %}
 ),
 
--- The window's events counted per person in a hash table, then the people per group: the
--- window is read in the order it is stored (in_window_in_storage_order), where a
--- sorted count(distinct) per group would read it along the (org_id, account_id, event_name,
--- event_at) index, at a random heap page per event.
+-- The window's people per group, counted in hash tables (a sorted count(distinct) would sort
+-- every row of the window).
 window_people as (
     select
-        product_events.org_id,
-        product_events.account_id,
-        product_events.event_name,
-        coalesce(product_events.user_id, product_events.anonymous_id) as person,
-        count(*) filter (
-            where {{ in_last_days('product_events.event_at', 7) }}
-        ) as events_7d,
-        count(*) as events_30d
-    from {{ ref('product_events') }} as product_events
-    where
-        {{ in_window_in_storage_order('product_events.event_at', 30) }}
+        usage.org_id,
+        usage.account_id,
+        usage.event_name,
+        usage.user_key,
+        sum(usage.events_7d) as events_7d,
+        sum(usage.events_30d) as events_30d
+    from {{ ref('int_usage__window_30d') }} as usage
     group by
-        product_events.org_id,
-        product_events.account_id,
-        product_events.event_name,
-        coalesce(product_events.user_id, product_events.anonymous_id)
+        usage.org_id,
+        usage.account_id,
+        usage.event_name,
+        usage.user_key
 ),
 
 window_30d as (
@@ -75,8 +69,8 @@ window_30d as (
         window_people.event_name,
         sum(window_people.events_7d)::bigint as events_7d,
         sum(window_people.events_30d)::bigint as events_30d,
-        count(window_people.person) filter (where window_people.events_7d > 0) as active_users_7d,
-        count(window_people.person) as active_users_30d
+        count(window_people.user_key) filter (where window_people.events_7d > 0) as active_users_7d,
+        count(window_people.user_key) as active_users_30d
     from window_people
     group by
         window_people.org_id,
